@@ -1,0 +1,141 @@
+"""The scheduler's input and output: plain frozen dataclasses, the contract with the master.
+
+Times are plain floats (seconds on the caller's clock); the scheduler never reads a clock itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """A load or capacity vector: CPU cores (or CPU seconds/s) and network bytes/s."""
+
+    cpu: float = 0.0
+    net: float = 0.0
+
+    def __add__(self, other: Resources) -> Resources:
+        return Resources(self.cpu + other.cpu, self.net + other.net)
+
+    def __sub__(self, other: Resources) -> Resources:
+        return Resources(self.cpu - other.cpu, self.net - other.net)
+
+    def scaled(self, factor: float) -> Resources:
+        return Resources(self.cpu * factor, self.net * factor)
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    id: str
+    group: str
+    capacity: Resources
+    # Measured usage of things that are not our tasks (other processes, overhead); may be zero.
+    background: Resources = Resources()
+    alive: bool = True
+    cordoned: bool = False
+    draining: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    id: str
+    job: str
+    group: str
+    # Measured load (EWMA of reports) when `measured`, else None and the scheduler estimates.
+    load: Resources | None = None
+    measured: bool = False
+    # The job's load hint for tasks not measured yet.
+    hint: Resources | None = None
+    server: str | None = None
+    generation: int = 0
+    last_moved_at: float | None = None
+    # The job is paused or deleted: the task must not run anywhere.
+    stopped: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MoveInFlight:
+    """A handoff already under way (revoked from `source`, not yet running on `target`)."""
+
+    task: str
+    source: str | None
+    target: str
+    started_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    high_watermark: float = 0.85
+    target_watermark: float = 0.70
+    imbalance_threshold: float = 0.10
+    min_gain: float = 0.02
+    move_budget: int = 20
+    cooldown_s: float = 300.0
+    default_estimate: Resources = Resources(cpu=0.05, net=256 * 1024)
+    drain_budget: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    now: float
+    servers: tuple[Server, ...]
+    tasks: tuple[Task, ...]
+    in_flight: tuple[MoveInFlight, ...] = ()
+    config: Config = Config()
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """An unplaced task (new, evacuated, revoked earlier) goes to `server`."""
+
+    task: str
+    server: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """Rebalance: revoke `task` from `source`, then (after it drains) assign it to `target`."""
+
+    task: str
+    source: str
+    target: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """Stop `task` on `server` with nowhere to go yet (drain, cordon, job paused or deleted)."""
+
+    task: str
+    server: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    task: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class GroupAdvice:
+    group: str
+    servers_alive: int
+    utilisation: float          # mean dominant utilisation of the group's schedulable servers
+    imbalance: float            # max - mean utilisation
+    servers_wanted: int         # servers that bring mean utilisation to the target watermark
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    placements: tuple[Placement, ...] = ()
+    moves: tuple[Move, ...] = ()
+    revocations: tuple[Revocation, ...] = ()
+    pending: tuple[Pending, ...] = ()
+    advice: tuple[GroupAdvice, ...] = field(default_factory=tuple)
+
+    def is_empty(self) -> bool:
+        return not (self.placements or self.moves or self.revocations)

@@ -1,0 +1,60 @@
+"""The contract between a host (the export server, a test harness) and one running task.
+
+A task id is `<job_id>:<topic>:<partition>` (`task_id()`); job ids are [a-z0-9-] and Kafka topic
+names cannot hold ':', so the id is unambiguous and URL-safe.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+
+def task_id(job_id: str, topic: str, partition: int) -> str:
+    return f"{job_id}:{topic}:{partition}"
+
+
+def parse_task_id(value: str) -> tuple[str, str, int]:
+    job_id, topic, partition = value.rsplit(":", 2)
+    return job_id, topic, int(partition)
+
+
+class TaskState(enum.StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStats:
+    state: TaskState
+    records_per_s: float = 0.0
+    bytes_per_s: float = 0.0
+    cpu_seconds_per_s: float = 0.0
+    consumer_lag: int = -1
+    committed_offset: int = -1
+    last_error: str = ""
+    records_total: int = 0
+    dead_letters_total: int = 0
+
+
+class TaskRunner(Protocol):
+    """One task's pipeline. Created stopped; `start` returns once it is running."""
+
+    @property
+    def task_id(self) -> str: ...
+
+    @property
+    def generation(self) -> int: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self, *, drain: bool = True) -> None:
+        """drain=True: flush the sink and commit offsets before returning (a handoff).
+        drain=False: stop at once without committing more (self-fencing after a lost lease)."""
+        ...
+
+    def stats(self) -> TaskStats: ...

@@ -1,0 +1,1 @@
+"""Operator tooling: exportctl (the CLI), local infrastructure, the local cluster, benchmarks."""

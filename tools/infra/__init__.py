@@ -1,0 +1,11 @@
+"""Real ZooKeeper, Kafka (KRaft) and S3 (moto server mode) on loopback, for tests and `make dev`.
+
+`start_infra()` brings all three up on free ports and returns their endpoints; every process it
+starts is stopped by `Infra.stop()`, by the context manager, at interpreter exit, and (through
+PR_SET_PDEATHSIG) by the kernel if the owning process dies without cleaning up.
+"""
+
+from tools.infra.errors import InfraError, PrerequisiteMissing
+from tools.infra.servers import Infra, start_infra
+
+__all__ = ["Infra", "InfraError", "PrerequisiteMissing", "start_infra"]

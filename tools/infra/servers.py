@@ -1,0 +1,222 @@
+"""Start ZooKeeper, Kafka (KRaft, one combined node) and moto's S3 server on free loopback ports."""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import contextlib
+import shutil
+import socket
+import sys
+import tempfile
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from tools.infra.errors import InfraError
+from tools.infra.jars import classpath, require_java
+from tools.infra.ports import free_port, port_open
+from tools.infra.process import ManagedProcess
+
+READY_TIMEOUT = 90.0
+
+
+def _jvm(heap_mb: int, *, quick_start: bool = False) -> list[str]:
+    # quick_start trades peak speed for start-up time: right for ZooKeeper, wrong for Kafka,
+    # whose throughput the pipeline benchmarks measure against.
+    flags = [require_java(), f"-Xms{heap_mb // 2}m", f"-Xmx{heap_mb}m", "-XX:+UseSerialGC",
+             "-Djava.awt.headless=true"]
+    return [*flags, "-XX:TieredStopAtLevel=1"] if quick_start else flags
+
+
+def zk_four_letter(port: int, word: str = "ruok") -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+        sock.sendall(word.encode())
+        return sock.recv(4096).decode(errors="replace")
+
+
+def start_zookeeper(workdir: Path, *, tied_to_parent: bool = True) -> tuple[ManagedProcess, str]:
+    port = free_port()
+    data = workdir / "zookeeper"
+    data.mkdir(parents=True, exist_ok=True)
+    cfg = workdir / "zoo.cfg"
+    # tickTime 500 ms lets clients ask for session timeouts down to 1 s (2 ticks): failover tests.
+    cfg.write_text(
+        "\n".join(
+            [
+                "tickTime=500",
+                f"dataDir={data}",
+                f"clientPort={port}",
+                "clientPortAddress=127.0.0.1",
+                "maxClientCnxns=0",
+                "admin.enableServer=false",
+                "4lw.commands.whitelist=ruok,srvr,mntr",
+                "",
+            ]
+        )
+    )
+    argv = [*_jvm(256, quick_start=True), "-cp", classpath("zookeeper"),
+            "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(cfg)]
+    proc = ManagedProcess("zookeeper", argv, workdir / "logs" / "zookeeper.log",
+                          tied_to_parent=tied_to_parent)
+    proc.wait_until(lambda: zk_four_letter(port) == "imok", READY_TIMEOUT, "answering ruok")
+    return proc, f"127.0.0.1:{port}"
+
+
+def _kafka_ready(bootstrap: str) -> bool:
+    from confluent_kafka.admin import AdminClient
+
+    host, port = bootstrap.rsplit(":", 1)
+    if not port_open(int(port), host):  # avoids librdkafka's connect-refused noise while booting
+        return False
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000, "log_level": 0})
+    meta = admin.list_topics(timeout=2)
+    return len(meta.brokers) >= 1
+
+
+def start_kafka(workdir: Path, *, tied_to_parent: bool = True) -> tuple[ManagedProcess, str]:
+    port, controller_port = free_port(), free_port()
+    logs = workdir / "kafka-data"
+    logs.mkdir(parents=True, exist_ok=True)
+    props = workdir / "kafka.properties"
+    props.write_text(
+        "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
+                f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                f"log.dirs={logs}",
+                "num.partitions=1",
+                "auto.create.topics.enable=true",
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=4",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                "log.segment.bytes=67108864",
+                "",
+            ]
+        )
+    )
+    log4j = workdir / "kafka-log4j2.properties"
+    log4j.write_text(
+        "\n".join(
+            [
+                "appender.out.type=Console",
+                "appender.out.name=OUT",
+                "appender.out.layout.type=PatternLayout",
+                "appender.out.layout.pattern=[%d] %p %m (%c)%n",
+                "rootLogger.level=WARN",
+                "rootLogger.appenderRef.out.ref=OUT",
+                "logger.kafka.name=kafka",
+                "logger.kafka.level=INFO",
+                "logger.server.name=org.apache.kafka.server",
+                "logger.server.level=INFO",
+                "",
+            ]
+        )
+    )
+    jvm = [*_jvm(768), f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath("kafka")]
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:22]
+    fmt = ManagedProcess(
+        "kafka-storage-format",
+        [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+        workdir / "logs" / "kafka-format.log",
+    )
+    if fmt.proc.wait(timeout=READY_TIMEOUT) != 0:
+        raise InfraError(f"formatting Kafka storage failed; log: {fmt.log_path}\n{fmt.log_tail()}")
+    fmt.stop()
+    proc = ManagedProcess("kafka", [*jvm, "kafka.Kafka", str(props)],
+                          workdir / "logs" / "kafka.log", tied_to_parent=tied_to_parent)
+    bootstrap = f"127.0.0.1:{port}"
+    proc.wait_until(lambda: _kafka_ready(bootstrap), READY_TIMEOUT, "serving metadata")
+    return proc, bootstrap
+
+
+def _s3_ready(endpoint: str) -> bool:
+    with urllib.request.urlopen(endpoint + "/moto-api/", timeout=1) as resp:
+        return int(resp.status) == 200
+
+
+def start_s3(workdir: Path, *, port: int | None = None,
+             tied_to_parent: bool = True) -> tuple[ManagedProcess, str]:
+    port = port or free_port()
+    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    proc = ManagedProcess("s3", argv, workdir / "logs" / "s3.log", tied_to_parent=tied_to_parent)
+    endpoint = f"http://127.0.0.1:{port}"
+    proc.wait_until(lambda: _s3_ready(endpoint), READY_TIMEOUT, "answering HTTP")
+    return proc, endpoint
+
+
+@dataclass
+class Infra:
+    """The running local servers. Stop with `stop()` or use as a context manager."""
+
+    workdir: Path
+    zookeeper: str = ""
+    kafka: str = ""
+    s3: str = ""
+    processes: dict[str, ManagedProcess] = field(default_factory=dict)
+    keep_workdir: bool = False
+
+    def endpoints(self) -> dict[str, str]:
+        return {"zookeeper": self.zookeeper, "kafka": self.kafka, "s3": self.s3}
+
+    def log_files(self) -> dict[str, str]:
+        return {name: str(p.log_path) for name, p in self.processes.items()}
+
+    def stop(self) -> None:
+        # Kafka first: it is the slowest to stop and nothing else depends on it here.
+        for name in ("kafka", "s3", "zookeeper"):
+            proc = self.processes.pop(name, None)
+            if proc is not None:
+                proc.stop()
+        if not self.keep_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Infra:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is not None:
+            self.keep_workdir = True
+            for name, path in self.log_files().items():
+                print(f"[infra] {name} log: {path}", file=sys.stderr)
+        self.stop()
+
+
+def start_infra(
+    components: tuple[str, ...] = ("zookeeper", "kafka", "s3"),
+    *,
+    workdir: Path | None = None,
+    tied_to_parent: bool = True,
+) -> Infra:
+    """Start the named servers; on any failure, stop what already started and raise."""
+    infra = Infra(workdir=workdir or Path(tempfile.mkdtemp(prefix="exportd-infra-")))
+    atexit.register(infra.stop)
+    starters = {"zookeeper": start_zookeeper, "kafka": start_kafka, "s3": start_s3}
+    try:
+        for name in components:
+            proc, endpoint = starters[name](infra.workdir, tied_to_parent=tied_to_parent)
+            infra.processes[name] = proc
+            setattr(infra, name, endpoint)
+    except BaseException:
+        infra.keep_workdir = True
+        with contextlib.suppress(Exception):
+            infra.stop()
+        raise
+    return infra
