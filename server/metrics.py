@@ -1,0 +1,32 @@
+"""Prometheus metrics of an export server (per-task rate, lag, errors; lease state). The names
+here are the contract with the Grafana dashboard (see master/metrics.py)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+REGISTRY = CollectorRegistry()
+
+SERVER_TASKS = Gauge("exportd_server_tasks", "Tasks on this server by state", ["state"],
+                     registry=REGISTRY)
+TASK_RECORDS = Counter("exportd_task_records_total", "Records exported", ["job", "task"],
+                       registry=REGISTRY)
+TASK_RECORDS_PER_SECOND = Gauge("exportd_task_records_per_second", "Records per second",
+                                ["job", "task"], registry=REGISTRY)
+TASK_BYTES_PER_SECOND = Gauge("exportd_task_bytes_per_second", "Bytes per second",
+                              ["job", "task"], registry=REGISTRY)
+TASK_LAG = Gauge("exportd_task_consumer_lag", "Records behind the partition's end",
+                 ["job", "task"], registry=REGISTRY)
+TASK_ERRORS = Counter("exportd_task_errors_total", "Sink or source errors", ["job", "task"],
+                      registry=REGISTRY)
+TASK_DEAD_LETTERS = Counter("exportd_task_dead_letters_total", "Records sent to dead-letter",
+                            ["job", "task"], registry=REGISTRY)
+LEASE_REMAINING = Gauge("exportd_server_lease_remaining_seconds",
+                        "Seconds until this server self-fences without an ack", registry=REGISTRY)
+SELF_FENCES = Counter("exportd_server_self_fences_total",
+                      "Times the server stopped every task because its lease ran out",
+                      registry=REGISTRY)
+CPU_UTILISATION = Gauge("exportd_server_cpu_utilisation", "CPU fraction of the machine",
+                        registry=REGISTRY)
+NET_BYTES_PER_SECOND = Gauge("exportd_server_net_bytes_per_second", "Network bytes/s",
+                             ["direction"], registry=REGISTRY)

@@ -1,0 +1,53 @@
+"""Session-scoped real servers for integration tests, and the test markers.
+
+`zookeeper`, `kafka` and `s3` start real servers from tools.infra on free loopback ports, once per
+test session, and stop them at the end even when tests fail. Their logs are kept and named when a
+server fails to start. Tests under tests/unit are marked `unit`, under tests/integration
+`integration`, under tests/e2e `e2e`, by directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tools.infra import Infra, start_infra
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for marker in ("unit", "integration", "e2e"):
+            if marker in parts:
+                item.add_marker(getattr(pytest.mark, marker))
+
+
+def _start(name: str) -> Iterator[Infra]:
+    infra = start_infra((name,))
+    try:
+        yield infra
+    finally:
+        infra.stop()
+
+
+@pytest.fixture(scope="session")
+def zookeeper() -> Iterator[str]:
+    """host:port of a real ZooKeeper (tickTime 500 ms: session timeouts from 1 s)."""
+    for infra in _start("zookeeper"):
+        yield infra.zookeeper
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[str]:
+    """bootstrap servers of a real single-node KRaft Kafka."""
+    for infra in _start("kafka"):
+        yield infra.kafka
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[str]:
+    """endpoint URL of moto's S3 server (any access key and secret work)."""
+    for infra in _start("s3"):
+        yield infra.s3
