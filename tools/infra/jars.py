@@ -7,6 +7,7 @@ pom's hash makes later runs free, and a changed pom re-fetches.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import shutil
 import subprocess
@@ -28,7 +29,9 @@ def require_tool(name: str, hint: str) -> str:
 
 
 def require_java() -> str:
-    return require_tool("java", "install Java 17+ (Debian/Ubuntu: apt-get install openjdk-17-jre-headless)")
+    return require_tool(
+        "java", "install Java 17+ (Debian/Ubuntu: apt-get install openjdk-17-jre-headless)"
+    )
 
 
 def jar_dir(component: str) -> Path:
@@ -40,7 +43,19 @@ def classpath(component: str) -> str:
 
 
 def ensure_jars(component: str) -> Path:
-    """Return the folder holding `component`'s jars, fetching them first when needed."""
+    """Return the folder holding `component`'s jars, fetching them first when needed.
+
+    A file lock serialises concurrent callers (parallel test sessions) so none sees a half-copied
+    folder.
+    """
+    lock_path = CACHE_DIR / "jars" / f".{component}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure_jars_locked(component)
+
+
+def _ensure_jars_locked(component: str) -> Path:
     pom = MAVEN_DIR / component / "pom.xml"
     if not pom.is_file():
         raise InfraError(f"no pom for {component!r} at {pom}")

@@ -72,7 +72,7 @@ class ManagedProcess:
         return "\n".join(text.splitlines()[-lines:])
 
     def wait_until(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
-        """Poll `ready` until it holds; fail with the log's tail if the process dies or time runs out."""
+        """Poll `ready` until it holds; fail with the log tail if the process dies or time is up."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():

@@ -6,18 +6,17 @@ import atexit
 import base64
 import contextlib
 import shutil
-import socket
 import sys
 import tempfile
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 from tools.infra.errors import InfraError
+from tools.infra.health import kafka_ready, s3_ready, zookeeper_ready
 from tools.infra.jars import classpath, require_java
-from tools.infra.ports import free_port, port_open
+from tools.infra.ports import free_port
 from tools.infra.process import ManagedProcess
 
 READY_TIMEOUT = 90.0
@@ -29,12 +28,6 @@ def _jvm(heap_mb: int, *, quick_start: bool = False) -> list[str]:
     flags = [require_java(), f"-Xms{heap_mb // 2}m", f"-Xmx{heap_mb}m", "-XX:+UseSerialGC",
              "-Djava.awt.headless=true"]
     return [*flags, "-XX:TieredStopAtLevel=1"] if quick_start else flags
-
-
-def zk_four_letter(port: int, word: str = "ruok") -> str:
-    with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
-        sock.sendall(word.encode())
-        return sock.recv(4096).decode(errors="replace")
 
 
 def start_zookeeper(workdir: Path, *, tied_to_parent: bool = True) -> tuple[ManagedProcess, str]:
@@ -61,19 +54,9 @@ def start_zookeeper(workdir: Path, *, tied_to_parent: bool = True) -> tuple[Mana
             "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(cfg)]
     proc = ManagedProcess("zookeeper", argv, workdir / "logs" / "zookeeper.log",
                           tied_to_parent=tied_to_parent)
-    proc.wait_until(lambda: zk_four_letter(port) == "imok", READY_TIMEOUT, "answering ruok")
-    return proc, f"127.0.0.1:{port}"
-
-
-def _kafka_ready(bootstrap: str) -> bool:
-    from confluent_kafka.admin import AdminClient
-
-    host, port = bootstrap.rsplit(":", 1)
-    if not port_open(int(port), host):  # avoids librdkafka's connect-refused noise while booting
-        return False
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000, "log_level": 0})
-    meta = admin.list_topics(timeout=2)
-    return len(meta.brokers) >= 1
+    endpoint = f"127.0.0.1:{port}"
+    proc.wait_until(lambda: zookeeper_ready(endpoint), READY_TIMEOUT, "answering ruok")
+    return proc, endpoint
 
 
 def start_kafka(workdir: Path, *, tied_to_parent: bool = True) -> tuple[ManagedProcess, str]:
@@ -138,13 +121,8 @@ def start_kafka(workdir: Path, *, tied_to_parent: bool = True) -> tuple[ManagedP
     proc = ManagedProcess("kafka", [*jvm, "kafka.Kafka", str(props)],
                           workdir / "logs" / "kafka.log", tied_to_parent=tied_to_parent)
     bootstrap = f"127.0.0.1:{port}"
-    proc.wait_until(lambda: _kafka_ready(bootstrap), READY_TIMEOUT, "serving metadata")
+    proc.wait_until(lambda: kafka_ready(bootstrap), READY_TIMEOUT, "serving metadata")
     return proc, bootstrap
-
-
-def _s3_ready(endpoint: str) -> bool:
-    with urllib.request.urlopen(endpoint + "/moto-api/", timeout=1) as resp:
-        return int(resp.status) == 200
 
 
 def start_s3(workdir: Path, *, port: int | None = None,
@@ -153,7 +131,7 @@ def start_s3(workdir: Path, *, port: int | None = None,
     argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
     proc = ManagedProcess("s3", argv, workdir / "logs" / "s3.log", tied_to_parent=tied_to_parent)
     endpoint = f"http://127.0.0.1:{port}"
-    proc.wait_until(lambda: _s3_ready(endpoint), READY_TIMEOUT, "answering HTTP")
+    proc.wait_until(lambda: s3_ready(endpoint), READY_TIMEOUT, "answering HTTP")
     return proc, endpoint
 
 
@@ -207,7 +185,8 @@ def start_infra(
 ) -> Infra:
     """Start the named servers; on any failure, stop what already started and raise."""
     infra = Infra(workdir=workdir or Path(tempfile.mkdtemp(prefix="exportd-infra-")))
-    atexit.register(infra.stop)
+    if tied_to_parent:  # detached servers (`python -m tools.infra up`) outlive this process
+        atexit.register(infra.stop)
     starters = {"zookeeper": start_zookeeper, "kafka": start_kafka, "s3": start_s3}
     try:
         for name in components:
