@@ -8,7 +8,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry()
 
-IS_LEADER = Gauge("exportd_master_is_leader", "1 while this master leads, else 0", registry=REGISTRY)
+IS_LEADER = Gauge("exportd_master_is_leader", "1 while this master leads, else 0",
+                  registry=REGISTRY)
 EPOCH = Gauge("exportd_master_epoch", "The fencing epoch this master leads (or last saw)",
               registry=REGISTRY)
 LEADERSHIP_SUSPENDED = Gauge("exportd_master_leadership_suspended",

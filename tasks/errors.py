@@ -101,7 +101,7 @@ class SinkError(ExportdError):
 
 
 class RecordError(ExportdError):
-    """One record could not be processed; it goes to the dead-letter destination with this reason."""
+    """One record could not be processed: it goes to dead-letter with this reason."""
 
     http_status = 422
     grpc_code = "INVALID_ARGUMENT"

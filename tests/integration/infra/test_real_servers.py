@@ -6,7 +6,8 @@ import uuid
 
 import boto3
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic  # typed here; admin re-exports it untyped
 from kazoo.client import KazooClient
 
 
@@ -44,9 +45,10 @@ def test_kafka_produces_and_consumes_ten_thousand_records(kafka: str) -> None:
     try:
         for _ in range(200):  # bounded: each consume waits at most 1 s
             for msg in consumer.consume(num_messages=1000, timeout=1.0):
-                assert msg.error() is None
-                seen.add(msg.value())
-                partitions.add(msg.partition())
+                value, partition = msg.value(), msg.partition()
+                assert msg.error() is None and value is not None and partition is not None
+                seen.add(value)
+                partitions.add(partition)
             if len(seen) == 10_000:
                 break
     finally:
