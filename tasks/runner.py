@@ -7,8 +7,11 @@ names cannot hold ':', so the id is unambiguous and URL-safe.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
+
+from tasks.spec import JobSpec
 
 
 def task_id(job_id: str, topic: str, partition: int) -> str:
@@ -58,3 +61,21 @@ class TaskRunner(Protocol):
         ...
 
     def stats(self) -> TaskStats: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """One task a host should run: the job's spec, the partition, and the fencing generation."""
+
+    task_id: str
+    generation: int
+    job: JobSpec
+    partition: int
+
+    @property
+    def topic(self) -> str:
+        return self.job.source.topic
+
+
+RunnerFactory = Callable[[Assignment], TaskRunner]
+"""Builds a (stopped) runner for an assignment; the server holds one, made from its settings."""

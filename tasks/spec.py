@@ -1,0 +1,262 @@
+"""The job spec: what ops submit, what the master validates and stores, what a server runs.
+
+One pydantic model serves all three: the master's API validates request bodies with it (and
+serves its JSON schema in the OpenAPI document), ZooKeeper stores its JSON, and each
+`TaskAssignment.spec_json` in a directive carries it to the server. Unknown fields are errors,
+JMESPath expressions and regexes are compiled at validation time, sizes must be positive, and
+`parse_job_spec` turns every problem into a `ValidationError` naming the field path.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+import jmespath
+import jmespath.exceptions
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tasks.errors import ValidationError
+from tasks.settings import Duration
+
+JOB_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+GROUP = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$")
+# Kafka's own rule for topic names.
+TOPIC = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
+
+
+class SpecModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_jmespath(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        jmespath.compile(value)
+    except jmespath.exceptions.JMESPathError as exc:
+        raise ValueError(f"not a valid JMESPath expression: {exc}") from exc
+    return value
+
+
+class LoadHint(SpecModel):
+    """Expected load of one task of the job, used until the task has been measured."""
+
+    cpu: float = Field(ge=0, description="CPU seconds per second")
+    net: float = Field(ge=0, description="network bytes per second")
+
+
+class Source(SpecModel):
+    topic: str
+    # None: the server's configured Kafka cluster.
+    bootstrap_servers: str | None = None
+    # Where to start when the consumer group has no committed offset for the partition.
+    start: Literal["earliest", "latest", "timestamp"] = "earliest"
+    start_timestamp_ms: int | None = Field(default=None, ge=0)
+    # Offsets are committed under this group; default `exportd-<job id>`.
+    consumer_group: str | None = None
+    batch_size: int = Field(default=1000, gt=0, le=100_000)
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        if not TOPIC.match(value):
+            raise ValueError("a Kafka topic name is 1-249 characters of [a-zA-Z0-9._-]")
+        return value
+
+    @model_validator(mode="after")
+    def _timestamp(self) -> Source:
+        if self.start == "timestamp" and self.start_timestamp_ms is None:
+            raise ValueError("start: 'timestamp' needs start_timestamp_ms")
+        return self
+
+
+class Parse(SpecModel):
+    format: Literal["json", "nginx", "regex", "raw"] = "raw"
+    # For format 'regex': a pattern with named groups; each group becomes a field.
+    pattern: str | None = None
+
+    @model_validator(mode="after")
+    def _pattern(self) -> Parse:
+        if self.format == "regex":
+            if not self.pattern:
+                raise ValueError("format 'regex' needs a pattern with named groups")
+            try:
+                compiled = re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern is not a valid regex: {exc}") from exc
+            if not compiled.groupindex:
+                raise ValueError("pattern needs at least one named group, e.g. (?P<ip>\\S+)")
+        elif self.pattern is not None:
+            raise ValueError(f"pattern applies only to format 'regex', not {self.format!r}")
+        return self
+
+
+class AddFields(SpecModel):
+    ingest_time: bool = False       # adds `_ingest_time` (ISO 8601, UTC)
+    source: bool = False            # adds `_topic`, `_partition`, `_offset`, `_timestamp`
+    static: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class Transform(SpecModel):
+    parse: Parse = Parse()
+    where: str | None = None        # JMESPath; records for which it is falsy are dropped
+    select: str | None = None       # JMESPath projection producing the output record
+    sample: float = Field(default=1.0, gt=0, le=1)
+    add_fields: AddFields = AddFields()
+
+    _where = field_validator("where")(_check_jmespath)
+    _select = field_validator("select")(_check_jmespath)
+
+
+class Format(SpecModel):
+    type: Literal["ndjson", "csv", "parquet"] = "ndjson"
+    compression: Literal["none", "gzip", "zstd"] = "none"
+    # CSV: the columns, in order (required for csv).
+    columns: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _columns(self) -> Format:
+        if self.type == "csv" and not self.columns:
+            raise ValueError("csv needs columns: the field names, in order")
+        return self
+
+
+class Rotation(SpecModel):
+    """A file closes when any limit is reached. `max_records` and `max_bytes` depend only on the
+    data (exactly-once rewrites); `max_seconds` is wall-clock (see docs: delivery)."""
+
+    max_records: int | None = Field(default=10_000, gt=0)
+    max_bytes: int | None = Field(default=64 * 1024 * 1024, gt=0)
+    max_seconds: Duration | None = None
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> Rotation:
+        if self.max_records is None and self.max_bytes is None and self.max_seconds is None:
+            raise ValueError("rotation needs at least one of max_records, max_bytes, max_seconds")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ValueError("max_seconds must be positive")
+        return self
+
+
+class S3Sink(SpecModel):
+    type: Literal["s3"] = "s3"
+    bucket: str = Field(min_length=3, max_length=63)
+    prefix: str = ""
+    # Object path template below the prefix; may use {topic}, {partition} and record-time
+    # fields {dt} (YYYY-MM-DD) and {hour} (HH). File names are always
+    # <topic>+<partition>+<start offset, zero-padded>.<ext>.
+    path: str = "{topic}/partition={partition}"
+    # None: the server's configured S3 endpoint (or AWS).
+    endpoint_url: str | None = None
+    region: str | None = None
+    multipart_threshold_bytes: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)
+
+
+class HttpSink(SpecModel):
+    type: Literal["http"] = "http"
+    url: pydantic.AnyHttpUrl
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: Duration = 10.0
+    max_retries: int = Field(default=8, ge=0, le=100)
+    batch_records: int = Field(default=500, gt=0, le=100_000)
+
+
+class FileSink(SpecModel):
+    type: Literal["file"] = "file"
+    directory: str = Field(min_length=1)
+    path: str = "{topic}/partition={partition}"
+
+
+class KafkaSink(SpecModel):
+    type: Literal["kafka"] = "kafka"
+    topic: str
+    bootstrap_servers: str | None = None
+
+    _topic = field_validator("topic")(Source._topic.__func__)  # type: ignore[attr-defined]
+
+
+Sink = Annotated[S3Sink | HttpSink | FileSink | KafkaSink, Field(discriminator="type")]
+
+
+class DeadLetter(SpecModel):
+    """Where records that fail go, each with its reason. Default: a Kafka topic
+    `<job id>.dlq` on the source cluster."""
+
+    type: Literal["kafka", "file"] = "kafka"
+    topic: str | None = None
+    directory: str | None = None
+
+    @model_validator(mode="after")
+    def _where(self) -> DeadLetter:
+        if self.type == "file" and not self.directory:
+            raise ValueError("a file dead-letter needs a directory")
+        return self
+
+
+class JobSpec(SpecModel):
+    id: str
+    group: str = "default"
+    state: Literal["running", "paused"] = "running"
+    load_hint: LoadHint | None = None
+    source: Source
+    transform: Transform = Transform()
+    sink: Sink
+    format: Format = Format()
+    rotation: Rotation = Rotation()
+    dead_letter: DeadLetter = DeadLetter()
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not JOB_ID.match(value):
+            raise ValueError("a job id is 1-63 characters of [a-z0-9-], not starting or ending "
+                             "with '-'")
+        return value
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, value: str) -> str:
+        if not GROUP.match(value):
+            raise ValueError("a group is 1-63 characters of [a-z0-9_-]")
+        return value
+
+    @property
+    def consumer_group(self) -> str:
+        return self.source.consumer_group or f"exportd-{self.id}"
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.dead_letter.topic or f"{self.id}.dlq"
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+def parse_job_spec(data: Any) -> JobSpec:
+    """Validate a decoded job spec (dict). Every problem is a ValidationError whose `field` is
+    the dotted path of the first bad field and whose details list all of them."""
+    try:
+        return JobSpec.model_validate(data)
+    except pydantic.ValidationError as exc:
+        problems = [
+            {"field": ".".join(str(p) for p in err["loc"]),
+             "reason": err["msg"].removeprefix("Value error, ")}
+            for err in exc.errors()
+        ]
+        first = problems[0]
+        raise ValidationError(first["reason"], field=first["field"], problems=problems) from exc
+
+
+def job_spec_from_json(raw: bytes | str) -> JobSpec:
+    """Decode a stored or transmitted spec (ZooKeeper node, directive's spec_json)."""
+    try:
+        return JobSpec.model_validate_json(raw)
+    except pydantic.ValidationError as exc:
+        raise ValidationError(f"stored job spec is invalid: {exc}") from exc
+
+
+def job_json_schema() -> dict[str, Any]:
+    """The JSON schema of a job spec, for the OpenAPI document."""
+    return JobSpec.model_json_schema()
