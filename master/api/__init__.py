@@ -1,0 +1,1 @@
+"""The HTTP API of a master (aiohttp, /api/v1): translates HTTP to the ControlPlane protocol."""
