@@ -1,0 +1,98 @@
+"""Settings of one export server (`exportd-server`), loaded with tasks.settings.load_settings.
+
+YAML file (`--config`), then `EXPORTD_*` variables (`EXPORTD_ZOOKEEPER__HOSTS`), then flags
+(`--set zookeeper.hosts=...`). Durations are human strings ("5s"). Kafka and S3 here are the
+defaults a job falls back to when its spec names none.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from tasks.settings import Duration, SettingsModel
+
+
+def default_server_id() -> str:
+    """`<hostname>-<6 hex>`: unique per process even when two servers share a host."""
+    host = socket.gethostname().split(".")[0].lower() or "server"
+    cleaned = "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in host).strip("-")
+    return f"{cleaned or 'server'}-{secrets.token_hex(3)}"
+
+
+class ZooKeeperSettings(SettingsModel):
+    hosts: str = "127.0.0.1:2181"
+    cluster: str = "local"
+    base_path: str = "/exportd"
+    # Bounds how long a crashed server's registration outlives it.
+    session_timeout: Duration = 10.0
+
+
+class HttpSettings(SettingsModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8090, ge=0, le=65535)   # 0: any free port
+    # What the master is told to reach us at; empty: `host`, or the hostname when host is 0.0.0.0.
+    advertise_host: str = ""
+
+
+class KafkaSettings(SettingsModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+
+
+class S3Settings(SettingsModel):
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+
+
+class CapacitySettings(SettingsModel):
+    """What this server offers the scheduler. None: measured (cores from psutil)."""
+
+    cpu_cores: float | None = Field(default=None, gt=0)
+    # 125 MB/s: a 1 Gbit/s NIC. The NIC speed psutil reports is often 0 or wrong in VMs.
+    net_bytes_per_s: float = Field(default=125_000_000.0, gt=0)
+    # Worker processes for CPU-bound transforms; None: one per core.
+    worker_processes: int | None = Field(default=None, gt=0)
+
+
+class LeaseSettings(SettingsModel):
+    # Self-fence this long before the leader's lease_ttl runs out, to absorb clock-rate drift
+    # and the time a stop takes.
+    margin: Duration = 2.0
+    # Until the first ack tells us, send reports this often.
+    initial_heartbeat_interval: Duration = 1.0
+
+
+class SessionSettings(SettingsModel):
+    reconnect_min: Duration = 0.2
+    reconnect_max: Duration = 5.0
+    # SIGTERM: how long all tasks get to drain before the server exits anyway.
+    shutdown_timeout: Duration = 60.0
+    # A FAILED task that is still desired is restarted after this long.
+    restart_backoff: Duration = 5.0
+
+
+class ServerSettings(SettingsModel):
+    id: str = Field(default_factory=default_server_id, min_length=1, max_length=128)
+    group: str = "default"
+    labels: dict[str, str] = Field(default_factory=dict)
+    zookeeper: ZooKeeperSettings = ZooKeeperSettings()
+    http: HttpSettings = HttpSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    s3: S3Settings = S3Settings()
+    work_dir: str = "/var/lib/exportd"
+    capacity: CapacitySettings = CapacitySettings()
+    lease: LeaseSettings = LeaseSettings()
+    session: SessionSettings = SessionSettings()
+    log_format: Literal["json", "console"] = "json"
+    log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _id_is_a_znode_name(self) -> ServerSettings:
+        if "/" in self.id or self.id in {".", ".."}:
+            raise ValueError("id must be a valid znode name (no '/')")
+        return self

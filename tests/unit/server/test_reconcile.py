@@ -1,0 +1,171 @@
+"""server.reconcile: epochs, generations, starts, stops with drain, restarts, fencing plans."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.reconcile import (
+    Desired,
+    Running,
+    Stop,
+    accept_epoch,
+    drain_plan,
+    fence_plan,
+    plan_reconcile,
+)
+from tasks.runner import TaskState
+
+
+def want(task_id: str, generation: int) -> dict[str, Desired[str]]:
+    return {task_id: Desired(task_id, generation, f"spec-{task_id}")}
+
+
+def run(task_id: str, generation: int, state: TaskState = TaskState.RUNNING,
+        **kw: object) -> dict[str, Running]:
+    return {task_id: Running(task_id, generation, state, **kw)}  # type: ignore[arg-type]
+
+
+NOTHING: dict[str, Desired[str]] = {}
+
+
+@pytest.mark.parametrize(
+    ("highest", "epoch", "accepted", "new_highest"),
+    [(0, 0, True, 0), (0, 1, True, 1), (3, 3, True, 3), (3, 7, True, 7), (3, 2, False, 3),
+     (5, 0, False, 5)],
+)
+def test_accept_epoch(highest: int, epoch: int, accepted: bool, new_highest: int) -> None:
+    assert accept_epoch(highest, epoch) == (accepted, new_highest)
+
+
+def test_start_a_new_task_and_remember_its_generation() -> None:
+    p = plan_reconcile(want("a", 1), {}, {}, may_start=True, now=0, restart_backoff_s=5)
+    assert [d.task_id for d in p.start] == ["a"]
+    assert p.start[0].payload == "spec-a"
+    assert p.generations == {"a": 1}
+    assert not p.stop and not p.refused
+
+
+def test_nothing_starts_without_a_lease_or_while_draining() -> None:
+    p = plan_reconcile(want("a", 1), {}, {}, may_start=False, now=0, restart_backoff_s=5)
+    assert p.empty
+    assert p.generations == {}
+
+
+def test_converged_is_empty() -> None:
+    p = plan_reconcile(want("a", 1), run("a", 1), {"a": 1}, may_start=True, now=0,
+                       restart_backoff_s=5)
+    assert p.empty
+
+
+def test_starting_and_draining_tasks_are_left_alone() -> None:
+    for state in (TaskState.STARTING, TaskState.DRAINING):
+        p = plan_reconcile(want("a", 1), run("a", 1, state), {"a": 1}, may_start=True, now=0,
+                           restart_backoff_s=5)
+        assert p.empty
+
+
+def test_not_desired_is_stopped_with_drain() -> None:
+    p = plan_reconcile(NOTHING, run("a", 1), {"a": 1}, may_start=True, now=0, restart_backoff_s=5)
+    assert p.stop == (Stop("a", 1, drain=True, reason="not desired"),)
+    assert not p.start
+
+
+def test_not_desired_is_stopped_even_without_a_lease() -> None:
+    p = plan_reconcile(NOTHING, run("a", 1), {"a": 1}, may_start=False, now=0, restart_backoff_s=5)
+    assert [s.task_id for s in p.stop] == ["a"]
+
+
+def test_busy_tasks_are_left_alone() -> None:
+    p = plan_reconcile(NOTHING, run("a", 1, busy=True), {"a": 1}, may_start=True, now=0,
+                       restart_backoff_s=5)
+    assert p.empty
+    p = plan_reconcile(want("a", 2), run("a", 1, busy=True), {"a": 1}, may_start=True, now=0,
+                       restart_backoff_s=5)
+    assert p.empty
+
+
+def test_stale_generation_is_refused() -> None:
+    p = plan_reconcile(want("a", 1), {}, {"a": 2}, may_start=True, now=0, restart_backoff_s=5)
+    assert not p.start
+    assert [(r.task_id, r.generation) for r in p.refused] == [("a", 1)]
+    assert "stale generation" in p.refused[0].reason
+    assert p.generations == {"a": 2}
+
+
+def test_stale_generation_leaves_the_newer_running_task() -> None:
+    p = plan_reconcile(want("a", 1), run("a", 2), {"a": 2}, may_start=True, now=0,
+                       restart_backoff_s=5)
+    assert not p.stop and not p.start
+    assert len(p.refused) == 1
+
+
+def test_same_generation_after_a_stop_is_not_stale() -> None:
+    # Self-fenced or revoked, then given back at the same generation: start again.
+    p = plan_reconcile(want("a", 3), run("a", 3, TaskState.STOPPED), {"a": 3}, may_start=True,
+                       now=0, restart_backoff_s=5)
+    assert [d.generation for d in p.start] == [3]
+    assert not p.refused
+
+
+def test_newer_generation_replaces_the_running_one_stop_first() -> None:
+    p = plan_reconcile(want("a", 2), run("a", 1), {"a": 1}, may_start=True, now=0,
+                       restart_backoff_s=5)
+    assert p.stop == (Stop("a", 1, drain=True, reason="replaced by generation 2"),)
+    assert not p.start
+    # Once the old one has stopped, the new generation starts.
+    p = plan_reconcile(want("a", 2), run("a", 1, TaskState.STOPPED), {"a": 1}, may_start=True,
+                       now=0, restart_backoff_s=5)
+    assert [d.generation for d in p.start] == [2]
+    assert p.generations == {"a": 2}
+
+
+def test_failed_desired_task_restarts_after_the_backoff() -> None:
+    failed = run("a", 1, TaskState.FAILED, failed_at=100.0)
+    early = plan_reconcile(want("a", 1), failed, {"a": 1}, may_start=True, now=104.9,
+                           restart_backoff_s=5)
+    assert early.empty
+    late = plan_reconcile(want("a", 1), failed, {"a": 1}, may_start=True, now=105.0,
+                          restart_backoff_s=5)
+    assert [d.task_id for d in late.start] == ["a"]
+
+
+def test_failed_undesired_task_is_released_without_drain() -> None:
+    p = plan_reconcile(NOTHING, run("a", 1, TaskState.FAILED, failed_at=1.0), {"a": 1},
+                       may_start=True, now=2, restart_backoff_s=5)
+    assert p.stop == (Stop("a", 1, drain=False, reason="failed, not desired"),)
+
+
+def test_stopped_entries_are_forgotten_once_the_leader_saw_them() -> None:
+    unseen = plan_reconcile(NOTHING, run("a", 1, TaskState.STOPPED), {"a": 1}, may_start=True,
+                            now=0, restart_backoff_s=5)
+    assert unseen.empty
+    seen = plan_reconcile(NOTHING, run("a", 1, TaskState.STOPPED, final_acked=True), {"a": 1},
+                          may_start=True, now=0, restart_backoff_s=5)
+    assert seen.forget == ("a",)
+    # Forgetting the runner keeps the generation: a stale one is still refused later.
+    assert seen.generations == {"a": 1}
+
+
+def test_mixed_set_is_deterministic() -> None:
+    desired = {**want("b", 1), **want("a", 1), **want("c", 4)}
+    running = {**run("c", 4), **run("d", 2), **run("e", 1, TaskState.DRAINING)}
+    p = plan_reconcile(desired, running, {"c": 4, "d": 2, "e": 1}, may_start=True, now=0,
+                       restart_backoff_s=5)
+    assert [d.task_id for d in p.start] == ["a", "b"]
+    assert [s.task_id for s in p.stop] == ["d"]
+
+
+def test_fence_plan_stops_everything_that_may_write_without_drain() -> None:
+    running = {**run("a", 1), **run("b", 2, TaskState.STARTING),
+               **run("c", 1, TaskState.DRAINING), **run("d", 1, TaskState.STOPPED),
+               **run("e", 1, TaskState.FAILED)}
+    stops = fence_plan(running)
+    assert [s.task_id for s in stops] == ["a", "b", "c"]
+    assert all(not s.drain for s in stops)
+
+
+def test_drain_plan_stops_active_tasks_gracefully() -> None:
+    running = {**run("a", 1), **run("b", 1, TaskState.STOPPED), **run("c", 3, TaskState.STARTING)}
+    stops = drain_plan(running)
+    assert [(s.task_id, s.generation) for s in stops] == [("a", 1), ("c", 3)]
+    assert all(s.drain for s in stops)
