@@ -1,0 +1,97 @@
+"""Building runners: `runner_factory(env)` turns an Assignment into a stopped PipelineRunner.
+
+A host (the export server, a test, the benchmark) describes what it offers once in a
+`TaskEnvironment` — default Kafka and S3 endpoints and credentials, a state directory, and
+optionally a process pool — and calls `runner_factory(env)(assignment)` per task. With a
+`ProcessPoolExecutor` (e.g. one worker per core), parse + filter + project run in the pool, so
+CPU-bound jobs use every core of the server; without one they run in a thread of the host process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tasks.batching import limits_for
+from tasks.deadletter import DeadLetterSink, FileDeadLetter, KafkaDeadLetter
+from tasks.pipeline import PipelineRunner
+from tasks.runner import Assignment, RunnerFactory, TaskRunner
+from tasks.sinks.base import Sink
+from tasks.sinks.files import FileSinkWriter
+from tasks.sinks.http import HttpSinkWriter
+from tasks.sinks.kafka import KafkaSinkWriter
+from tasks.sinks.s3 import S3SinkWriter, s3_client
+from tasks.source import KafkaSource
+from tasks.spec import FileSink, HttpSink, KafkaSink, S3Sink
+from tasks.transforms.batch import Plan
+
+
+@dataclass(frozen=True)
+class TaskEnvironment:
+    """What a host gives every task it runs; a job's spec may override endpoints."""
+
+    kafka_bootstrap: str
+    state_dir: Path
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    process_pool: ProcessPoolExecutor | None = field(default=None, compare=False)
+    # librdkafka settings added to every consumer/producer (e.g. security settings).
+    kafka_config: Mapping[str, str | int] = field(default_factory=dict)
+    queue_batches: int = 2
+    drain_timeout: float = 60.0
+    backoff_base: float = 0.2
+    backoff_cap: float = 10.0
+
+
+def _sink(env: TaskEnvironment, a: Assignment) -> Sink:
+    spec, job = a.job.sink, a.job
+    if isinstance(spec, S3Sink):
+        client = s3_client(endpoint_url=spec.endpoint_url or env.s3_endpoint,
+                           region=spec.region or env.s3_region, access_key=env.s3_access_key,
+                           secret_key=env.s3_secret_key)
+        return S3SinkWriter(spec, job.format, client, topic=a.topic, partition=a.partition)
+    if isinstance(spec, HttpSink):
+        return HttpSinkWriter(spec, job.format, task_id=a.task_id, backoff_base=env.backoff_base)
+    if isinstance(spec, FileSink):
+        return FileSinkWriter(spec, job.format, topic=a.topic, partition=a.partition)
+    assert isinstance(spec, KafkaSink)
+    return KafkaSinkWriter(spec, bootstrap=env.kafka_bootstrap, client_id=a.task_id,
+                           extra=env.kafka_config)
+
+
+def _dead_letter(env: TaskEnvironment, a: Assignment) -> DeadLetterSink:
+    spec = a.job.dead_letter
+    if spec.type == "file":
+        return FileDeadLetter(spec.directory or str(env.state_dir / "dead-letter"),
+                              job=a.job.id, topic=a.topic, partition=a.partition)
+    return KafkaDeadLetter(a.job.dead_letter_topic,
+                           bootstrap=a.job.source.bootstrap_servers or env.kafka_bootstrap,
+                           job=a.job.id, source_topic=a.topic, partition=a.partition,
+                           task_id=a.task_id, extra=env.kafka_config)
+
+
+def build_runner(env: TaskEnvironment, assignment: Assignment) -> PipelineRunner:
+    job = assignment.job
+    source = KafkaSource(job.source, bootstrap=job.source.bootstrap_servers or env.kafka_bootstrap,
+                         group=job.consumer_group, partition=assignment.partition,
+                         client_id=assignment.task_id, extra=env.kafka_config)
+    return PipelineRunner(
+        task_id=assignment.task_id, generation=assignment.generation, source=source,
+        sink=_sink(env, assignment), dead_letter=_dead_letter(env, assignment),
+        plan=Plan.of(job, assignment.partition), limits=limits_for(job),
+        pool=env.process_pool, queue_batches=env.queue_batches,
+        drain_timeout=env.drain_timeout, backoff_base=env.backoff_base,
+        backoff_cap=env.backoff_cap)
+
+
+def runner_factory(env: TaskEnvironment) -> RunnerFactory:
+    """The host's RunnerFactory: `runner_factory(env)(Assignment(...))` -> a stopped runner."""
+
+    def make(assignment: Assignment) -> TaskRunner:
+        return build_runner(env, assignment)
+
+    return make

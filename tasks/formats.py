@@ -1,0 +1,141 @@
+"""Encoding records into exported files: NDJSON, CSV or Parquet, compressed with gzip or zstd.
+
+Records are encoded one by one where they are transformed (possibly in a worker process), so the
+push stage only joins bytes: an NDJSON or CSV record travels as its encoded line. Parquet rows
+travel as dicts and are written at once when the file closes. Every output is deterministic for
+the same records (gzip header mtime 0, fixed levels), so a rewrite after a crash is
+byte-identical.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import zstandard
+
+from tasks.errors import RecordError
+from tasks.spec import Format
+
+# Level 6 is zlib's default; gzip with wbits=31 writes mtime 0, so the bytes depend only on data.
+GZIP_LEVEL = 6
+ZSTD_LEVEL = 3
+
+Row = dict[str, Any]
+Encoded = bytes | Row
+"""One encoded record: an NDJSON/CSV line (with its newline) or a Parquet row."""
+
+Encoder = Callable[[Any], Encoded]
+
+
+def encode_ndjson(record: Any) -> bytes:
+    """One JSON line. A raw (bytes) record is written verbatim when it is a single line."""
+    if isinstance(record, bytes):
+        if b"\n" not in record and b"\r" not in record:
+            return record + b"\n"
+        record = record.decode("utf-8", "replace")
+    try:
+        return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    except (TypeError, ValueError) as exc:
+        raise RecordError(f"cannot encode as JSON: {exc}") from exc
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return str(value)
+
+
+def csv_line(cells: Sequence[str]) -> bytes:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(cells)
+    return buf.getvalue().encode()
+
+
+def encode_csv(record: Any, columns: Sequence[str]) -> bytes:
+    if not isinstance(record, dict):
+        raise RecordError(f"csv needs an object record, got {type(record).__name__}")
+    return csv_line([_csv_cell(record.get(c)) for c in columns])
+
+
+def encode_row(record: Any) -> Row:
+    if not isinstance(record, dict):
+        raise RecordError(f"parquet needs an object record, got {type(record).__name__}")
+    return record
+
+
+def make_encoder(fmt: Format) -> Encoder:
+    if fmt.type == "ndjson":
+        return encode_ndjson
+    if fmt.type == "csv":
+        columns = tuple(fmt.columns or ())
+        return lambda record: encode_csv(record, columns)
+    return encode_row
+
+
+def wants_objects(fmt: Format) -> bool:
+    """Whether the format needs records as objects (a raw value becomes {"value": text})."""
+    return fmt.type != "ndjson"
+
+
+def encoded_size(item: Encoded) -> int:
+    """Bytes a record counts for in rotation: its line, or a Parquet row's JSON size."""
+    if isinstance(item, bytes):
+        return len(item)
+    return len(json.dumps(item, separators=(",", ":"), ensure_ascii=False, default=str))
+
+
+def compress(data: bytes, compression: str) -> bytes:
+    if compression == "gzip":
+        comp = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+        return comp.compress(data) + comp.flush()
+    if compression == "zstd":
+        return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(data)
+    return data
+
+
+def decompress(data: bytes, compression: str) -> bytes:
+    if compression == "gzip":
+        return zlib.decompress(data, 31)
+    if compression == "zstd":
+        return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+    return data
+
+
+def _parquet(rows: Sequence[Row], compression: str) -> bytes:
+    import pyarrow as pa  # optional extra: imported only when Parquet is used
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist(list(rows))
+    out = io.BytesIO()
+    pq.write_table(table, out, compression="none" if compression == "none" else compression)
+    return out.getvalue()
+
+
+def render_file(fmt: Format, items: Sequence[Encoded]) -> bytes:
+    """The complete file for `items` (zlib and zstd release the GIL: call it in a thread)."""
+    if fmt.type == "parquet":
+        return _parquet([i for i in items if isinstance(i, dict)], fmt.compression)
+    body = b"".join(i for i in items if isinstance(i, bytes))
+    if fmt.type == "csv":
+        body = csv_line(list(fmt.columns or ())) + body
+    return compress(body, fmt.compression)
+
+
+def content_type(fmt: Format) -> str:
+    return {"ndjson": "application/x-ndjson", "csv": "text/csv",
+            "parquet": "application/vnd.apache.parquet"}[fmt.type]
+
+
+def content_encoding(fmt: Format) -> str | None:
+    if fmt.type == "parquet":
+        return None
+    return {"none": None, "gzip": "gzip", "zstd": "zstd"}[fmt.compression]

@@ -1,0 +1,249 @@
+"""One task's pipeline: pull → transform → push, three asyncio stages on bounded queues.
+
+- pull: batch `consume` from the task's partition in the source's own thread; puts batches on a
+  queue of `queue_batches` entries. When the queue is full it waits: a slow sink slows the pull.
+- transform: runs `transform_batch` in a thread, or in the host's process pool (all cores), with
+  up to `transform_window` batches in flight, results kept in order.
+- push: dead-letters the failed records, cuts chunks (tasks/batching.py), delivers each chunk to
+  the sink with retries, then commits its end offset synchronously — before the next delivery
+  begins. Nothing is committed that the sink has not acknowledged.
+
+Memory per task is bounded by librdkafka's prefetch (source.PREFETCH_KBYTES) + 2 queues of
+batches + the open chunk (rotation limits) + the file being rendered; see
+docs/architecture/pipeline.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from tasks.batching import Batcher, Chunk, Limits
+from tasks.deadletter import DeadLetterSink
+from tasks.errors import ExportdError, SinkError, Unavailable
+from tasks.logs import get_logger
+from tasks.runner import TaskState, TaskStats
+from tasks.sinks.base import Sink, backoff_delay
+from tasks.source import KafkaSource, Polled
+from tasks.stats import TaskMeter
+from tasks.transforms.batch import DeadRecord, Plan, TransformOutput, transform_batch
+
+T = TypeVar("T")
+POLL_TIMEOUT = 0.2
+
+
+class _End:
+    """End of the stream, passed down the queues when the task drains."""
+
+
+_END = _End()
+Done = tuple[Polled, TransformOutput]
+
+
+class PipelineRunner:
+    """A TaskRunner (tasks/runner.py) for one (job, partition)."""
+
+    def __init__(self, *, task_id: str, generation: int, source: KafkaSource, sink: Sink,
+                 dead_letter: DeadLetterSink, plan: Plan, limits: Limits,
+                 pool: Executor | None = None, queue_batches: int = 2,
+                 transform_window: int = 2, drain_timeout: float = 60.0,
+                 backoff_base: float = 0.2, backoff_cap: float = 10.0) -> None:
+        self._task_id, self._generation = task_id, generation
+        self.source, self.sink, self.dead_letter = source, sink, dead_letter
+        self.plan, self.limits, self.pool = plan, limits, pool
+        self.transform_window = transform_window
+        self.drain_timeout, self.backoff_base, self.backoff_cap = (drain_timeout, backoff_base,
+                                                                   backoff_cap)
+        self.meter = TaskMeter()
+        self._state = TaskState.STOPPED
+        self._q_pulled: asyncio.Queue[Polled | _End] = asyncio.Queue(maxsize=queue_batches)
+        self._q_done: asyncio.Queue[Done | _End] = asyncio.Queue(maxsize=queue_batches)
+        self._stopping = asyncio.Event()
+        self._abort_at: float | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        # One thread owns the consumer: consume, and close only after the last consume returned.
+        self._source_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="source")
+        self._batcher: Batcher | None = None
+        self._closed = False
+        self.log = get_logger("tasks.pipeline").bind(task=task_id, generation=generation)
+
+    @property
+    def task_id(self) -> str:
+        return self._task_id
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def stats(self) -> TaskStats:
+        return self.meter.snapshot(self._state)
+
+    async def _in_source_thread(self, func: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._source_thread, func, *args)
+
+    async def start(self) -> None:
+        self._state = TaskState.STARTING
+        try:
+            start = await self._in_source_thread(self.source.open)
+        except ExportdError as exc:
+            self._fail(exc)
+            await self._close()
+            raise
+        self._batcher = Batcher(self.limits, start)
+        self.log.info("task started", start_offset=start)
+        for stage in (self._pull(), self._transform(), self._push()):
+            task = asyncio.create_task(stage)
+            task.add_done_callback(self._stage_done)
+            self._tasks.append(task)
+        self._state = TaskState.RUNNING
+
+    async def stop(self, *, drain: bool = True) -> None:
+        if self._tasks and drain and self._state == TaskState.RUNNING:
+            self._state = TaskState.DRAINING
+            self._abort_at = time.monotonic() + self.drain_timeout
+            self._stopping.set()
+            push = self._tasks[-1]
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(push), self.drain_timeout + 5)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._close()
+        if self._state != TaskState.FAILED:
+            self._state = TaskState.STOPPED
+        self.log.info("task stopped", drain=drain, committed=self.meter.committed_offset,
+                      state=str(self._state))
+
+    async def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for closer in (self.sink.close, self.dead_letter.close):
+            with contextlib.suppress(Exception):
+                await closer()
+        with contextlib.suppress(Exception):
+            await self._in_source_thread(self.source.close)
+        self._source_thread.shutdown(wait=False)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._state = TaskState.FAILED
+        self.meter.last_error = f"{type(exc).__name__}: {exc}"
+        self.log.error("task failed", error=self.meter.last_error)
+
+    def _stage_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        self._fail(task.exception() or RuntimeError("stage failed"))
+        for other in self._tasks:
+            other.cancel()
+
+    # -- stages ---------------------------------------------------------------------------
+
+    async def _pull(self) -> None:
+        while not self._stopping.is_set():
+            polled = await self._in_source_thread(self.source.poll, POLL_TIMEOUT)
+            self.meter.lag = polled.lag
+            self.meter.cpu_total += polled.cpu_seconds
+            if polled.errors:
+                self.meter.last_error = polled.errors[-1]
+            if polled.rows:
+                await self._q_pulled.put(polled)  # waits while downstream is busy: backpressure
+        await self._q_pulled.put(_END)
+
+    async def _transformed(self, polled: Polled) -> Done:
+        loop = asyncio.get_running_loop()
+        if self.pool is not None:
+            out = await loop.run_in_executor(self.pool, transform_batch, self.plan, polled.rows)
+        else:
+            out = await asyncio.to_thread(transform_batch, self.plan, polled.rows)
+        polled.rows = []  # the raw values are no longer needed: free them early
+        return polled, out
+
+    async def _transform(self) -> None:
+        pending: deque[asyncio.Future[Done]] = deque()
+        try:
+            while True:
+                polled = await self._q_pulled.get()
+                if isinstance(polled, _End):
+                    break
+                pending.append(asyncio.ensure_future(self._transformed(polled)))
+                while pending and (len(pending) >= self.transform_window or pending[0].done()):
+                    await self._q_done.put(await pending.popleft())
+            while pending:
+                await self._q_done.put(await pending.popleft())
+            await self._q_done.put(_END)
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+    async def _push(self) -> None:
+        assert self._batcher is not None
+        batcher = self._batcher
+        tick = min(1.0, (self.limits.max_seconds or 4.0) / 4)
+        while True:
+            try:
+                item = await asyncio.wait_for(self._q_done.get(), timeout=tick)
+            except TimeoutError:
+                item = None
+            cpu0 = time.thread_time()
+            if isinstance(item, _End):
+                last = batcher.flush()
+                if last is not None:
+                    await self._deliver(last)
+                return
+            if item is not None:
+                polled, out = item
+                self.meter.consumed(len(out.records) + len(out.dead) + out.dropped,
+                                    out.in_bytes, out.cpu_seconds)
+                self.meter.filtered_total += out.dropped
+                await self._dead(out.dead)
+                for chunk in batcher.add(out, polled.next_offset, time.monotonic()):
+                    await self._deliver(chunk)
+            if batcher.due(time.monotonic()):
+                due = batcher.flush()
+                if due is not None:
+                    await self._deliver(due)
+            self.meter.cpu_total += time.thread_time() - cpu0
+
+    # -- delivery -------------------------------------------------------------------------
+
+    async def _retry(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+        """Run `op` until it succeeds; retryable failures back off (exponential, jittered).
+        While draining, give up at the drain deadline (the offsets stay uncommitted)."""
+        attempt = 0
+        while True:
+            try:
+                result = await op()
+                if attempt:
+                    self.log.info("recovered", what=what, attempts=attempt + 1)
+                return result
+            except (SinkError, Unavailable) as exc:
+                if isinstance(exc, SinkError) and not exc.retryable:
+                    raise
+                self.meter.last_error = f"{what}: {exc.message}"
+                if self._abort_at is not None and time.monotonic() > self._abort_at:
+                    raise
+                delay = backoff_delay(attempt, base=self.backoff_base, cap=self.backoff_cap)
+                self.log.warning("retrying", what=what, attempt=attempt, delay=round(delay, 3),
+                                 error=exc.message)
+                attempt += 1
+                await asyncio.sleep(delay)
+
+    async def _dead(self, records: list[DeadRecord]) -> None:
+        if records:
+            await self._retry("dead-letter", lambda: self.dead_letter.write(records))
+            self.meter.dead_letters_total += len(records)
+
+    async def _deliver(self, chunk: Chunk) -> None:
+        if chunk.items:
+            refused = await self._retry("sink", lambda: self.sink.write(chunk))
+            await self._dead(refused)
+            self.meter.exported_total += chunk.records - len(refused)
+        end = chunk.end_offset
+        await self._retry("commit", lambda: asyncio.to_thread(self.source.commit, end))
+        self.meter.committed_offset = end

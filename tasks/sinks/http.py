@@ -1,0 +1,74 @@
+"""HTTP sink (aiohttp): POST one chunk per request, retry with backoff, dead-letter refusals.
+
+Each request carries `Idempotency-Key: <task id>:<start offset>`, the same for every retry and
+for a rewrite after a restart, so a receiver can drop duplicates. Connection errors, timeouts,
+408, 429 and 5xx are retried with exponential backoff and full jitter up to the spec's
+max_retries, then reported as a retryable SinkError (the pipeline keeps trying and shows the
+error). Any other 4xx means the receiver refuses these records: they are dead-lettered with the
+response's status and reason, and the task moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from tasks.batching import Chunk
+from tasks.errors import SinkError
+from tasks.formats import content_encoding, content_type, render_file
+from tasks.sinks.base import backoff_delay, rejected
+from tasks.spec import Format, HttpSink
+from tasks.transforms.batch import DeadRecord
+
+RETRY_STATUSES = frozenset({408, 425, 429})
+
+
+def is_retryable_status(status: int) -> bool:
+    return status >= 500 or status in RETRY_STATUSES
+
+
+class HttpSinkWriter:
+    def __init__(self, spec: HttpSink, fmt: Format, *, task_id: str,
+                 backoff_base: float = 0.2) -> None:
+        self.spec, self.fmt, self.task_id = spec, fmt, task_id
+        self.backoff_base = backoff_base
+        self._session: aiohttp.ClientSession | None = None
+
+    def headers_for(self, chunk: Chunk) -> dict[str, str]:
+        headers = {**self.spec.headers, "Content-Type": content_type(self.fmt),
+                   "Idempotency-Key": f"{self.task_id}:{chunk.start_offset}"}
+        encoding = content_encoding(self.fmt)
+        if encoding:
+            headers["Content-Encoding"] = encoding
+        return headers
+
+    def _session_now(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.spec.timeout))
+        return self._session
+
+    async def write(self, chunk: Chunk) -> list[DeadRecord]:
+        body = await asyncio.to_thread(render_file, self.fmt, [i[2] for i in chunk.items])
+        headers, url = self.headers_for(chunk), str(self.spec.url)
+        last = ""
+        for attempt in range(self.spec.max_retries + 1):
+            if attempt:
+                await asyncio.sleep(backoff_delay(attempt - 1, base=self.backoff_base))
+            try:
+                async with self._session_now().post(url, data=body, headers=headers) as resp:
+                    text = (await resp.text(errors="replace"))[:200]
+                    if resp.status < 300:
+                        return []
+                    last = f"HTTP {resp.status} {resp.reason}: {text}".strip()
+                    if not is_retryable_status(resp.status):
+                        return rejected(chunk, last)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                last = f"{type(exc).__name__}: {exc}"
+        raise SinkError(f"POST {url} failed {self.spec.max_retries + 1} times: {last}",
+                        retryable=True, url=url)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()

@@ -1,0 +1,112 @@
+"""S3 sink (boto3): one object per chunk, multipart above the spec's threshold.
+
+The key is deterministic (tasks/naming.py), and a PUT replaces an object of the same key: a task
+restarted after a crash rewrites the object the crashed run may already have uploaded, instead of
+adding a second copy. Connection errors, throttling and 5xx are retryable; other client errors
+(no such bucket, access denied) are not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from tasks.batching import Chunk
+from tasks.errors import SinkError
+from tasks.formats import content_encoding, content_type, render_file
+from tasks.naming import extension, object_key
+from tasks.spec import Format, S3Sink
+from tasks.transforms.batch import DeadRecord
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+_RETRYABLE_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable",
+                    "Throttling", "RequestTimeTooSkewed"}
+
+
+def s3_client(*, endpoint_url: str | None, region: str | None, access_key: str | None,
+              secret_key: str | None) -> S3Client:
+    # The pipeline retries with its own backoff; botocore's retries would only hide outages.
+    config = botocore.config.Config(retries={"max_attempts": 2, "mode": "standard"},
+                                    connect_timeout=5, read_timeout=60,
+                                    s3={"addressing_style": "path"})
+    return boto3.client("s3", endpoint_url=endpoint_url, region_name=region or "us-east-1",
+                        aws_access_key_id=access_key, aws_secret_access_key=secret_key,
+                        config=config)
+
+
+def sink_error(exc: Exception, key: str) -> SinkError:
+    """Classify a boto3 failure."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        err: Any = exc.response.get("Error", {})
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        retryable = status >= 500 or status == 429 or err.get("Code") in _RETRYABLE_CODES
+        return SinkError(f"S3 {err.get('Code')}: {err.get('Message')}", retryable=retryable,
+                         key=key)
+    return SinkError(f"S3 unreachable: {exc}", retryable=True, key=key)
+
+
+class S3SinkWriter:
+    def __init__(self, spec: S3Sink, fmt: Format, client: S3Client, *, topic: str,
+                 partition: int) -> None:
+        self.spec, self.fmt, self.client = spec, fmt, client
+        self.topic, self.partition, self.ext = topic, partition, extension(fmt)
+
+    def key_for(self, chunk: Chunk) -> str:
+        return object_key(prefix=self.spec.prefix, template=self.spec.path, topic=self.topic,
+                          partition=self.partition, start_offset=chunk.start_offset,
+                          first_timestamp_ms=chunk.first_timestamp_ms, ext=self.ext)
+
+    def _extra(self) -> dict[str, str]:
+        extra = {"ContentType": content_type(self.fmt)}
+        encoding = content_encoding(self.fmt)
+        if encoding:
+            extra["ContentEncoding"] = encoding
+        return extra
+
+    def _multipart(self, key: str, body: bytes) -> None:
+        part = self.spec.multipart_threshold_bytes
+        upload = self.client.create_multipart_upload(Bucket=self.spec.bucket, Key=key,
+                                                     **self._extra())  # type: ignore[arg-type]
+        upload_id = upload["UploadId"]
+        try:
+            parts = []
+            for number, pos in enumerate(range(0, len(body), part), start=1):
+                done = self.client.upload_part(Bucket=self.spec.bucket, Key=key,
+                                               UploadId=upload_id, PartNumber=number,
+                                               Body=body[pos:pos + part])
+                parts.append({"ETag": done["ETag"], "PartNumber": number})
+            self.client.complete_multipart_upload(Bucket=self.spec.bucket, Key=key,
+                                                  UploadId=upload_id,
+                                                  MultipartUpload={"Parts": parts})  # type: ignore[typeddict-item]
+        except BaseException:
+            # Best effort: a bucket lifecycle rule cleans up what this cannot.
+            with contextlib.suppress(Exception):
+                self.client.abort_multipart_upload(Bucket=self.spec.bucket, Key=key,
+                                                   UploadId=upload_id)
+            raise
+
+    def _write(self, chunk: Chunk) -> None:
+        key = self.key_for(chunk)
+        try:
+            body = render_file(self.fmt, [i[2] for i in chunk.items])
+            if len(body) > self.spec.multipart_threshold_bytes:
+                self._multipart(key, body)
+            else:
+                self.client.put_object(Bucket=self.spec.bucket, Key=key, Body=body,
+                                       **self._extra())  # type: ignore[arg-type]
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise sink_error(exc, key) from exc
+
+    async def write(self, chunk: Chunk) -> list[DeadRecord]:
+        await asyncio.to_thread(self._write, chunk)
+        return []
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.client.close)

@@ -1,0 +1,117 @@
+"""The Kafka side of a task: one consumer assigned to one partition, batch consume, sync commit.
+
+Blocking by design (librdkafka calls release the GIL): the pipeline calls every method in a
+worker thread. The consumer never commits by itself (`enable.auto.commit=false`) and never
+joins a group rebalance (manual `assign`): the cluster, not Kafka, decides who reads a partition.
+Offsets are still committed under the job's consumer group, so a task resumes where the last
+acknowledged file or batch ended, on whichever server it lands.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from tasks.errors import ConfigError, Unavailable
+from tasks.spec import Source
+from tasks.transforms.batch import Row
+
+METADATA_TIMEOUT = 10.0
+# librdkafka prefetches up to this much per consumer; it is part of a task's memory bound.
+PREFETCH_KBYTES = 8 * 1024
+
+
+@dataclass(slots=True)
+class Polled:
+    rows: list[Row]
+    next_offset: int          # the position after this batch
+    lag: int                  # high watermark - position, -1 when unknown
+    errors: list[str] = field(default_factory=list)
+    cpu_seconds: float = 0.0  # thread CPU time of the call
+
+
+def start_offset(committed: int, start: str, low: int, high: int,
+                 by_timestamp: int | None) -> int:
+    """Where a task starts: the committed offset, else the spec's choice, clamped to the log."""
+    if committed >= 0:
+        return committed
+    if start == "latest":
+        return high
+    if start == "timestamp":
+        return high if by_timestamp is None or by_timestamp < 0 else by_timestamp
+    return low
+
+
+class KafkaSource:
+    def __init__(self, spec: Source, *, bootstrap: str, group: str, partition: int,
+                 client_id: str, extra: Mapping[str, str | int] | None = None) -> None:
+        self.spec, self.topic, self.partition = spec, spec.topic, partition
+        config: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "client.id": client_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",  # only if the committed offset fell off the log
+            "queued.max.messages.kbytes": PREFETCH_KBYTES,
+            "fetch.wait.max.ms": 100,
+        }
+        config.update(extra or {})
+        self._consumer = Consumer(config)
+        self.position = -1
+
+    def _tp(self, offset: int = -1001) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition, offset)
+
+    def open(self) -> int:
+        """Resolve the start offset and assign; returns it."""
+        try:
+            committed = self._consumer.committed([self._tp()], timeout=METADATA_TIMEOUT)[0].offset
+            low, high = self._consumer.get_watermark_offsets(self._tp(), timeout=METADATA_TIMEOUT)
+            by_ts = None
+            if self.spec.start == "timestamp" and committed < 0:
+                found = self._consumer.offsets_for_times(
+                    [self._tp(self.spec.start_timestamp_ms or 0)], timeout=METADATA_TIMEOUT)
+                by_ts = found[0].offset
+        except KafkaException as exc:
+            raise Unavailable(f"cannot read offsets of {self.topic}[{self.partition}]: {exc}",
+                              topic=self.topic, partition=self.partition) from exc
+        if high < 0:
+            raise ConfigError(f"partition {self.topic}[{self.partition}] does not exist")
+        self.position = start_offset(committed, self.spec.start, low, high, by_ts)
+        self._consumer.assign([self._tp(self.position)])
+        return self.position
+
+    def poll(self, timeout: float) -> Polled:
+        cpu0 = time.thread_time()
+        messages = self._consumer.consume(self.spec.batch_size, timeout)
+        rows: list[Row] = []
+        errors: list[str] = []
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    errors.append(str(err))
+                continue
+            rows.append((msg.offset() or 0, msg.timestamp()[1], msg.value()))
+        if rows:
+            self.position = rows[-1][0] + 1
+        _low, high = self._consumer.get_watermark_offsets(self._tp(), cached=True)
+        lag = high - self.position if high >= 0 else -1
+        return Polled(rows, self.position, lag, errors, time.thread_time() - cpu0)
+
+    def commit(self, offset: int) -> None:
+        """Synchronous commit of the next offset to read; raises Unavailable on failure."""
+        try:
+            self._consumer.commit(offsets=[self._tp(offset)], asynchronous=False)
+        except KafkaException as exc:
+            raise Unavailable(f"commit of offset {offset} failed: {exc}") from exc
+
+    def committed(self) -> int:
+        return self._consumer.committed([self._tp()], timeout=METADATA_TIMEOUT)[0].offset
+
+    def close(self) -> None:
+        self._consumer.close()
