@@ -1,0 +1,1 @@
+"""`make dev`: the whole exportd cluster on one machine (infra, masters, servers, demo data)."""

@@ -1,0 +1,153 @@
+"""`make dev`: a real local cluster exporting real data, until Ctrl-C.
+
+ZooKeeper, Kafka and S3 (moto), 2 masters, 3 servers in 2 isolation groups (two `default`,
+one `heavy`), a demo producer writing nginx access-log lines to a 6-partition topic, and the demo
+job `examples/nginx-to-s3.yaml` (parse → filter → project → gzipped NDJSON in S3). It prints where
+to look, then a status line every few seconds. `python -m tools.devcluster objects` lists what
+the running cluster exported so far. Ctrl-C (or SIGTERM) stops every process it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import boto3
+import yaml
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from tools.devcluster.cluster import BIN, LocalCluster, http_json, wait_for
+from tools.devcluster.producer import DemoProducer
+from tools.infra.jars import CACHE_DIR
+
+REPO = Path(__file__).resolve().parents[2]
+STATE = CACHE_DIR / "devcluster.json"
+TOPIC, PARTITIONS, BUCKET = "access-logs", 6, "exportd-demo"
+JOB_FILE = REPO / "examples" / "nginx-to-s3.yaml"
+
+
+def s3_client(endpoint: str) -> Any:
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id="dev", aws_secret_access_key="dev")
+
+
+def count_objects(endpoint: str, bucket: str = BUCKET) -> int:
+    pages = s3_client(endpoint).get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return sum(page.get("KeyCount", 0) for page in pages)
+
+
+def prepare_data(cluster: LocalCluster) -> None:
+    admin = AdminClient({"bootstrap.servers": cluster.endpoints["kafka"]})
+    admin.create_topics([NewTopic(TOPIC, num_partitions=PARTITIONS,
+                                  replication_factor=1)])[TOPIC].result(30)
+    s3_client(cluster.endpoints["s3"]).create_bucket(Bucket=BUCKET)
+
+
+def submit_demo_job(leader: str) -> dict[str, Any]:
+    spec = yaml.safe_load(JOB_FILE.read_text())
+    job: dict[str, Any] = http_json(leader + "/api/v1/jobs", method="POST", body=spec)
+    return job
+
+
+def exportctl(masters: list[str], *args: str) -> str:
+    env = {"EXPORTD_MASTERS": ",".join(masters), "PATH": str(BIN)}
+    result = subprocess.run([str(BIN / "exportctl"), *args], capture_output=True, text=True,
+                            env=env, timeout=30, check=False)
+    return result.stdout + result.stderr
+
+
+def banner(cluster: LocalCluster) -> str:
+    masters = ",".join(cluster.master_urls())
+    ep = cluster.endpoints
+    return f"""
+exportd dev cluster is up (work dir {cluster.workdir}; logs in {cluster.workdir}/logs)
+
+  ZooKeeper  {ep['zookeeper']}
+  Kafka      {ep['kafka']}      topic {TOPIC} ({PARTITIONS} partitions), demo producer running
+  S3 (moto)  {ep['s3']}      bucket {BUCKET}
+  API        {'  '.join(cluster.master_urls())}   (GET /api/v1/openapi.json)
+
+Try, in another terminal:
+  export EXPORTD_MASTERS={masters}
+  .venv/bin/exportctl placement
+  .venv/bin/exportctl tasks --job nginx-to-s3
+  .venv/bin/exportctl explain nginx-to-s3:{TOPIC}:0
+  .venv/bin/exportctl drain server-1 --wait
+  .venv/bin/exportctl leader
+  .venv/bin/python -m tools.devcluster objects      # what has been exported to S3
+
+Ctrl-C stops everything.
+"""
+
+
+def run(rate: float) -> int:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    cluster = LocalCluster()
+    print("starting ZooKeeper, Kafka, S3, 2 masters and 3 servers ...", flush=True)
+    with cluster:
+        prepare_data(cluster)
+        producer = DemoProducer(cluster.endpoints["kafka"], TOPIC, rate=rate,
+                                max_records=5_000_000, max_seconds=7 * 24 * 3600)
+        producer.start()
+        leader = cluster.leader_url()
+        assert leader is not None
+        job = submit_demo_job(leader)
+        print(f"submitted job {job.get('spec', {}).get('id', '?')} "
+              f"with {len(job.get('tasks', []))} tasks", flush=True)
+        STATE.parent.mkdir(parents=True, exist_ok=True)
+        STATE.write_text(json.dumps({"masters": cluster.master_urls(), **cluster.endpoints}))
+        try:
+            wait_for(lambda: count_objects(cluster.endpoints["s3"]) > 0, 90,
+                     "exporting to S3")
+            print(banner(cluster), flush=True)
+            print(exportctl(cluster.master_urls(), "placement"), flush=True)
+            while not stop.wait(10):
+                print(f"produced {producer.produced} lines; "
+                      f"{count_objects(cluster.endpoints['s3'])} objects in s3://{BUCKET}",
+                      flush=True)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            print("stopping ...", flush=True)
+            producer.stop()
+            STATE.unlink(missing_ok=True)
+    print("stopped: nothing of the dev cluster is left running", flush=True)
+    return 0
+
+
+def list_objects() -> int:
+    if not STATE.is_file():
+        print("no dev cluster running (start one with `make dev`)", file=sys.stderr)
+        return 1
+    endpoint = json.loads(STATE.read_text())["s3"]
+    pages = s3_client(endpoint).get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+    for page in pages:
+        for obj in page.get("Contents", []):
+            print(f"{obj['Size']:>9}  s3://{BUCKET}/{obj['Key']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.devcluster", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", nargs="?", default="run", choices=["run", "objects"])
+    parser.add_argument("--rate", type=float, default=50.0, help="demo lines per second")
+    args = parser.parse_args(argv)
+    if args.command == "objects":
+        return list_objects()
+    try:
+        return run(args.rate)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""A whole exportd cluster on one machine: infra, masters and servers as real processes.
+
+`make dev` runs it interactively; the e2e tests drive the same class. Masters and servers are the
+real console entry points (`exportd-master`, `exportd-server`) started as child processes with a
+YAML config file each, their logs kept under the cluster's work dir. Everything started here is
+stopped by `stop()` (also at interpreter exit, and by the kernel through PR_SET_PDEATHSIG if the
+owner dies).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tools.infra import Infra, start_infra
+from tools.infra.ports import free_port
+from tools.infra.process import ManagedProcess
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class ServerSpec:
+    id: str
+    group: str = "default"
+    cpu_cores: float = 2.0
+
+
+@dataclass
+class MasterProc:
+    id: str
+    http: str
+    grpc: str
+    proc: ManagedProcess
+
+
+@dataclass
+class ServerProc:
+    spec: ServerSpec
+    http: str
+    proc: ManagedProcess
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
+    """Poll `check` until it holds; raise TimeoutError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(interval)
+    raise TimeoutError(f"not {what} within {timeout:.0f}s")
+
+
+def http_json(url: str, method: str = "GET", body: Any = None, timeout: float = 5.0) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read() or b"null")
+
+
+@dataclass
+class LocalCluster:
+    """Infra + masters + servers. `start()` brings all up; `stop()` takes all down."""
+
+    masters: int = 2
+    servers: list[ServerSpec] = field(default_factory=lambda: [
+        ServerSpec("server-1", "default"), ServerSpec("server-2", "default"),
+        ServerSpec("server-3", "heavy"),
+    ])
+    cluster: str = "dev"
+    zk_session_timeout: str = "4s"
+    lease_ttl: str = "8s"
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="exportd-dev-")))
+    keep_workdir: bool = False
+    infra: Infra | None = None
+    master_procs: list[MasterProc] = field(default_factory=list)
+    server_procs: list[ServerProc] = field(default_factory=list)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> LocalCluster:
+        atexit.register(self.stop)
+        try:
+            self.infra = start_infra(workdir=self.workdir / "infra")
+            for i in range(self.masters):
+                self.start_master(f"master-{i + 1}")
+            wait_for(lambda: self.leader_url() is not None, 60, "a master leading")
+            for spec in self.servers:
+                self.start_server(spec)
+        except BaseException:
+            self.keep_workdir = True
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for server in self.server_procs:
+            server.proc.stop(grace=30)
+        for master in self.master_procs:
+            master.proc.stop(grace=10)
+        self.server_procs.clear()
+        self.master_procs.clear()
+        if self.infra is not None:
+            self.infra.keep_workdir = True  # it lives inside ours
+            self.infra.stop()
+            self.infra = None
+        if not self.keep_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is not None:
+            self.keep_workdir = True
+            print(f"[devcluster] logs kept in {self.workdir}", file=sys.stderr)
+        self.stop()
+
+    # -- processes -----------------------------------------------------------------------------
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        assert self.infra is not None
+        return self.infra.endpoints()
+
+    def _zookeeper(self) -> dict[str, Any]:
+        return {"hosts": self.endpoints["zookeeper"], "cluster": self.cluster,
+                "session_timeout": self.zk_session_timeout}
+
+    def _write_config(self, name: str, config: dict[str, Any]) -> Path:
+        path = self.workdir / "config" / f"{name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTD_")}
+        # moto accepts any credentials; boto3 wants some.
+        env.setdefault("AWS_ACCESS_KEY_ID", "dev")
+        env.setdefault("AWS_SECRET_ACCESS_KEY", "dev")
+        return env
+
+    def start_master(self, master_id: str) -> MasterProc:
+        http_port, grpc_port = free_port(), free_port()
+        config = {
+            "id": master_id,
+            "zookeeper": self._zookeeper(),
+            "http": {"host": "127.0.0.1", "port": http_port},
+            "grpc": {"host": "127.0.0.1", "port": grpc_port},
+            "kafka": {"bootstrap_servers": self.endpoints["kafka"]},
+            "lease_ttl": self.lease_ttl,
+            "log_format": "json",
+        }
+        path = self._write_config(master_id, config)
+        proc = ManagedProcess(master_id, [str(BIN / "exportd-master"), "--config", str(path)],
+                              self.workdir / "logs" / f"{master_id}.log", env=self._env())
+        master = MasterProc(master_id, f"http://127.0.0.1:{http_port}",
+                            f"127.0.0.1:{grpc_port}", proc)
+        proc.wait_until(lambda: _ok(master.http + "/healthz"), 60, "answering /healthz")
+        self.master_procs.append(master)
+        return master
+
+    def start_server(self, spec: ServerSpec) -> ServerProc:
+        port = free_port()
+        config = {
+            "id": spec.id,
+            "group": spec.group,
+            "zookeeper": self._zookeeper(),
+            "http": {"host": "127.0.0.1", "port": port},
+            "kafka": {"bootstrap_servers": self.endpoints["kafka"]},
+            "s3": {"endpoint_url": self.endpoints["s3"], "access_key_id": "dev",
+                   "secret_access_key": "dev"},
+            "work_dir": str(self.workdir / "servers" / spec.id),
+            "capacity": {"cpu_cores": spec.cpu_cores, "worker_processes": 1},
+            "log_format": "json",
+        }
+        path = self._write_config(spec.id, config)
+        proc = ManagedProcess(spec.id, [str(BIN / "exportd-server"), "--config", str(path)],
+                              self.workdir / "logs" / f"{spec.id}.log", env=self._env())
+        server = ServerProc(spec, f"http://127.0.0.1:{port}", proc)
+        proc.wait_until(lambda: _ok(server.http + "/healthz"), 60, "answering /healthz")
+        self.server_procs.append(server)
+        return server
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def master_urls(self) -> list[str]:
+        return [m.http for m in self.master_procs if m.proc.alive()]
+
+    def leader_url(self) -> str | None:
+        for url in self.master_urls():
+            with contextlib.suppress(OSError, ValueError, urllib.error.URLError):
+                leader = http_json(url + "/api/v1/leader")
+                if leader.get("http"):
+                    return str(leader["http"])
+        return None
+
+    def leader_master(self) -> MasterProc | None:
+        url = self.leader_url()
+        return next((m for m in self.master_procs if m.http == url), None)
+
+
+def _ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        return int(resp.status) == 200

@@ -1,0 +1,88 @@
+"""A demo producer: nginx combined-log lines into a Kafka topic, bounded in rate, count and time.
+
+Used by `make dev` (a steady trickle the demo job exports) and by the e2e tests (a known number of
+records to count back). Lines are deterministic for a given seed so tests can predict them.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass
+
+from confluent_kafka import Producer
+
+PATHS = ("/", "/index.html", "/api/orders", "/api/users/42", "/static/app.js", "/healthz",
+         "/login", "/search?q=kafka")
+METHODS = ("GET", "GET", "GET", "POST", "PUT", "DELETE")
+STATUSES = (200, 200, 200, 200, 201, 204, 301, 304, 400, 404, 500, 503)
+AGENTS = ("curl/8.5.0", "Mozilla/5.0 (X11; Linux x86_64)", "kube-probe/1.29", "Go-http-client/1.1")
+
+
+def nginx_line(rng: random.Random, at: float) -> str:
+    """One access-log line in nginx's `combined` format."""
+    ip = f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+    stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(at))
+    method, path = rng.choice(METHODS), rng.choice(PATHS)
+    status, size = rng.choice(STATUSES), rng.randrange(0, 50_000)
+    return (f'{ip} - - [{stamp}] "{method} {path} HTTP/1.1" {status} {size} '
+            f'"-" "{rng.choice(AGENTS)}"')
+
+
+@dataclass
+class DemoProducer:
+    """Writes `rate` lines/s to `topic` on a thread until `max_records` or `max_seconds`."""
+
+    bootstrap: str
+    topic: str
+    rate: float = 50.0
+    max_records: int = 1_000_000
+    max_seconds: float = 24 * 3600.0
+    seed: int = 7
+    produced: int = 0
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-producer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 20})
+        rng = random.Random(self.seed)
+        started = time.monotonic()
+        try:
+            while (self.produced < self.max_records and not self._stop.is_set()
+                   and time.monotonic() - started < self.max_seconds):
+                now = time.time()
+                producer.produce(self.topic, value=nginx_line(rng, now).encode(),
+                                 key=str(self.produced).encode())
+                self.produced += 1
+                producer.poll(0)
+                # Pace to `rate` lines/s; waiting on the event keeps Ctrl-C prompt.
+                due = started + self.produced / self.rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    self._stop.wait(delay)
+        finally:
+            producer.flush(10)
+
+
+def produce_lines(bootstrap: str, topic: str, count: int, seed: int = 7) -> list[str]:
+    """Produce exactly `count` lines as fast as Kafka takes them; return them (for tests)."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    rng = random.Random(seed)
+    lines = [nginx_line(rng, time.time()) for _ in range(count)]
+    for i, line in enumerate(lines):
+        producer.produce(topic, value=line.encode(), key=str(i).encode())
+        producer.poll(0)
+    remaining = producer.flush(60)
+    if remaining:
+        raise RuntimeError(f"{remaining} demo records not delivered within 60 s")
+    return lines
