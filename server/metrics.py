@@ -30,3 +30,21 @@ CPU_UTILISATION = Gauge("exportd_server_cpu_utilisation", "CPU fraction of the m
                         registry=REGISTRY)
 NET_BYTES_PER_SECOND = Gauge("exportd_server_net_bytes_per_second", "Network bytes/s",
                              ["direction"], registry=REGISTRY)
+
+# Added with the server host (server/host.py, server/session.py).
+REPORTS_SENT = Counter("exportd_server_reports_total", "Heartbeat reports sent to the leader",
+                       registry=REGISTRY)
+SESSION_RECONNECTS = Counter("exportd_server_session_reconnects_total",
+                             "Heartbeat sessions re-opened, by reason (requested: leader change, "
+                             "reregister, self-fence; broken: the stream failed)", ["reason"],
+                             registry=REGISTRY)
+STALE_MESSAGES = Counter("exportd_server_stale_epoch_messages_total",
+                         "Leader messages ignored because their epoch is older than one seen",
+                         registry=REGISTRY)
+REFUSED_ASSIGNMENTS = Counter("exportd_server_refused_assignments_total",
+                              "Assignments refused, by reason (stale generation, invalid spec)",
+                              ["reason"], registry=REGISTRY)
+REGISTERED = Gauge("exportd_server_registered", "1 while servers/<id> exists for this server",
+                   registry=REGISTRY)
+SESSION_UP = Gauge("exportd_server_session_up", "1 while the leader answers on the session",
+                   registry=REGISTRY)

@@ -162,11 +162,3 @@ def fence_plan(running: Mapping[str, Running]) -> tuple[Stop, ...]:
         if have.state in ACTIVE or have.state is TaskState.DRAINING
     )
 
-
-def drain_plan(running: Mapping[str, Running]) -> tuple[Stop, ...]:
-    """Shutdown (SIGTERM): stop every active task gracefully."""
-    return tuple(
-        Stop(task_id, have.generation, drain=True, reason="server shutting down")
-        for task_id, have in sorted(running.items())
-        if have.state in ACTIVE
-    )

@@ -88,6 +88,9 @@ class ServerSettings(SettingsModel):
     capacity: CapacitySettings = CapacitySettings()
     lease: LeaseSettings = LeaseSettings()
     session: SessionSettings = SessionSettings()
+    # "module:function" building the RunnerFactory from (settings, process pool); empty: the
+    # pipeline's (tasks.factory). For embedding other task kinds, and for tests.
+    runner_factory: str = ""
     log_format: Literal["json", "console"] = "json"
     log_level: str = "info"
 

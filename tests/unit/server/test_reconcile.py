@@ -9,7 +9,6 @@ from server.reconcile import (
     Running,
     Stop,
     accept_epoch,
-    drain_plan,
     fence_plan,
     plan_reconcile,
 )
@@ -163,9 +162,3 @@ def test_fence_plan_stops_everything_that_may_write_without_drain() -> None:
     assert [s.task_id for s in stops] == ["a", "b", "c"]
     assert all(not s.drain for s in stops)
 
-
-def test_drain_plan_stops_active_tasks_gracefully() -> None:
-    running = {**run("a", 1), **run("b", 1, TaskState.STOPPED), **run("c", 3, TaskState.STARTING)}
-    stops = drain_plan(running)
-    assert [(s.task_id, s.generation) for s in stops] == [("a", 1), ("c", 3)]
-    assert all(s.drain for s in stops)

@@ -1,0 +1,357 @@
+"""The export server host: ties registration, the heartbeat session, the lease and the tasks.
+
+Handlers only translate: a leader message passes the epoch check (reconcile.accept_epoch), then
+an ack renews the lease and a directive replaces the desired set; after each of these and after
+every finished start or stop, `_reconcile` asks the pure `plan_reconcile` what to do and
+schedules it. A watchdog self-fences when the lease runs out (lease.Lease). Everything runs on
+one asyncio loop, so decisions never race each other; only runners' start/stop are awaited in
+the background, one at a time per task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Callable, Coroutine
+from importlib import metadata
+from typing import Any
+
+from proto import exportd_pb2 as pb
+from server import metrics
+from server.http import HttpEndpoint
+from server.lease import Lease
+from server.reconcile import Desired, Running, Stop, accept_epoch, fence_plan, plan_reconcile
+from server.registration import Registration
+from server.sampler import Sampler
+from server.session import SessionLoop
+from server.settings import ServerSettings
+from server.tasktable import TaskEntry, forget_task_metrics, report_tasks
+from server.wire import assignment_from_proto
+from tasks.cluster import ServerRegistration
+from tasks.errors import ValidationError
+from tasks.logs import get_logger
+from tasks.runner import Assignment, RunnerFactory, TaskState
+
+log = get_logger(__name__)
+
+# How often the watchdog looks at the lease: the precision of self-fencing.
+WATCHDOG_PERIOD_S = 0.1
+# How long a shutdown waits for the leader to acknowledge the final report.
+FINAL_ACK_TIMEOUT_S = 5.0
+
+
+def _version() -> str:
+    try:
+        return metadata.version("exportd")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+def advertised_host(settings: ServerSettings) -> str:
+    if settings.http.advertise_host:
+        return settings.http.advertise_host
+    if settings.http.host in ("", "0.0.0.0", "::"):
+        return socket.gethostname()
+    return settings.http.host
+
+
+class ServerHost:
+    """One export server. `start()`, then `shutdown()` (drain, final report, deregister) or
+    `close()` (stop at once)."""
+
+    def __init__(self, settings: ServerSettings, factory: RunnerFactory, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self._factory = factory
+        self._clock = clock
+        self.lease = Lease(settings.lease.margin)
+        self.highest_epoch = 0
+        self._desired: dict[str, Desired[Assignment]] = {}
+        self._drain_directive = False
+        self._generations: dict[str, int] = {}
+        self._refusals_seen: set[tuple[str, int]] = set()
+        self.tasks: dict[str, TaskEntry] = {}
+        self._ops: set[asyncio.Task[None]] = set()
+        self._interval = settings.lease.initial_heartbeat_interval
+        self.draining = False
+        self._closed = False
+        self._sampler = Sampler(settings.capacity)
+        self.session = SessionLoop(self, settings.session)
+        self.http = HttpEndpoint(settings.http.host, settings.http.port, self.ready)
+        self.registration: Registration | None = None
+        self.address = ""
+        self._background: list[asyncio.Task[None]] = []
+        # seq -> tasks reported STOPPED in it, on the current session.
+        self._stopped_in_report: dict[int, list[TaskEntry]] = {}
+        self._want_final = False
+        self._final_seq: int | None = None
+        self._final_acked = asyncio.Event()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        port = await self.http.start()
+        self.address = f"{advertised_host(self.settings)}:{port}"
+        payload = ServerRegistration(
+            id=self.settings.id, group=self.settings.group, address=self.address,
+            cpu_cores=self._sampler.capacity.cpu_cores,
+            net_bytes_per_s=self._sampler.capacity.net_bytes_per_s,
+            version=_version(), labels=dict(self.settings.labels))
+        self.registration = Registration(self.settings.zookeeper, payload,
+                                         self.session.set_leader)
+        try:
+            await self.registration.start()
+        except BaseException:
+            await self.http.stop()
+            raise
+        metrics.REGISTERED.set(1)
+        self._background = [asyncio.ensure_future(self.session.run()),
+                            asyncio.ensure_future(self._watchdog())]
+        log.info("server_started", server=self.settings.id, address=self.address,
+                 cpu_cores=payload.cpu_cores)
+
+    def ready(self) -> bool:
+        return bool(self.registration and self.registration.registered and self.session.connected)
+
+    async def shutdown(self) -> None:
+        """SIGTERM: want nothing new, drain every task, tell the leader, deregister, stop."""
+        if self._closed:
+            return
+        log.info("shutdown_draining", tasks=len(self.tasks))
+        self.draining = True
+        self._reconcile()
+        self.session.report_now()
+        await self._wait_ops(self.settings.session.shutdown_timeout)
+        self._want_final = True
+        self._final_seq = None
+        self.session.report_now()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._final_acked.wait(), FINAL_ACK_TIMEOUT_S)
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop at once: runners without drain, the session, the node, the HTTP endpoint."""
+        if self._closed:
+            return
+        self._closed = True
+        self.session.stop()
+        for entry in list(self.tasks.values()):
+            self._schedule_stop(Stop(entry.task_id, entry.generation, drain=False,
+                                     reason="server closing"))
+        await self._wait_ops(self.settings.session.shutdown_timeout)
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self.registration is not None:
+            await self.registration.stop(deregister=True)
+        metrics.REGISTERED.set(0)
+        metrics.SESSION_UP.set(0)
+        await self.http.stop()
+        log.info("server_stopped", server=self.settings.id)
+
+    async def _wait_ops(self, timeout: float) -> None:
+        deadline = self._clock() + timeout
+        while self._ops and (left := deadline - self._clock()) > 0:
+            await asyncio.wait(set(self._ops), timeout=left)
+        if self._ops:
+            log.error("tasks_did_not_stop_in_time", pending=len(self._ops), timeout_s=timeout)
+
+    # --- session callbacks (SessionHost) -----------------------------------------------------
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return self._interval
+
+    def session_started(self) -> None:
+        self._stopped_in_report.clear()
+        self._final_seq = None
+
+    def build_report(self, seq: int) -> pb.Report:
+        usage = self._sampler.sample()
+        metrics.CPU_UTILISATION.set(usage.cpu_fraction)
+        metrics.NET_BYTES_PER_SECOND.labels(direction="in").set(usage.net_in_bytes_per_s)
+        metrics.NET_BYTES_PER_SECOND.labels(direction="out").set(usage.net_out_bytes_per_s)
+        statuses = report_tasks(self.tasks)
+        self._stopped_in_report[seq] = [
+            entry for entry, status in statuses if status.state == pb.TASK_STATE_STOPPED]
+        self._stopped_in_report.pop(seq - 64, None)   # unacked reports are not kept forever
+        if self._want_final and self._final_seq is None and not self._ops:
+            self._final_seq = seq
+        return pb.Report(
+            server_id=self.settings.id, group=self.settings.group, address=self.address,
+            capacity=self._sampler.capacity, usage=usage,
+            tasks=[status for _, status in statuses], seq=seq,
+            highest_epoch_seen=self.highest_epoch, version=_version(),
+            labels=dict(self.settings.labels), sent_at_unix=time.time(), draining=self.draining)
+
+    def handle(self, message: pb.LeaderMessage) -> None:
+        accepted, self.highest_epoch = accept_epoch(self.highest_epoch, message.epoch)
+        if not accepted:
+            metrics.STALE_MESSAGES.inc()
+            log.warning("stale_epoch_ignored", epoch=message.epoch, highest=self.highest_epoch,
+                        kind=message.WhichOneof("body"))
+            return
+        kind = message.WhichOneof("body")
+        if kind == "ack":
+            self._on_ack(message.ack)
+        elif kind == "directive":
+            self._on_directive(message.directive)
+        elif kind == "reregister":
+            log.warning("reregister_requested", reason=message.reregister.reason)
+            if self.registration is not None:
+                self.registration.register_soon()
+            self.session.reconnect()
+
+    def _on_ack(self, ack: pb.Ack) -> None:
+        self.session.mark_answered()
+        metrics.SESSION_UP.set(1)
+        self.lease.renew(self._clock(), ack.lease_ttl_s)
+        if ack.heartbeat_interval_s > 0:
+            self._interval = ack.heartbeat_interval_s
+        for seq in [s for s in self._stopped_in_report if s <= ack.report_seq]:
+            for entry in self._stopped_in_report.pop(seq):
+                entry.final_acked = True
+        if self._final_seq is not None and ack.report_seq >= self._final_seq:
+            self._final_acked.set()
+        self._reconcile()
+
+    def _on_directive(self, directive: pb.Directive) -> None:
+        desired: dict[str, Desired[Assignment]] = {}
+        for item in directive.desired:
+            try:
+                assignment = assignment_from_proto(item)
+            except ValidationError as exc:
+                metrics.REFUSED_ASSIGNMENTS.labels(reason="invalid_spec").inc()
+                log.error("assignment_invalid", task=item.task_id, error=exc.message)
+                continue
+            desired[item.task_id] = Desired(item.task_id, item.generation, assignment)
+        log.info("directive", seq=directive.seq, tasks=len(desired), drain=directive.drain)
+        self._desired = desired
+        self._drain_directive = directive.drain
+        self._reconcile()
+
+    # --- reconcile and lease -----------------------------------------------------------------
+
+    def _running(self, now: float) -> dict[str, Running]:
+        return {task_id: entry.running_view(entry.stats().state, now)
+                for task_id, entry in self.tasks.items()}
+
+    def _reconcile(self) -> None:
+        if self._closed:
+            return
+        now = self._clock()
+        stopping = self.draining or self._drain_directive
+        plan = plan_reconcile(
+            {} if stopping else self._desired, self._running(now), self._generations,
+            may_start=self.lease.held(now) and not stopping, now=now,
+            restart_backoff_s=self.settings.session.restart_backoff)
+        self._generations = dict(plan.generations)
+        for refusal in plan.refused:
+            if (refusal.task_id, refusal.generation) not in self._refusals_seen:
+                self._refusals_seen.add((refusal.task_id, refusal.generation))
+                metrics.REFUSED_ASSIGNMENTS.labels(reason="stale_generation").inc()
+                log.warning("assignment_refused", task=refusal.task_id,
+                            generation=refusal.generation, reason=refusal.reason)
+        for stop in plan.stop:
+            self._schedule_stop(stop)
+        for want in plan.start:
+            self._schedule_start(want)
+        for task_id in plan.forget:
+            forget_task_metrics(self.tasks.pop(task_id))
+
+    async def _watchdog(self) -> None:
+        while not self._closed:
+            now = self._clock()
+            metrics.LEASE_REMAINING.set(self.lease.remaining(now))
+            if self.lease.must_self_fence(now):
+                self._self_fence()
+            await asyncio.sleep(WATCHDOG_PERIOD_S)
+
+    def _self_fence(self) -> None:
+        """No ack for lease_ttl - margin: the leader may soon give our tasks to others. Stop them
+        all without committing more, forget the desired set (only a directive that follows a
+        renewed lease starts anything again), and open a fresh session, on which the leader
+        sends the full desired set."""
+        metrics.SELF_FENCES.inc()
+        metrics.SESSION_UP.set(0)
+        stops = fence_plan(self._running(self._clock()))
+        log.warning("self_fencing", tasks=len(stops), lease_ttl_s=self.lease.ttl_s,
+                    margin_s=self.lease.margin_s)
+        self.lease.drop()
+        self._desired = {}
+        for stop in stops:
+            self._schedule_stop(stop)
+        self.session.reconnect()
+
+    # --- carrying out the plan ----------------------------------------------------------------
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._ops.add(task)
+        task.add_done_callback(self._ops.discard)
+
+    def _schedule_start(self, want: Desired[Assignment]) -> None:
+        old = self.tasks.get(want.task_id)
+        entry = TaskEntry(want.task_id, want.payload.job.id, want.generation, pending=1)
+        self.tasks[want.task_id] = entry
+        self._spawn(self._start(entry, want.payload, old))
+
+    def _schedule_stop(self, stop: Stop) -> None:
+        entry = self.tasks.get(stop.task_id)
+        if entry is None or entry.stopped:
+            return
+        entry.pending += 1
+        self._spawn(self._stop(entry, stop))
+
+    async def _start(self, entry: TaskEntry, assignment: Assignment,
+                     old: TaskEntry | None) -> None:
+        bound = log.bind(task=entry.task_id, generation=entry.generation)
+        try:
+            if old is not None and old.runner is not None and not old.stopped:
+                await self._release(old, drain=False)   # a FAILED runner being restarted
+            async with entry.lock:
+                if entry.stopped:   # fenced or closed before it got going
+                    return
+                entry.runner = self._factory(assignment)
+                await entry.runner.start()
+            bound.info("task_started")
+        except Exception as exc:  # the runner is another module's code: report, never crash
+            entry.error = f"start failed: {exc}"
+            bound.error("task_start_failed", error=repr(exc))
+        finally:
+            entry.pending -= 1
+            self._after_op()
+
+    async def _stop(self, entry: TaskEntry, stop: Stop) -> None:
+        try:
+            await self._release(entry, drain=stop.drain)
+            log.info("task_stopped", task=entry.task_id, generation=entry.generation,
+                     drain=stop.drain, reason=stop.reason)
+        finally:
+            entry.pending -= 1
+            self._after_op()
+
+    async def _release(self, entry: TaskEntry, *, drain: bool) -> None:
+        async with entry.lock:
+            if entry.stopped:
+                return
+            try:
+                if entry.runner is not None:
+                    await entry.runner.stop(drain=drain)
+            except Exception as exc:
+                entry.error = f"stop failed: {exc}"
+                log.error("task_stop_failed", task=entry.task_id, error=repr(exc))
+            finally:
+                entry.stopped = True
+                entry.final_acked = False
+
+    def _after_op(self) -> None:
+        # The leader should see a start or a finished drain at once (a handoff waits on it).
+        self.session.report_now()
+        self._reconcile()
+
+    def task_states(self) -> dict[str, TaskState]:
+        """For tests and logs: each task's state as the host reports it."""
+        return {task_id: entry.stats().state for task_id, entry in self.tasks.items()}

@@ -1,0 +1,129 @@
+"""`exportd-server`: load settings, build the task factory, run the host until SIGTERM/SIGINT.
+
+    exportd-server --config server.yaml --set zookeeper.hosts=zk:2181 --set http.port=0
+
+SIGTERM drains every task, sends a final report and deregisters before exiting 0. The factory
+comes from the pipeline (`tasks.factory`), imported lazily so the host can be run (and tested)
+with any `RunnerFactory`. A process pool with one worker per core is shared by all tasks so
+CPU-bound transforms use every core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import importlib
+import inspect
+import multiprocessing
+import signal
+import sys
+from collections.abc import Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from typing import Any
+
+from server.host import ServerHost
+from server.sampler import worker_processes
+from server.settings import ServerSettings
+from tasks.errors import ConfigError, ExportdError
+from tasks.logs import configure_logging, get_logger
+from tasks.runner import Assignment, RunnerFactory, TaskRunner
+from tasks.settings import load_settings, parse_set_flags
+
+log = get_logger(__name__)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="exportd-server", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", help="YAML settings file")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one setting, e.g. --set zookeeper.hosts=127.0.0.1:2181")
+    return parser.parse_args(argv)
+
+
+def _environment_values(settings: ServerSettings, pool: Executor) -> dict[str, Any]:
+    """Everything a task environment might want, under the names it might use."""
+    return {
+        "kafka_bootstrap_servers": settings.kafka.bootstrap_servers,
+        "bootstrap_servers": settings.kafka.bootstrap_servers,
+        "s3_endpoint_url": settings.s3.endpoint_url,
+        "s3_endpoint": settings.s3.endpoint_url,
+        "s3_region": settings.s3.region,
+        "s3_access_key_id": settings.s3.access_key_id,
+        "s3_secret_access_key": settings.s3.secret_access_key,
+        "work_dir": settings.work_dir,
+        "executor": pool,
+        "process_pool": pool,
+        "cpu_pool": pool,
+        "server_id": settings.id,
+    }
+
+
+def _no_pipeline(assignment: Assignment) -> TaskRunner:
+    raise ConfigError("the task pipeline (tasks.factory) is not installed",
+                      task=assignment.task_id)
+
+
+def build_factory(settings: ServerSettings, pool: Executor) -> RunnerFactory:
+    """`settings.runner_factory(settings, pool)` if configured, else the pipeline's
+    `tasks.factory.runner_factory(TaskEnvironment(...))`, passing the fields it declares."""
+    if settings.runner_factory:
+        module_name, _, function = settings.runner_factory.partition(":")
+        try:
+            builder = getattr(importlib.import_module(module_name), function)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"runner_factory {settings.runner_factory!r}: {exc}") from exc
+        custom: RunnerFactory = builder(settings, pool)
+        return custom
+    try:
+        module = importlib.import_module("tasks.factory")
+    except ImportError as exc:
+        log.error("task_pipeline_missing", error=str(exc))
+        return _no_pipeline
+    env_type = module.TaskEnvironment
+    names = ({f.name for f in dataclasses.fields(env_type)} if dataclasses.is_dataclass(env_type)
+             else set(inspect.signature(env_type).parameters))
+    values = {k: v for k, v in _environment_values(settings, pool).items() if k in names}
+    factory: RunnerFactory = module.runner_factory(env_type(**values))
+    return factory
+
+
+async def run(settings: ServerSettings) -> int:
+    workers = worker_processes(settings.capacity)
+    # forkserver: forking this process after grpc and kazoo started their threads is unsafe.
+    pool = ProcessPoolExecutor(max_workers=workers,
+                               mp_context=multiprocessing.get_context("forkserver"))
+    try:
+        host = ServerHost(settings, build_factory(settings, pool))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await host.start()
+        log.info("serving", http=host.address, workers=workers)
+        await stop.wait()
+        log.info("signal_received")
+        await host.shutdown()
+        return 0
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = load_settings(ServerSettings, config_file=args.config,
+                                 overrides=parse_set_flags(args.set))
+    except ConfigError as exc:
+        print(f"exportd-server: {exc.message}", file=sys.stderr)
+        return 2
+    configure_logging(json=settings.log_format == "json", level=settings.log_level)
+    try:
+        return asyncio.run(run(settings))
+    except ExportdError as exc:
+        log.error("server_failed", error=exc.message, **exc.details)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""psutil sampler: what this machine offers (capacity) and uses (usage), once per heartbeat.
+
+CPU is the whole machine's busy fraction since the previous sample (a noisy neighbour reduces
+what the scheduler can place here, so it should count). Network rates are the machine's byte
+counters' deltas over the elapsed time. Memory is the resident size of this process and its
+worker processes, against the machine's total.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import psutil
+
+from proto import exportd_pb2 as pb
+from server.settings import CapacitySettings
+
+
+def cpu_cores(capacity: CapacitySettings) -> float:
+    if capacity.cpu_cores is not None:
+        return capacity.cpu_cores
+    return float(psutil.cpu_count(logical=True) or 1)
+
+
+def worker_processes(capacity: CapacitySettings) -> int:
+    """One worker process per core unless configured: CPU-bound transforms use every core."""
+    if capacity.worker_processes is not None:
+        return capacity.worker_processes
+    return max(int(cpu_cores(capacity)), 1)
+
+
+def rate(previous: int, current: int, elapsed_s: float) -> float:
+    """Per-second rate of a counter; 0 for no time elapsed or a counter that went back (reset)."""
+    if elapsed_s <= 0 or current < previous:
+        return 0.0
+    return (current - previous) / elapsed_s
+
+
+@dataclass(slots=True)
+class _Counters:
+    at: float
+    bytes_recv: int
+    bytes_sent: int
+
+
+def _net_counters() -> _Counters:
+    counters = psutil.net_io_counters()
+    return _Counters(time.monotonic(), counters.bytes_recv, counters.bytes_sent)
+
+
+class Sampler:
+    """Call `sample()` once per heartbeat; each call measures the time since the last one."""
+
+    def __init__(self, capacity: CapacitySettings) -> None:
+        self.capacity = pb.Resources(cpu_cores=cpu_cores(capacity),
+                                     net_bytes_per_s=capacity.net_bytes_per_s)
+        self._process = psutil.Process()
+        self._last = _net_counters()
+        psutil.cpu_percent(interval=None)   # primes the delta; the first answer is meaningless
+
+    def _rss(self) -> int:
+        total = 0
+        for proc in [self._process, *self._process.children(recursive=True)]:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:  # a worker exited between listing and reading
+                continue
+        return total
+
+    def sample(self) -> pb.Usage:
+        now = _net_counters()
+        elapsed = now.at - self._last.at
+        usage = pb.Usage(
+            cpu_fraction=min(max(psutil.cpu_percent(interval=None) / 100.0, 0.0), 1.0),
+            net_in_bytes_per_s=rate(self._last.bytes_recv, now.bytes_recv, elapsed),
+            net_out_bytes_per_s=rate(self._last.bytes_sent, now.bytes_sent, elapsed),
+            memory_rss_bytes=self._rss(),
+            memory_total_bytes=psutil.virtual_memory().total,
+        )
+        self._last = now
+        return usage

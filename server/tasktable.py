@@ -1,0 +1,103 @@
+"""The host's table of tasks: one entry per task id, with its runner and what the host did to it.
+
+An entry's state as the host sees it (`state`) is the runner's own, except that a runner the host
+has stopped counts as STOPPED whatever it says (so a drain that ended in an error is not stopped
+again and again), and a runner that could not be built or started counts as FAILED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from dataclasses import dataclass, field
+
+from proto import exportd_pb2 as pb
+from server import metrics
+from server.reconcile import Running
+from server.wire import task_status
+from tasks.runner import TaskRunner, TaskState, TaskStats
+
+
+@dataclass(eq=False)
+class TaskEntry:
+    task_id: str
+    job_id: str
+    generation: int
+    runner: TaskRunner | None = None
+    # Serialises start and stop of this runner: a fence waits for a start under way.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    pending: int = 0            # starts/stops queued or running
+    stopped: bool = False       # the host has stopped the runner
+    error: str = ""             # building, starting or stopping the runner failed
+    failed_at: float | None = None
+    final_acked: bool = False   # its STOPPED state reached the leader in an acked report
+    # For counters fed from the runner's running totals.
+    records_seen: int = 0
+    dead_letters_seen: int = 0
+    last_error_seen: str = ""
+
+    def stats(self) -> TaskStats:
+        if self.runner is None:
+            if self.error:
+                return TaskStats(TaskState.FAILED, last_error=self.error)
+            return TaskStats(TaskState.STOPPED if self.stopped else TaskState.STARTING)
+        try:
+            stats = self.runner.stats()
+        except Exception as exc:  # a runner's bug must not break the heartbeat
+            stats = TaskStats(TaskState.FAILED, last_error=f"stats() failed: {exc!r}")
+        if self.error and not stats.last_error:
+            stats = dataclasses.replace(stats, last_error=self.error)
+        if self.stopped:
+            return dataclasses.replace(stats, state=TaskState.STOPPED)
+        if self.error:
+            return dataclasses.replace(stats, state=TaskState.FAILED)
+        return stats
+
+    def running_view(self, state: TaskState, now: float) -> Running:
+        if state is TaskState.FAILED and self.failed_at is None:
+            self.failed_at = now
+        return Running(self.task_id, self.generation, state, busy=self.pending > 0,
+                       failed_at=self.failed_at, final_acked=self.final_acked)
+
+
+def report_tasks(entries: dict[str, TaskEntry]) -> list[tuple[TaskEntry, pb.TaskStatus]]:
+    """Every entry's status for a report; also feeds the per-task metrics."""
+    out = []
+    counts = dict.fromkeys(TaskState, 0)
+    for task_id in sorted(entries):
+        entry = entries[task_id]
+        stats = entry.stats()
+        counts[stats.state] += 1
+        _task_metrics(entry, stats)
+        out.append((entry, task_status(task_id, entry.generation, stats)))
+    for state, count in counts.items():
+        metrics.SERVER_TASKS.labels(state=state.value).set(count)
+    return out
+
+
+def _task_metrics(entry: TaskEntry, stats: TaskStats) -> None:
+    labels = (entry.job_id, entry.task_id)
+    metrics.TASK_RECORDS_PER_SECOND.labels(*labels).set(stats.records_per_s)
+    metrics.TASK_BYTES_PER_SECOND.labels(*labels).set(stats.bytes_per_s)
+    if stats.consumer_lag >= 0:
+        metrics.TASK_LAG.labels(*labels).set(stats.consumer_lag)
+    # Counters from running totals: a fresh runner starts at 0 again, so only growth counts.
+    if stats.records_total > entry.records_seen:
+        metrics.TASK_RECORDS.labels(*labels).inc(stats.records_total - entry.records_seen)
+    entry.records_seen = stats.records_total
+    if stats.dead_letters_total > entry.dead_letters_seen:
+        metrics.TASK_DEAD_LETTERS.labels(*labels).inc(
+            stats.dead_letters_total - entry.dead_letters_seen)
+    entry.dead_letters_seen = stats.dead_letters_total
+    if stats.last_error and stats.last_error != entry.last_error_seen:
+        metrics.TASK_ERRORS.labels(*labels).inc()
+    entry.last_error_seen = stats.last_error
+
+
+def forget_task_metrics(entry: TaskEntry) -> None:
+    for family in (metrics.TASK_RECORDS_PER_SECOND, metrics.TASK_BYTES_PER_SECOND,
+                   metrics.TASK_LAG, metrics.TASK_RECORDS, metrics.TASK_DEAD_LETTERS,
+                   metrics.TASK_ERRORS):
+        with contextlib.suppress(KeyError):
+            family.remove(entry.job_id, entry.task_id)
