@@ -3,31 +3,29 @@
     exportd-server --config server.yaml --set zookeeper.hosts=zk:2181 --set http.port=0
 
 SIGTERM drains every task, sends a final report and deregisters before exiting 0. The factory
-comes from the pipeline (`tasks.factory`), imported lazily so the host can be run (and tested)
-with any `RunnerFactory`. A process pool with one worker per core is shared by all tasks so
-CPU-bound transforms use every core.
+comes from the pipeline (`tasks.factory`), or from `runner_factory` in the settings, so the host
+can run (and be tested with) any `RunnerFactory`. A process pool with one worker per core is
+shared by all tasks, so CPU-bound transforms use every core.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import importlib
-import inspect
 import multiprocessing
 import signal
 import sys
 from collections.abc import Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
-from typing import Any
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 from server.host import ServerHost
 from server.sampler import worker_processes
 from server.settings import ServerSettings
 from tasks.errors import ConfigError, ExportdError
 from tasks.logs import configure_logging, get_logger
-from tasks.runner import Assignment, RunnerFactory, TaskRunner
+from tasks.runner import RunnerFactory
 from tasks.settings import load_settings, parse_set_flags
 
 log = get_logger(__name__)
@@ -41,32 +39,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _environment_values(settings: ServerSettings, pool: Executor) -> dict[str, Any]:
-    """Everything a task environment might want, under the names it might use."""
-    return {
-        "kafka_bootstrap_servers": settings.kafka.bootstrap_servers,
-        "bootstrap_servers": settings.kafka.bootstrap_servers,
-        "s3_endpoint_url": settings.s3.endpoint_url,
-        "s3_endpoint": settings.s3.endpoint_url,
-        "s3_region": settings.s3.region,
-        "s3_access_key_id": settings.s3.access_key_id,
-        "s3_secret_access_key": settings.s3.secret_access_key,
-        "work_dir": settings.work_dir,
-        "executor": pool,
-        "process_pool": pool,
-        "cpu_pool": pool,
-        "server_id": settings.id,
-    }
-
-
-def _no_pipeline(assignment: Assignment) -> TaskRunner:
-    raise ConfigError("the task pipeline (tasks.factory) is not installed",
-                      task=assignment.task_id)
-
-
-def build_factory(settings: ServerSettings, pool: Executor) -> RunnerFactory:
+def build_factory(settings: ServerSettings, pool: ProcessPoolExecutor) -> RunnerFactory:
     """`settings.runner_factory(settings, pool)` if configured, else the pipeline's
-    `tasks.factory.runner_factory(TaskEnvironment(...))`, passing the fields it declares."""
+    `tasks.factory.runner_factory(TaskEnvironment(...))` with this server's defaults and pool."""
     if settings.runner_factory:
         module_name, _, function = settings.runner_factory.partition(":")
         try:
@@ -75,17 +50,19 @@ def build_factory(settings: ServerSettings, pool: Executor) -> RunnerFactory:
             raise ConfigError(f"runner_factory {settings.runner_factory!r}: {exc}") from exc
         custom: RunnerFactory = builder(settings, pool)
         return custom
-    try:
-        module = importlib.import_module("tasks.factory")
-    except ImportError as exc:
-        log.error("task_pipeline_missing", error=str(exc))
-        return _no_pipeline
-    env_type = module.TaskEnvironment
-    names = ({f.name for f in dataclasses.fields(env_type)} if dataclasses.is_dataclass(env_type)
-             else set(inspect.signature(env_type).parameters))
-    values = {k: v for k, v in _environment_values(settings, pool).items() if k in names}
-    factory: RunnerFactory = module.runner_factory(env_type(**values))
-    return factory
+    # Imported here: the pipeline pulls in confluent-kafka, boto3 and the sinks, which a host
+    # with another factory (tests, embedding) does not need.
+    from tasks.factory import TaskEnvironment, runner_factory
+
+    return runner_factory(TaskEnvironment(
+        kafka_bootstrap=settings.kafka.bootstrap_servers,
+        state_dir=Path(settings.work_dir),
+        s3_endpoint=settings.s3.endpoint_url,
+        s3_region=settings.s3.region,
+        s3_access_key=settings.s3.access_key_id,
+        s3_secret_key=settings.s3.secret_access_key,
+        process_pool=pool,
+    ))
 
 
 async def run(settings: ServerSettings) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from concurrent.futures import Executor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,7 +98,7 @@ class FakeFactory:
         return {(r.task_id, r.generation) for r in self.runners if r.state is TaskState.RUNNING}
 
 
-def fake_factory(settings: ServerSettings, pool: Executor) -> RunnerFactory:
+def fake_factory(settings: ServerSettings, pool: ProcessPoolExecutor) -> RunnerFactory:
     """`runner_factory` entry for a real `exportd-server` process in tests."""
     return FakeFactory()
 

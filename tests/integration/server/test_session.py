@@ -179,3 +179,17 @@ async def test_node_comes_back_after_session_expiry(host: ServerHost, zookeeper:
     await wait_until(recreated, "node re-created by a new session")
     assert host.task_states() == {} or all(
         s is not TaskState.FAILED for s in host.task_states().values())
+
+
+async def test_shutdown_drains_reports_and_deregisters(
+        host: ServerHost, coordinator: Coordinator, factory: FakeFactory, zk: KazooClient,
+        paths: ZkPaths) -> None:
+    coordinator.direct([assignment(A, 1), assignment(B, 1)])
+    await wait_until(lambda: len(factory.running()) == 2, "A and B running")
+    await host.shutdown()
+    assert [r.stop_calls for r in factory.runners] == [[True], [True]]
+    final = coordinator.reports[-1]
+    assert final.draining
+    assert {t.task_id: t.state for t in final.tasks} == {
+        A: pb.TASK_STATE_STOPPED, B: pb.TASK_STATE_STOPPED}
+    assert zk.exists(paths.server(host.settings.id)) is None
