@@ -1,0 +1,76 @@
+"""`create_app`: the master's HTTP API as an aiohttp application.
+
+Middlewares, outermost first: count the request in API_REQUESTS (method, status); turn errors
+into JSON (master/api/errors.py); check the bearer token (master/api/auth.py); forward writes to
+the leader when this master does not lead (master/api/forward.py). Then the route's handler.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from master.api.auth import auth_middleware, is_write
+from master.api.encode import json_response
+from master.api.errors import error_middleware
+from master.api.forward import forward_client_ctx, forward_middleware
+from master.api.handlers import CONTROL, SETTINGS
+from master.api.openapi import openapi_document
+from master.api.ports import ControlPlane
+from master.api.routes import API, add_routes
+from master.api.settings import ApiSettings
+from master.metrics import API_REQUESTS
+from tasks.logs import get_logger
+
+log = get_logger(__name__)
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        API_REQUESTS.labels(method=request.method, status=str(status)).inc()
+        if is_write(request.method):
+            # Writes change the cluster: keep an audit line for each.
+            log.info("api_write", method=request.method, path=request.path, status=status)
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    return json_response(openapi_document())
+
+
+def create_app(control: ControlPlane, settings: ApiSettings) -> web.Application:
+    """The API app for one master; the caller runs it (web.AppRunner / TCPSite)."""
+    app = web.Application(
+        # aiohttp's own limit backs up read_body's, for any body read another way.
+        client_max_size=settings.max_body_bytes,
+        middlewares=[
+            metrics_middleware,
+            error_middleware,
+            auth_middleware(settings),
+            forward_middleware(control, settings),
+        ],
+    )
+    app[CONTROL] = control
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(forward_client_ctx(settings))
+    add_routes(app)
+    app.router.add_get(f"{API}/openapi.json", _openapi)
+    if settings.open_mode:
+        log.warning(
+            "api_open_dev_mode",
+            message="NO API TOKENS CONFIGURED: every client may read AND change this cluster. "
+                    "Set api.read_tokens / api.admin_tokens outside development.",
+            master=settings.master_id,
+        )
+    else:
+        log.info("api_auth_enabled", read_tokens=len(settings.read_tokens),
+                 admin_tokens=len(settings.admin_tokens), master=settings.master_id)
+    return app
