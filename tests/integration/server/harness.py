@@ -5,10 +5,14 @@ simple in-test TaskRunner. ZooKeeper and gRPC are real; only the task is a doubl
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -23,6 +27,7 @@ from tasks.runner import Assignment, RunnerFactory, TaskState, TaskStats
 from tasks.spec import FileSink, JobSpec, Source
 
 DEADLINE_S = 45.0
+REPO = Path(__file__).resolve().parents[3]
 
 
 async def wait_until(condition: Callable[[], bool], what: str,
@@ -215,3 +220,31 @@ def write_leader(zk: KazooClient, paths: ZkPaths, coordinator: Coordinator) -> N
         zk.set(paths.leader, data)
     else:
         zk.create(paths.leader, data, ephemeral=True, makepath=True)
+
+
+def process_settings(server_id: str, zookeeper: str, cluster: str, tmp: Path) -> dict[str, str]:
+    """`--set` values for a server process on this ZooKeeper cluster root."""
+    return {"id": server_id, "zookeeper.hosts": zookeeper, "zookeeper.cluster": cluster,
+            "zookeeper.session_timeout": "4s", "http.port": "0", "work_dir": str(tmp),
+            "capacity.worker_processes": "1"}
+
+
+@contextlib.asynccontextmanager
+async def server_process(settings: dict[str, str], log_path: Path
+                         ) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A real `exportd-server` with `--set k=v` for each setting; killed at the end if it is
+    still running (a test that expects it to exit waits for that itself)."""
+    args = [str(Path(sys.executable).with_name("exportd-server")), "--set", "log_format=console"]
+    for key, value in settings.items():
+        args += ["--set", f"{key}={value}"]
+    # PYTHONPATH: `runner_factory` may name a test module.
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with log_path.open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(*args, env=env, stdout=log, stderr=log,
+                                                    cwd=str(REPO))
+        try:
+            yield proc
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
