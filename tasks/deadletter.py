@@ -76,7 +76,8 @@ class KafkaDeadLetter:
             "bootstrap.servers": bootstrap, "client.id": f"{task_id}-dlq",
             "enable.idempotence": True, "acks": "all", "linger.ms": 5}
         config.update(extra or {})
-        self._producer = Producer(config)
+        self._config = config
+        self._producer: Producer | None = None  # made on the first dead letter
         self.topic, self.task_id = topic, task_id
         self._headers: list[tuple[str, str | bytes | None]] = [
             ("job", job.encode()), ("source_topic", source_topic.encode()),
@@ -89,6 +90,8 @@ class KafkaDeadLetter:
 
     def _send(self, records: list[DeadRecord]) -> None:
         self._errors.clear()
+        if self._producer is None:
+            self._producer = Producer(self._config)
         for r in records:
             headers: list[tuple[str, str | bytes | None]] = [
                 *self._headers, ("source_offset", str(r.offset).encode()),
@@ -106,4 +109,5 @@ class KafkaDeadLetter:
             await asyncio.to_thread(self._send, records)
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._producer.flush, 10.0)
+        if self._producer is not None:
+            await asyncio.to_thread(self._producer.flush, 10.0)

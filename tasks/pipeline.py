@@ -3,7 +3,7 @@
 - pull: batch `consume` from the task's partition in the source's own thread; puts batches on a
   queue of `queue_batches` entries. When the queue is full it waits: a slow sink slows the pull.
 - transform: runs `transform_batch` in a thread, or in the host's process pool (all cores), with
-  up to `transform_window` batches in flight, results kept in order.
+  up to `transform_window` batches in flight; a collector keeps the results in order.
 - push: dead-letters the failed records, cuts chunks (tasks/batching.py), delivers each chunk to
   the sink with retries, then commits its end offset synchronously — before the next delivery
   begins. Nothing is committed that the sink has not acknowledged.
@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -63,6 +62,9 @@ class PipelineRunner:
         self._state = TaskState.STOPPED
         self._q_pulled: asyncio.Queue[Polled | _End] = asyncio.Queue(maxsize=queue_batches)
         self._q_done: asyncio.Queue[Done | _End] = asyncio.Queue(maxsize=queue_batches)
+        # Transforms in flight beyond the one the collector awaits.
+        self._q_inflight: asyncio.Queue[asyncio.Future[Done] | _End] = asyncio.Queue(
+            maxsize=max(1, transform_window - 1))
         self._stopping = asyncio.Event()
         self._abort_at: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -96,7 +98,7 @@ class PipelineRunner:
             raise
         self._batcher = Batcher(self.limits, start)
         self.log.info("task started", start_offset=start)
-        for stage in (self._pull(), self._transform(), self._push()):
+        for stage in (self._pull(), self._transform(), self._collect(), self._push()):
             task = asyncio.create_task(stage)
             task.add_done_callback(self._stage_done)
             self._tasks.append(task)
@@ -113,6 +115,7 @@ class PipelineRunner:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._cancel_inflight()
         await self._close()
         if self._state != TaskState.FAILED:
             self._state = TaskState.STOPPED
@@ -165,20 +168,32 @@ class PipelineRunner:
         return polled, out
 
     async def _transform(self) -> None:
-        pending: deque[asyncio.Future[Done]] = deque()
-        try:
-            while True:
-                polled = await self._q_pulled.get()
-                if isinstance(polled, _End):
-                    break
-                pending.append(asyncio.ensure_future(self._transformed(polled)))
-                while pending and (len(pending) >= self.transform_window or pending[0].done()):
-                    await self._q_done.put(await pending.popleft())
-            while pending:
-                await self._q_done.put(await pending.popleft())
-            await self._q_done.put(_END)
-        finally:
-            for fut in pending:
+        """Dispatch: start transforming each batch as it arrives (up to the window in flight)."""
+        while True:
+            polled = await self._q_pulled.get()
+            if isinstance(polled, _End):
+                await self._q_inflight.put(_END)
+                return
+            await self._q_inflight.put(asyncio.ensure_future(self._transformed(polled)))
+
+    async def _collect(self) -> None:
+        """Hand transformed batches to the push stage in consumption order."""
+        while True:
+            fut = await self._q_inflight.get()
+            if isinstance(fut, _End):
+                await self._q_done.put(_END)
+                return
+            try:
+                done = await fut
+            except BaseException:
+                self._cancel_inflight()
+                raise
+            await self._q_done.put(done)
+
+    def _cancel_inflight(self) -> None:
+        while not self._q_inflight.empty():
+            fut = self._q_inflight.get_nowait()
+            if not isinstance(fut, _End):
                 fut.cancel()
 
     async def _push(self) -> None:

@@ -20,6 +20,7 @@ from tasks.spec import Source
 from tasks.transforms.batch import Row
 
 METADATA_TIMEOUT = 10.0
+OPEN_TIMEOUT = 30.0
 # librdkafka prefetches up to this much per consumer; it is part of a task's memory bound.
 PREFETCH_KBYTES = 8 * 1024
 
@@ -67,7 +68,19 @@ class KafkaSource:
         return TopicPartition(self.topic, self.partition, offset)
 
     def open(self) -> int:
-        """Resolve the start offset and assign; returns it."""
+        """Resolve the start offset and assign; returns it. Errors (e.g. a new cluster's offsets
+        topic has no coordinator yet) are retried for up to OPEN_TIMEOUT seconds."""
+        deadline = time.monotonic() + OPEN_TIMEOUT
+        while True:
+            try:
+                return self._open()
+            except Unavailable:
+                # NOT_COORDINATOR and friends are not flagged retriable, yet they pass.
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def _open(self) -> int:
         try:
             committed = self._consumer.committed([self._tp()], timeout=METADATA_TIMEOUT)[0].offset
             low, high = self._consumer.get_watermark_offsets(self._tp(), timeout=METADATA_TIMEOUT)
