@@ -38,6 +38,8 @@ log = get_logger(__name__)
 
 # How often the watchdog looks at the lease: the precision of self-fencing.
 WATCHDOG_PERIOD_S = 0.1
+# A floor under the leader's heartbeat interval, against a bad value flooding the leader.
+MIN_HEARTBEAT_INTERVAL_S = 0.05
 # How long a shutdown waits for the leader to acknowledge the final report.
 FINAL_ACK_TIMEOUT_S = 5.0
 
@@ -106,7 +108,6 @@ class ServerHost:
         except BaseException:
             await self.http.stop()
             raise
-        metrics.REGISTERED.set(1)
         self._background = [asyncio.ensure_future(self.session.run()),
                             asyncio.ensure_future(self._watchdog())]
         log.info("server_started", server=self.settings.id, address=self.address,
@@ -206,10 +207,9 @@ class ServerHost:
 
     def _on_ack(self, ack: pb.Ack) -> None:
         self.session.mark_answered()
-        metrics.SESSION_UP.set(1)
         self.lease.renew(self._clock(), ack.lease_ttl_s)
         if ack.heartbeat_interval_s > 0:
-            self._interval = ack.heartbeat_interval_s
+            self._interval = max(ack.heartbeat_interval_s, MIN_HEARTBEAT_INTERVAL_S)
         for seq in [s for s in self._stopped_in_report if s <= ack.report_seq]:
             for entry in self._stopped_in_report.pop(seq):
                 entry.final_acked = True
@@ -265,6 +265,8 @@ class ServerHost:
         while not self._closed:
             now = self._clock()
             metrics.LEASE_REMAINING.set(self.lease.remaining(now))
+            metrics.REGISTERED.set(bool(self.registration and self.registration.registered))
+            metrics.SESSION_UP.set(self.session.connected)
             if self.lease.must_self_fence(now):
                 self._self_fence()
             await asyncio.sleep(WATCHDOG_PERIOD_S)
@@ -275,7 +277,6 @@ class ServerHost:
         renewed lease starts anything again), and open a fresh session, on which the leader
         sends the full desired set."""
         metrics.SELF_FENCES.inc()
-        metrics.SESSION_UP.set(0)
         stops = fence_plan(self._running(self._clock()))
         log.warning("self_fencing", tasks=len(stops), lease_ttl_s=self.lease.ttl_s,
                     margin_s=self.lease.margin_s)

@@ -100,6 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ExportdError as exc:
         log.error("server_failed", error=exc.message, **exc.details)
         return 1
+    except OSError as exc:   # e.g. the HTTP port is taken
+        log.error("server_failed", error=str(exc))
+        return 1
 
 
 if __name__ == "__main__":
