@@ -7,20 +7,16 @@ defaults a job falls back to when its spec names none.
 
 from __future__ import annotations
 
-import secrets
-import socket
 from typing import Literal
 
 from pydantic import Field, model_validator
 
-from tasks.settings import Duration, SettingsModel
+from tasks.settings import Duration, SettingsModel, instance_id
 
 
 def default_server_id() -> str:
     """`<hostname>-<6 hex>`: unique per process even when two servers share a host."""
-    host = socket.gethostname().split(".")[0].lower() or "server"
-    cleaned = "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in host).strip("-")
-    return f"{cleaned or 'server'}-{secrets.token_hex(3)}"
+    return instance_id("server")
 
 
 class ZooKeeperSettings(SettingsModel):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
+import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -41,6 +43,14 @@ def parse_duration(value: Any) -> float:
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 """Seconds, given as a number or a human string."""
+
+
+def instance_id(fallback: str) -> str:
+    """A process id for ZooKeeper: `<hostname>-<6 hex>`, unique even for two processes on one
+    host; `fallback` replaces a hostname with nothing usable in it."""
+    host = socket.gethostname().split(".")[0].lower()
+    cleaned = "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in host).strip("-")
+    return f"{cleaned or fallback}-{secrets.token_hex(3)}"
 
 
 class SettingsModel(BaseModel):
