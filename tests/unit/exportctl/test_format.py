@@ -1,0 +1,134 @@
+"""The pure rendering functions of exportctl, on plain JSON-shaped data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tools.exportctl import format as fmt
+from tools.exportctl.client import describe_error, master_urls
+
+NOW = 10_000.0
+
+
+def _server(sid: str, group: str = "default", cpu: float = 0.5, net: float = 0.25,
+            tasks: tuple[str, ...] = (), **flags: Any) -> dict[str, Any]:
+    return {"id": sid, "group": group, "alive": True, "cordoned": False, "draining": False,
+            "cpu_utilisation": cpu, "net_utilisation": net, "tasks": list(tasks),
+            "last_report_unix": NOW - 3, **flags}
+
+
+def _task(tid: str, server: str | None, state: str = "running", **more: Any) -> dict[str, Any]:
+    return {"id": tid, "job": tid.split(":")[0], "group": "default", "topic": "t",
+            "partition": int(tid.rsplit(":", 1)[1]), "server": server, "generation": 1,
+            "state": state, "pending_reason": "", "records_per_s": 12.0, "consumer_lag": -1,
+            **more}
+
+
+def test_bar_and_meter() -> None:
+    assert fmt.bar(0.0, 10) == "[----------]"
+    assert fmt.bar(0.42, 10) == "[####------]"
+    assert fmt.bar(1.0, 10) == "[##########]"
+    assert fmt.bar(1.7, 10) == "[#########!]"
+    assert fmt.bar(None, 4) == "[????]"
+    assert fmt.bar(-0.2, 4) == "[----]"
+    assert fmt.meter(0.42, 10) == "[####------]  42%"
+
+
+def test_ago_clock_rate() -> None:
+    assert fmt.ago(NOW - 5, NOW) == "5s ago"
+    assert fmt.ago(NOW - 125, NOW) == "2m ago"
+    assert fmt.ago(NOW - 7300, NOW) == "2h ago"
+    assert fmt.ago(None, NOW) == "never"
+    assert fmt.clock(0) == "1970-01-01 00:00:00Z"
+    assert fmt.rate(1_500_000) == "1.5 MB/s"
+    assert fmt.rate(12) == "12 B/s"
+
+
+def test_table_fits_width_by_cutting_the_id_column() -> None:
+    rows = [("x" * 100, "default", "ok")]
+    text = fmt.table(("ID", "GROUP", "STATE"), rows, width=40)
+    assert all(len(line) <= 40 for line in text.splitlines())
+    assert "…" in text
+    assert fmt.table(("A", "B"), [("1", "22")]) == "A  B\n1  22"
+
+
+def test_servers_table_fits_80_columns() -> None:
+    servers = [_server("srv-a", tasks=("j:t:0",)),
+               _server("a-rather-long-server-name-01.example", cordoned=True),
+               _server("srv-dead", alive=False, cpu=1.3)]
+    text = fmt.servers_table(servers, NOW)
+    assert all(len(line) <= 80 for line in text.splitlines()), text
+    assert "cordoned" in text and "dead" in text and "3s ago" in text
+    assert fmt.servers_table([], NOW) == "no servers registered"
+
+
+def test_placement_map() -> None:
+    placement = {
+        "servers": [_server("srv-a", tasks=tuple(f"orders:orders:{p}" for p in range(12))),
+                    _server("srv-b", cpu=0.1, draining=True),
+                    _server("srv-h", group="heavy", cpu=0.95, net=0.7)],
+        "tasks": [*(_task(f"orders:orders:{p}", "srv-a", "draining" if p == 0 else "running")
+                    for p in range(12)),
+                  _task("big:big:0", None, "pending",
+                        pending_reason="no server in group heavy under the high watermark")],
+        "groups": [{"group": g, "servers_alive": 2, "utilisation": 0.3, "imbalance": 0.1,
+                    "servers_wanted": 2, "tasks": 12, "tasks_pending": 1, "reason": ""}
+                   for g in ("default", "heavy")],
+    }
+    text = fmt.placement_map(placement)
+    lines = text.splitlines()
+    assert all(len(line) <= 80 for line in lines), text
+    assert lines[0] == ("group default: 2 servers, util 30%, imbalance 10%, 12 tasks "
+                        "(1 pending), want 2")
+    assert "  srv-a            cpu [####----]  50%  net [##------]  25%   12 tasks" in lines
+    assert any(line.endswith("0 tasks draining") for line in lines)
+    assert "orders:orders:0 (draining)" in text
+    assert "pending (1):" in lines
+    assert any("big:big:0" in line and "no server in group heavy" in line for line in lines)
+
+
+def test_explain_task() -> None:
+    task = _task("orders:orders:1", "srv-b", cpu=0.1, net=2000.0, measured=True,
+                 since_unix=NOW - 60, history=[
+                     {"at_unix": 0, "kind": "placed", "reason": "lowest score",
+                      "server": "srv-a", "generation": 1},
+                     {"at_unix": 60, "kind": "moved", "reason": "drain of srv-a",
+                      "server": "srv-b", "generation": 2}])
+    text = fmt.explain_task(task, NOW)
+    assert "runs on srv-b (running, generation 1) since" in text
+    assert "(1m ago)" in text
+    assert "0.10 cpu, 2.0 kB/s (measured)" in text
+    assert "1970-01-01 00:01:00Z  moved -> srv-b gen 2: drain of srv-a" in text
+    pending = fmt.explain_task(_task("x:t:0", None, "pending", pending_reason="no room"), NOW)
+    assert "not placed (pending): no room" in pending
+    assert "history: none recorded" in pending
+
+
+def test_plan_drain_leader_jobs() -> None:
+    assert fmt.plan_text({"changes": [], "groups": []}) == "no changes: nothing to rebalance now"
+    plan = fmt.plan_text({"changes": [{"kind": "move", "task": "j:t:0", "source": "a",
+                                       "target": "b", "reason": "imbalance"}], "groups": []})
+    assert "1 change(s)" in plan and "move  j:t:0  a     b   imbalance" in plan
+    line = fmt.drain_line({"server": "srv-a", "tasks_at_start": 4, "tasks_left": 1}, 8)
+    assert line == "drain srv-a [######--] 3/4 moved, 1 left"
+    assert "[########] 0/0" in fmt.drain_line({"server": "s", "tasks_at_start": 0,
+                                               "tasks_left": 0}, 8)
+    leader = fmt.leader_text({"id": "m1", "epoch": 3, "since_unix": NOW - 10, "http": "h",
+                              "grpc": "g", "this_master": "m2", "this_master_leads": False}, NOW)
+    assert leader.startswith("leader m1 (epoch 3) since") and "asked m2" in leader
+    jobs = fmt.jobs_table([{"spec": {"id": "j", "source": {"topic": "t"},
+                                     "sink": {"type": "s3"}}, "state": "paused",
+                            "tasks": ["j:t:0"]}])
+    assert jobs.splitlines()[1].split() == ["j", "default", "paused", "1", "t", "s3"]
+
+
+def test_describe_error_and_master_urls() -> None:
+    body = {"error": "invalid", "message": "source.topic: bad",
+            "details": {"problems": [{}, {}, {}]}}
+    assert describe_error(400, body) == "invalid: source.topic: bad (and 2 more problems) " \
+                                        "(HTTP 400)"
+    assert describe_error(502, "<html>\n bad gateway</html>") == \
+        "HTTP 502: <html> bad gateway</html>"
+    assert master_urls(["m1:8080", "https://m2/"], {}) == ["http://m1:8080", "https://m2"]
+    assert master_urls([], {"EXPORTD_MASTERS": "a:1, b:2,"}) == ["http://a:1", "http://b:2"]
+    assert master_urls(None, {}) == ["http://127.0.0.1:8080"]

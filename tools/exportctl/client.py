@@ -1,0 +1,122 @@
+"""The HTTP client of exportctl: tries each master in turn until one answers.
+
+Standard library only (urllib): a CLI call is a handful of requests, and the API forwards writes
+to the leader itself, so any master that answers will do. A master that cannot be reached, or
+answers 503 (no leader yet, not ready), is skipped for the next; the first other answer is the
+result. The master that answered is tried first on the next request (drain --wait polls).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+DEFAULT_MASTER = "http://127.0.0.1:8080"
+
+
+class CliError(Exception):
+    """An error to print as one line; `exit_code` 1 for API/connection errors, 2 for usage."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+class ApiError(CliError):
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(describe_error(status, body), 1)
+        self.status = status
+        self.body = body
+
+
+def describe_error(status: int, body: Any) -> str:
+    """One line from an API error body {error, message, details?}."""
+    if not isinstance(body, dict) or "message" not in body:
+        text = body if isinstance(body, str) and body.strip() else "no details"
+        return f"HTTP {status}: {' '.join(str(text).split())[:200]}"
+    line = f"{body.get('error', 'error')}: {body['message']}"
+    problems = (body.get("details") or {}).get("problems") or []
+    if len(problems) > 1:
+        line += f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})"
+    return f"{line} (HTTP {status})"
+
+
+def master_urls(flags: Sequence[str] | None, environ: Mapping[str, str]) -> list[str]:
+    """--master flags, else EXPORTD_MASTERS (comma-separated), else the local default; each
+    with a scheme and without a trailing slash."""
+    raw = list(flags or []) or [u for u in environ.get("EXPORTD_MASTERS", "").split(",")]
+    urls = [u.strip().rstrip("/") for u in raw if u.strip()] or [DEFAULT_MASTER]
+    return [u if "://" in u else f"http://{u}" for u in urls]
+
+
+class Client:
+    def __init__(self, masters: Sequence[str], token: str | None, timeout: float) -> None:
+        self.masters = list(masters)
+        self.token = token
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, *, query: Mapping[str, str | None] | None = None,
+                body: bytes | None = None, content_type: str | None = None) -> Any:
+        """The decoded JSON answer (None for an empty one), or ApiError / CliError."""
+        params = {k: v for k, v in (query or {}).items() if v}
+        target = path + ("?" + urllib.parse.urlencode(params) if params else "")
+        failures: list[str] = []
+        unavailable: ApiError | None = None
+        for base in list(self.masters):
+            try:
+                status, answer = self._once(base, method, target, body, content_type)
+            except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError
+                failures.append(f"{base} ({_reason(exc)})")
+                continue
+            if status == 503:
+                unavailable = ApiError(status, answer)
+                failures.append(f"{base} (503: {unavailable.message})")
+                continue
+            # Ask this master first next time.
+            self.masters.remove(base)
+            self.masters.insert(0, base)
+            if status >= 400:
+                raise ApiError(status, answer)
+            return answer
+        if unavailable is not None and len(failures) == 1:
+            raise unavailable
+        raise CliError("no master answered: " + "; ".join(failures))
+
+    def _once(self, base: str, method: str, target: str, body: bytes | None,
+              content_type: str | None) -> tuple[int, Any]:
+        request = urllib.request.Request(base + target, data=body, method=method)
+        request.add_header("Accept", "application/json")
+        if content_type:
+            request.add_header("Content-Type", content_type)
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return response.status, _decode(response.read())
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return exc.code, _decode(exc.read())
+
+
+def _decode(raw: bytes) -> Any:
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace")
+
+
+def _reason(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None) or exc
+    if isinstance(reason, TimeoutError):
+        return "timed out"
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    return " ".join(str(reason).split()) or type(reason).__name__

@@ -1,0 +1,154 @@
+"""exportctl's commands: each makes its API calls and returns the text to print.
+
+Rendering is in tools/exportctl/format.py (pure); with --json a read command prints the API's
+JSON answer unchanged, so scripts see exactly what the API documents.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import urllib.parse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from tools.exportctl import format as fmt
+from tools.exportctl.client import Client, CliError
+
+API = "/api/v1"
+
+
+def _q(segment: str) -> str:
+    return urllib.parse.quote(segment, safe="")
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=False)
+
+
+def _show(args: argparse.Namespace, answer: Any, render: Callable[[Any], str]) -> str:
+    return _json(answer) if args.json else render(answer)
+
+
+def servers(client: Client, args: argparse.Namespace, out: TextIO) -> str:
+    answer = client.request("GET", f"{API}/servers")
+    return _show(args, answer, lambda a: fmt.servers_table(a, time.time()))
+
+
+def tasks(client: Client, args: argparse.Namespace, out: TextIO) -> str:
+    query = {"job": args.job, "server": args.server, "group": args.group, "state": args.state}
+    return _show(args, client.request("GET", f"{API}/tasks", query=query), fmt.tasks_table)
+
+
+def placement(client: Client, args: argparse.Namespace, out: TextIO) -> str:
+    answer = client.request("GET", f"{API}/placement", query={"group": args.group})
+    return _show(args, answer, fmt.placement_map)
+
+
+def leader(client: Client, args: argparse.Namespace, out: TextIO) -> str:
+    answer = client.request("GET", f"{API}/leader")
+    return _show(args, answer, lambda a: fmt.leader_text(a, time.time()))
+
+
+def explain(client: Client, args: argparse.Namespace, out: TextIO) -> str:
+    answer = client.request("GET", f"{API}/tasks/{_q(args.task)}")
+    return _show(args, answer, lambda a: fmt.explain_task(a, time.time()))
+
+
+def jobs_submit(client: Client, args: argparse.Namespace, out: TextIO) -> str:
+    path = Path(args.file)
+    try:
+        body = path.read_bytes() if args.file != "-" else _stdin_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {args.file}: {exc.strerror or exc}", exit_code=2) from exc
+    kind = "application/json" if path.suffix == ".json" else "application/yaml"
+    answer = client.request("POST", f"{API}/jobs", body=body, content_type=kind)
+    return _show(args, answer, lambda a: (
+        f"job {a['job']['spec']['id']} submitted ({a['job']['state']}): "
+        f"{len(a['tasks'])} tasks\n{fmt.tasks_table(a['tasks'])}"))
+
+
+def _stdin_bytes() -> bytes:
+    return sys.stdin.buffer.read()
+
+
+def jobs_list(client: Client, args: argparse.Namespace, out: TextIO) -> str:
+    return _show(args, client.request("GET", f"{API}/jobs"), fmt.jobs_table)
+
+
+def jobs_get(client: Client, args: argparse.Namespace, out: TextIO) -> str:
+    answer = client.request("GET", f"{API}/jobs/{_q(args.id)}")
+    return _show(args, answer, lambda a: (
+        f"{fmt.jobs_table([a['job']])}\n\n{fmt.tasks_table(a['tasks'])}"))
+
+
+def _job_state(verb: str, action: str) -> Callable[[Client, argparse.Namespace, TextIO], str]:
+    def command(client: Client, args: argparse.Namespace, out: TextIO) -> str:
+        answer = client.request("POST", f"{API}/jobs/{_q(args.id)}/{action}")
+        return _show(args, answer, lambda a: f"job {args.id} {verb} (state {a['state']})")
+
+    return command
+
+
+jobs_pause = _job_state("paused", "pause")
+jobs_resume = _job_state("resumed", "resume")
+
+
+def jobs_delete(client: Client, args: argparse.Namespace, out: TextIO) -> str:
+    client.request("DELETE", f"{API}/jobs/{_q(args.id)}")
+    return _json({"deleted": args.id}) if args.json else f"job {args.id} deleted"
+
+
+def _cordon(verb: str, action: str) -> Callable[[Client, argparse.Namespace, TextIO], str]:
+    def command(client: Client, args: argparse.Namespace, out: TextIO) -> str:
+        answer = client.request("POST", f"{API}/servers/{_q(args.server)}/{action}")
+        return _show(args, answer, lambda a: f"server {a['id']} {verb}")
+
+    return command
+
+
+cordon = _cordon("cordoned: no new tasks will be placed on it", "cordon")
+uncordon = _cordon("uncordoned", "uncordon")
+
+
+def drain(client: Client, args: argparse.Namespace, out: TextIO) -> str:
+    path = f"{API}/servers/{_q(args.server)}/drain"
+    progress = client.request("POST", path)
+    if not args.wait:
+        return _show(args, progress, lambda p: (
+            f"draining {p['server']}: {p['tasks_left']} tasks to move; follow with "
+            f"exportctl drain {p['server']} --wait"))
+    deadline = time.monotonic() + args.timeout
+    live = out.isatty() and not args.json
+    last = ""
+    # Bounded: at most timeout / interval polls (+1), each bounded by the request timeout.
+    for _ in range(int(args.timeout / args.interval) + 2):
+        line = fmt.drain_line(progress)
+        if not args.json and line != last:
+            out.write(("\r" + line) if live else line + "\n")
+            out.flush()
+            last = line
+        if progress["tasks_left"] == 0:
+            break
+        if time.monotonic() >= deadline:
+            if live:
+                out.write("\n")
+            raise CliError(f"drain of {args.server} not finished after {args.timeout:g}s: "
+                           f"{progress['tasks_left']} tasks left (it goes on; run again to "
+                           "keep watching)")
+        time.sleep(min(args.interval, max(0.0, deadline - time.monotonic())))
+        progress = client.request("GET", path)
+    if live:
+        out.write("\n")
+    return _show(args, progress, lambda p: f"{p['server']} is drained: "
+                                           f"{p['tasks_at_start']} tasks moved")
+
+
+def rebalance(client: Client, args: argparse.Namespace, out: TextIO) -> str:
+    if not args.dry_run:
+        raise CliError("only 'rebalance --dry-run' exists: the leader rebalances by itself "
+                       "every round", exit_code=2)
+    return _show(args, client.request("GET", f"{API}/rebalance/plan"), fmt.plan_text)

@@ -1,0 +1,228 @@
+"""Pure text rendering for exportctl: tables, utilisation bars, the placement map, a task's
+story. Inputs are the API's JSON (dicts); outputs are strings that fit an 80-column terminal.
+No I/O here, so every function is unit-tested on plain data.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+Json = Mapping[str, Any]
+
+WIDTH = 80
+
+
+def bar(fraction: float | None, width: int = 10) -> str:
+    """`[####------]`; past 100 % the bar is full and ends in `!`."""
+    if fraction is None or fraction != fraction:  # unknown or NaN
+        return "[" + "?" * width + "]"
+    filled = max(0, min(width, round(fraction * width)))
+    if fraction > 1.0:
+        return "[" + "#" * (width - 1) + "!]"
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
+
+
+def percent(fraction: float | None) -> str:
+    return "  ?%" if fraction is None else f"{round(fraction * 100):3d}%"
+
+
+def meter(fraction: float | None, width: int = 10) -> str:
+    return f"{bar(fraction, width)} {percent(fraction)}"
+
+
+def ellipsize(text: str, width: int) -> str:
+    if len(text) <= width:
+        return text
+    return text[: max(0, width - 1)] + "…"
+
+
+def ago(then: float | None, now: float) -> str:
+    if then is None:
+        return "never"
+    seconds = max(0.0, now - then)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit} ago"
+    return f"{int(seconds)}s ago"
+
+
+def clock(unix: float | None) -> str:
+    if unix is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(unix))
+
+
+def rate(value: float, unit: str = "B/s") -> str:
+    for prefix, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:.1f} {prefix}{unit}"
+    return f"{value:.0f} {unit}"
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, width: int = WIDTH,
+          squeeze: int = 0) -> str:
+    """Left-aligned columns, two spaces apart. If the table is wider than `width`, column
+    `squeeze` (the one with ids, usually) is cut with an ellipsis to make it fit."""
+    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    total = sum(widths) + 2 * (len(widths) - 1)
+    if total > width:
+        widths[squeeze] = max(len(headers[squeeze]), widths[squeeze] - (total - width))
+    lines = []
+    for row in cells:
+        fitted = [ellipsize(cell, widths[i]).ljust(widths[i]) for i, cell in enumerate(row)]
+        lines.append("  ".join(fitted).rstrip())
+    return "\n".join(lines)
+
+
+def server_state(server: Json) -> str:
+    if not server.get("alive", True):
+        return "dead"
+    if server.get("draining"):
+        return "draining"
+    if server.get("cordoned"):
+        return "cordoned"
+    return "ok"
+
+
+def servers_table(servers: Sequence[Json], now: float) -> str:
+    if not servers:
+        return "no servers registered"
+    rows = [(s["id"], s["group"], server_state(s), meter(s.get("cpu_utilisation"), 8),
+             meter(s.get("net_utilisation"), 8), len(s.get("tasks", ())),
+             ago(s.get("last_report_unix"), now)) for s in servers]
+    return table(("SERVER", "GROUP", "STATE", "CPU", "NET", "TASKS", "REPORT"), rows)
+
+
+def tasks_table(tasks: Sequence[Json]) -> str:
+    if not tasks:
+        return "no tasks"
+    rows = [(t["id"], t["group"], t.get("server") or "-", t["state"], t.get("generation", 0),
+             f"{t.get('records_per_s', 0.0):.0f}",
+             "-" if t.get("consumer_lag", -1) < 0 else t["consumer_lag"]) for t in tasks]
+    return table(("TASK", "GROUP", "SERVER", "STATE", "GEN", "REC/S", "LAG"), rows)
+
+
+def jobs_table(jobs: Sequence[Json]) -> str:
+    if not jobs:
+        return "no jobs"
+    rows = [(j["spec"]["id"], j["spec"].get("group", "default"), j["state"],
+             len(j.get("tasks", ())), j["spec"]["source"]["topic"], j["spec"]["sink"]["type"])
+            for j in jobs]
+    return table(("JOB", "GROUP", "STATE", "TASKS", "TOPIC", "SINK"), rows)
+
+
+def group_line(group: Json) -> str:
+    line = (f"group {group['group']}: {group['servers_alive']} servers, util "
+            f"{percent(group['utilisation']).strip()}, imbalance "
+            f"{percent(group['imbalance']).strip()}, {group['tasks']} tasks "
+            f"({group['tasks_pending']} pending), want {group['servers_wanted']}")
+    return ellipsize(line, WIDTH)
+
+
+def _task_chips(task_ids: Sequence[str], states: Mapping[str, str], indent: int) -> list[str]:
+    """Task ids with their state unless running, wrapped at WIDTH."""
+    lines: list[str] = []
+    line = ""
+    for tid in task_ids:
+        state = states.get(tid, "")
+        chip = tid if state in ("running", "") else f"{tid} ({state})"
+        chip = ellipsize(chip, WIDTH - indent)
+        if line and len(line) + 2 + len(chip) > WIDTH - indent:
+            lines.append(" " * indent + line)
+            line = chip
+        else:
+            line = f"{line}  {chip}" if line else chip
+    if line:
+        lines.append(" " * indent + line)
+    return lines
+
+
+def placement_map(placement: Json) -> str:
+    """Per group: each server with CPU and network bars and its tasks; then pending tasks with
+    their reasons."""
+    states = {t["id"]: t["state"] for t in placement["tasks"]}
+    by_group: dict[str, list[Json]] = {}
+    for server in placement["servers"]:
+        by_group.setdefault(server["group"], []).append(server)
+    summaries = {g["group"]: g for g in placement["groups"]}
+    out: list[str] = []
+    for group in sorted(set(by_group) | set(summaries)):
+        out.append(group_line(summaries[group]) if group in summaries else f"group {group}")
+        for server in by_group.get(group, []):
+            state = server_state(server)
+            flag = "" if state == "ok" else f" {state}"
+            tasks = server.get("tasks", ())
+            # 2 + 16 + 5 + 15 + 6 + 15 + 2 + 9 + len(" draining") = 79 columns at most.
+            out.append(f"  {ellipsize(server['id'], 16):<16} cpu "
+                       f"{meter(server['cpu_utilisation'], 8)}  net "
+                       f"{meter(server['net_utilisation'], 8)}  {len(tasks):>3} tasks{flag}")
+            out.extend(_task_chips(tasks, states, 4))
+        out.append("")
+    pending = [t for t in placement["tasks"] if t["state"] == "pending" or not t.get("server")]
+    if pending:
+        out.append(f"pending ({len(pending)}):")
+        for task in pending:
+            reason = ellipsize(task.get("pending_reason") or "no reason given", 46)
+            out.append(f"  {ellipsize(task['id'], 30):<30}  {reason}")
+    else:
+        out.append("no pending tasks")
+    return "\n".join(out)
+
+
+def leader_text(leader: Json, now: float) -> str:
+    who = "this master" if leader.get("this_master_leads") else f"asked {leader['this_master']}"
+    return (f"leader {leader['id']} (epoch {leader['epoch']}) since "
+            f"{clock(leader['since_unix'])} ({ago(leader['since_unix'], now)}); "
+            f"http {leader['http'] or '-'}, grpc {leader['grpc'] or '-'}; {who}")
+
+
+def explain_task(task: Json, now: float) -> str:
+    """Where a task runs, since when, why, and its history of moves."""
+    lines = [f"task {task['id']}: job {task['job']}, group {task['group']}, "
+             f"topic {task['topic']} partition {task['partition']}"]
+    if task.get("server"):
+        lines.append(f"runs on {task['server']} ({task['state']}, generation "
+                     f"{task['generation']}) since {clock(task.get('since_unix'))} "
+                     f"({ago(task.get('since_unix'), now)})")
+    else:
+        lines.append(f"not placed ({task['state']}): "
+                     f"{task.get('pending_reason') or 'no reason given'}")
+    kind = "measured" if task.get("measured") else "estimated"
+    lines.append(f"load: {task.get('cpu', 0.0):.2f} cpu, {rate(task.get('net', 0.0))} "
+                 f"({kind}); {task.get('records_per_s', 0.0):.0f} records/s, lag "
+                 f"{'-' if task.get('consumer_lag', -1) < 0 else task['consumer_lag']}")
+    if task.get("last_error"):
+        lines.append(f"last error: {task['last_error']}")
+    history = task.get("history") or []
+    lines.append("history:" if history else "history: none recorded")
+    for event in history:
+        target = f" -> {event['server']}" if event.get("server") else ""
+        gen = f" gen {event['generation']}" if event.get("generation") is not None else ""
+        lines.append(f"  {clock(event['at_unix'])}  {event['kind']}{target}{gen}: "
+                     f"{event['reason']}")
+    return "\n".join(lines)
+
+
+def plan_text(plan: Json) -> str:
+    changes = plan.get("changes") or []
+    if not changes:
+        head = "no changes: nothing to rebalance now"
+    else:
+        rows = [(c["kind"], c["task"], c.get("source") or "-", c.get("target") or "-",
+                 c["reason"]) for c in changes]
+        head = (f"a rebalance round now would make {len(changes)} change(s) (dry run, nothing "
+                "changed):\n" + table(("KIND", "TASK", "FROM", "TO", "REASON"), rows, squeeze=4))
+    groups = [group_line(g) for g in plan.get("groups") or []]
+    return "\n".join([head, *groups])
+
+
+def drain_line(progress: Json, width: int = 30) -> str:
+    start = progress.get("tasks_at_start") or 0
+    left = progress.get("tasks_left") or 0
+    moved = max(0, start - left)
+    fraction = 1.0 if start == 0 else moved / start
+    return (f"drain {progress['server']} {bar(fraction, width)} {moved}/{start} moved, "
+            f"{left} left")

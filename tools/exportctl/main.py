@@ -1,0 +1,135 @@
+"""`exportctl`: command-line parsing and the one place where errors become exit codes.
+
+Exit codes: 0 ok, 1 an API or connection error, 2 a usage error. Every error is one line on
+stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import NoReturn, TextIO
+
+from tools.exportctl import commands as c
+from tools.exportctl.client import Client, CliError, master_urls
+
+Command = Callable[[Client, argparse.Namespace, TextIO], str]
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so main() decides the exit code and output."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{self.prog}: {message}")
+
+
+def _common() -> _Parser:
+    # SUPPRESS: a subcommand's option only overrides the top-level one when given.
+    common = _Parser(add_help=False)
+    common.add_argument("--master", action="append", default=argparse.SUPPRESS,
+                        help="a master's URL; repeat to try several in turn "
+                             "(default: $EXPORTD_MASTERS, comma-separated)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print the API's JSON answer")
+    common.add_argument("--request-timeout", type=float, default=argparse.SUPPRESS,
+                        help="seconds to wait for one master (default 10)")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = _Parser(prog="exportctl", description="Operate an exportd cluster through its "
+                     "masters' HTTP API. Token from $EXPORTD_TOKEN.", parents=[common])
+    parser.set_defaults(master=None, json=False, request_timeout=10.0)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def add(name: str, command: Command, helptext: str,
+            where: argparse._SubParsersAction[_Parser] = sub) -> _Parser:
+        p = where.add_parser(name, help=helptext, description=helptext, parents=[common])
+        p.set_defaults(run=command)
+        return p
+
+    add("servers", c.servers, "export servers: state, utilisation, tasks")
+    p = add("tasks", c.tasks, "tasks, filtered")
+    for name in ("job", "server", "group", "state"):
+        p.add_argument(f"--{name}")
+    p = add("placement", c.placement, "the placement map: servers, bars, tasks, pending")
+    p.add_argument("--group")
+    add("leader", c.leader, "the leading master and since when")
+    p = add("explain", c.explain, "where a task runs, since when, and why")
+    p.add_argument("task", help="a task id: <job>:<topic>:<partition>")
+
+    jobs = sub.add_parser("jobs", help="submit and manage jobs").add_subparsers(
+        dest="jobs_command", required=True, parser_class=_Parser)
+    p = add("submit", c.jobs_submit, "submit a job spec (YAML or JSON)", jobs)
+    p.add_argument("-f", "--file", required=True, help="the job spec file ('-' for stdin)")
+    add("list", c.jobs_list, "list jobs", jobs)
+    for name, command, helptext in (("get", c.jobs_get, "a job with its tasks"),
+                                    ("pause", c.jobs_pause, "pause a job"),
+                                    ("resume", c.jobs_resume, "resume a job"),
+                                    ("delete", c.jobs_delete, "delete a job")):
+        add(name, command, helptext, jobs).add_argument("id", help="the job id")
+
+    for name, command, helptext in (("cordon", c.cordon, "place no new tasks on a server"),
+                                    ("uncordon", c.uncordon, "undo cordon")):
+        add(name, command, helptext).add_argument("server")
+    p = add("drain", c.drain, "move every task off a server (throttled handoffs)")
+    p.add_argument("server")
+    p.add_argument("--wait", action="store_true", help="show progress until it is empty")
+    p.add_argument("--timeout", type=_positive, default=600.0,
+                   help="seconds --wait waits at most (default 600)")
+    p.add_argument("--interval", type=_positive, default=1.0, help=argparse.SUPPRESS)
+    p = add("rebalance", c.rebalance, "show what a rebalance round would change")
+    p.add_argument("--dry-run", action="store_true",
+                   help="only show the plan (the only mode: the leader rebalances by itself)")
+    return parser
+
+
+def _positive(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {raw!r}")
+    return value
+
+
+def run(argv: Sequence[str], *, stdout: TextIO, stderr: TextIO,
+        environ: Mapping[str, str]) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv))
+    except _UsageError as exc:
+        stderr.write(f"{exc} (see exportctl --help)\n")
+        return 2
+    except SystemExit as exc:  # --help printed its text
+        return int(exc.code or 0)
+    client = Client(master_urls(args.master, environ), environ.get("EXPORTD_TOKEN") or None,
+                    args.request_timeout)
+    try:
+        text = args.run(client, args, stdout)
+    except CliError as exc:
+        stderr.write(f"exportctl: {exc.message}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        stderr.write("exportctl: interrupted\n")
+        return 1
+    if text:
+        stdout.write(text.rstrip("\n") + "\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(sys.argv[1:] if argv is None else argv, stdout=sys.stdout, stderr=sys.stderr,
+               environ=os.environ)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
