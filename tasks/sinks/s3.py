@@ -2,8 +2,8 @@
 
 The key is deterministic (tasks/naming.py), and a PUT replaces an object of the same key: a task
 restarted after a crash rewrites the object the crashed run may already have uploaded, instead of
-adding a second copy. Connection errors, throttling and 5xx are retryable; other client errors
-(no such bucket, access denied) are not.
+adding a second copy. Failures are retryable (the pipeline backs off and shows the error) except
+requests that can never succeed as they are (e.g. EntityTooLarge).
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ from tasks.transforms.batch import DeadRecord
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-_RETRYABLE_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable",
-                    "Throttling", "RequestTimeTooSkewed"}
+# Requests that can never succeed as they are. Everything else is retried, including a missing
+# bucket or denied access: an operator can fix those, and the task shows the error meanwhile.
+_PERMANENT_CODES = frozenset({"EntityTooLarge", "InvalidArgument", "InvalidRequest",
+                              "KeyTooLongError", "InvalidBucketName", "MalformedXML"})
 
 
 def s3_client(*, endpoint_url: str | None, region: str | None, access_key: str | None,
@@ -45,8 +47,7 @@ def sink_error(exc: Exception, key: str) -> SinkError:
     """Classify a boto3 failure."""
     if isinstance(exc, botocore.exceptions.ClientError):
         err: Any = exc.response.get("Error", {})
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        retryable = status >= 500 or status == 429 or err.get("Code") in _RETRYABLE_CODES
+        retryable = err.get("Code") not in _PERMANENT_CODES
         return SinkError(f"S3 {err.get('Code')}: {err.get('Message')}", retryable=retryable,
                          key=key)
     return SinkError(f"S3 unreachable: {exc}", retryable=True, key=key)
