@@ -158,7 +158,8 @@ def placement_map(placement: Json) -> str:
             # 2 + 16 + 5 + 15 + 6 + 15 + 2 + 9 + len(" draining") = 79 columns at most.
             out.append(f"  {ellipsize(server['id'], 16):<16} cpu "
                        f"{meter(server['cpu_utilisation'], 8)}  net "
-                       f"{meter(server['net_utilisation'], 8)}  {len(tasks):>3} tasks{flag}")
+                       f"{meter(server['net_utilisation'], 8)}  {len(tasks):>3} "
+                       f"{'task ' if len(tasks) == 1 else 'tasks'}{flag}")
             out.extend(_task_chips(tasks, states, 4))
         out.append("")
     pending = [t for t in placement["tasks"] if t["state"] == "pending" or not t.get("server")]
@@ -173,29 +174,32 @@ def placement_map(placement: Json) -> str:
 
 
 def leader_text(leader: Json, now: float) -> str:
-    who = "this master" if leader.get("this_master_leads") else f"asked {leader['this_master']}"
-    return (f"leader {leader['id']} (epoch {leader['epoch']}) since "
-            f"{clock(leader['since_unix'])} ({ago(leader['since_unix'], now)}); "
-            f"http {leader['http'] or '-'}, grpc {leader['grpc'] or '-'}; {who}")
+    by = (f"{leader['this_master']} (the leader)" if leader.get("this_master_leads")
+          else f"{leader['this_master']} (a standby)")
+    return (f"leader {leader['id']}, epoch {leader['epoch']}, since "
+            f"{clock(leader['since_unix'])} ({ago(leader['since_unix'], now)})\n"
+            f"  http {leader['http'] or '-'}  grpc {leader['grpc'] or '-'}\n"
+            f"  answered by {by}")
 
 
 def explain_task(task: Json, now: float) -> str:
     """Where a task runs, since when, why, and its history of moves."""
-    lines = [f"task {task['id']}: job {task['job']}, group {task['group']}, "
-             f"topic {task['topic']} partition {task['partition']}"]
+    lines = [f"task {task['id']}",
+             f"  job {task['job']}, group {task['group']}, topic {task['topic']}, "
+             f"partition {task['partition']}"]
     if task.get("server"):
-        lines.append(f"runs on {task['server']} ({task['state']}, generation "
+        lines.append(f"  runs on {task['server']} ({task['state']}, generation "
                      f"{task['generation']}) since {clock(task.get('since_unix'))} "
                      f"({ago(task.get('since_unix'), now)})")
     else:
-        lines.append(f"not placed ({task['state']}): "
+        lines.append(f"  not placed ({task['state']}): "
                      f"{task.get('pending_reason') or 'no reason given'}")
     kind = "measured" if task.get("measured") else "estimated"
-    lines.append(f"load: {task.get('cpu', 0.0):.2f} cpu, {rate(task.get('net', 0.0))} "
+    lines.append(f"  load {task.get('cpu', 0.0):.2f} cpu, {rate(task.get('net', 0.0))} "
                  f"({kind}); {task.get('records_per_s', 0.0):.0f} records/s, lag "
                  f"{'-' if task.get('consumer_lag', -1) < 0 else task['consumer_lag']}")
     if task.get("last_error"):
-        lines.append(f"last error: {task['last_error']}")
+        lines.append(f"  last error: {task['last_error']}")
     history = task.get("history") or []
     lines.append("history:" if history else "history: none recorded")
     for event in history:

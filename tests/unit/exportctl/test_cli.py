@@ -79,7 +79,7 @@ async def test_read_commands_text_and_json(cli: Cli) -> None:
     assert r.out.startswith("group default:") and "heavy" not in r.out
     assert all(len(line) <= 80 for line in r.out.splitlines())
     assert json.loads((await cli("placement", "--json")).out)["groups"][1]["group"] == "heavy"
-    assert (await cli("leader")).out.startswith("leader m1 (epoch 7) since")
+    assert (await cli("leader")).out.startswith("leader m1, epoch 7, since")
     r = await cli("explain", "nginx-to-s3:access-logs:1")
     assert "runs on srv-b" in r.out and "placed -> srv-b gen 1" in r.out
     r = await cli("rebalance", "--dry-run")
@@ -111,7 +111,7 @@ async def test_drain_wait_times_out(cli: Cli) -> None:
 async def test_dead_master_first_then_live(cli: Cli) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     r = await cli("leader", "--master", dead, "--master", cli.url)
-    assert r.code == 0 and r.out.startswith("leader m1")
+    assert r.code == 0 and r.out.startswith("leader m1,")
     env = {**cli.env, "EXPORTD_MASTERS": f"{dead},{cli.url}"}
     assert (await cli("servers", env=env)).code == 0
     r = await cli("servers", "--master", dead)

@@ -97,7 +97,8 @@ def test_explain_task() -> None:
     text = fmt.explain_task(task, NOW)
     assert "runs on srv-b (running, generation 1) since" in text
     assert "(1m ago)" in text
-    assert "0.10 cpu, 2.0 kB/s (measured)" in text
+    assert "load 0.10 cpu, 2.0 kB/s (measured)" in text
+    assert all(len(line) <= 80 for line in text.splitlines())
     assert "1970-01-01 00:01:00Z  moved -> srv-b gen 2: drain of srv-a" in text
     pending = fmt.explain_task(_task("x:t:0", None, "pending", pending_reason="no room"), NOW)
     assert "not placed (pending): no room" in pending
@@ -115,7 +116,8 @@ def test_plan_drain_leader_jobs() -> None:
                                                "tasks_left": 0}, 8)
     leader = fmt.leader_text({"id": "m1", "epoch": 3, "since_unix": NOW - 10, "http": "h",
                               "grpc": "g", "this_master": "m2", "this_master_leads": False}, NOW)
-    assert leader.startswith("leader m1 (epoch 3) since") and "asked m2" in leader
+    assert leader.startswith("leader m1, epoch 3, since") and "by m2 (a standby)" in leader
+    assert all(len(line) <= 80 for line in leader.splitlines())
     jobs = fmt.jobs_table([{"spec": {"id": "j", "source": {"topic": "t"},
                                      "sink": {"type": "s3"}}, "state": "paused",
                             "tasks": ["j:t:0"]}])
