@@ -20,6 +20,8 @@ from tools.exportctl.client import Client, CliError
 
 API = "/api/v1"
 
+Command = Callable[[Client, argparse.Namespace, TextIO], str]
+
 
 def _q(segment: str) -> str:
     return urllib.parse.quote(segment, safe="")
@@ -85,33 +87,28 @@ def jobs_get(client: Client, args: argparse.Namespace, out: TextIO) -> str:
         f"{fmt.jobs_table([a['job']])}\n\n{fmt.tasks_table(a['tasks'])}"))
 
 
-def _job_state(verb: str, action: str) -> Callable[[Client, argparse.Namespace, TextIO], str]:
+def _post_action(collection: str, key: str, action: str, done: str) -> Command:
+    """A command that POSTs /{collection}/{args.<key>}/{action} and prints `done`, formatted
+    with `name` and the fields of the answer."""
+
     def command(client: Client, args: argparse.Namespace, out: TextIO) -> str:
-        answer = client.request("POST", f"{API}/jobs/{_q(args.id)}/{action}")
-        return _show(args, answer, lambda a: f"job {args.id} {verb} (state {a['state']})")
+        name = getattr(args, key)
+        answer = client.request("POST", f"{API}/{collection}/{_q(name)}/{action}")
+        return _show(args, answer, lambda a: done.format(name=name, **a))
 
     return command
 
 
-jobs_pause = _job_state("paused", "pause")
-jobs_resume = _job_state("resumed", "resume")
+jobs_pause = _post_action("jobs", "id", "pause", "job {name} paused (state {state})")
+jobs_resume = _post_action("jobs", "id", "resume", "job {name} resumed (state {state})")
+cordon = _post_action("servers", "server", "cordon",
+                      "server {name} cordoned: no new tasks will be placed on it")
+uncordon = _post_action("servers", "server", "uncordon", "server {name} uncordoned")
 
 
 def jobs_delete(client: Client, args: argparse.Namespace, out: TextIO) -> str:
     client.request("DELETE", f"{API}/jobs/{_q(args.id)}")
     return _json({"deleted": args.id}) if args.json else f"job {args.id} deleted"
-
-
-def _cordon(verb: str, action: str) -> Callable[[Client, argparse.Namespace, TextIO], str]:
-    def command(client: Client, args: argparse.Namespace, out: TextIO) -> str:
-        answer = client.request("POST", f"{API}/servers/{_q(args.server)}/{action}")
-        return _show(args, answer, lambda a: f"server {a['id']} {verb}")
-
-    return command
-
-
-cordon = _cordon("cordoned: no new tasks will be placed on it", "cordon")
-uncordon = _cordon("uncordoned", "uncordon")
 
 
 def drain(client: Client, args: argparse.Namespace, out: TextIO) -> str:

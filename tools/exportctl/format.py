@@ -159,7 +159,7 @@ def placement_map(placement: Json) -> str:
             out.append(f"  {ellipsize(server['id'], 16):<16} cpu "
                        f"{meter(server['cpu_utilisation'], 8)}  net "
                        f"{meter(server['net_utilisation'], 8)}  {len(tasks):>3} "
-                       f"{'task ' if len(tasks) == 1 else 'tasks'}{flag}")
+                       f"{'task' if len(tasks) == 1 else 'tasks'}{flag}")
             out.extend(_task_chips(tasks, states, 4))
         out.append("")
     pending = [t for t in placement["tasks"] if t["state"] == "pending" or not t.get("server")]

@@ -9,13 +9,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import NoReturn, TextIO
 
 from tools.exportctl import commands as c
 from tools.exportctl.client import Client, CliError, master_urls
-
-Command = Callable[[Client, argparse.Namespace, TextIO], str]
+from tools.exportctl.commands import Command
 
 
 class _UsageError(Exception):

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -32,6 +33,7 @@ from tasks.errors import Conflict, NotFound, Unavailable
 from tasks.spec import JobSpec
 
 PARTITIONS = 3
+V = TypeVar("V")
 
 
 def _server(sid: str, group: str, cpu: float, net: float) -> ServerView:
@@ -39,6 +41,12 @@ def _server(sid: str, group: str, cpu: float, net: float) -> ServerView:
                       cordoned=False, draining=False, cpu_capacity=4.0, net_capacity=1e8,
                       cpu_utilisation=cpu, net_utilisation=net, last_report_unix=1000.0,
                       version="0.1.0")
+
+
+def _lookup(items: Mapping[str, V], key: str, kind: str) -> V:
+    if key not in items:
+        raise NotFound(f"no {kind} {key}", **{kind: key})
+    return items[key]
 
 
 class FakeControl:
@@ -105,10 +113,7 @@ class FakeControl:
         return [self.jobs[k] for k in sorted(self.jobs)]
 
     def get_job(self, job_id: str) -> JobView:
-        try:
-            return self.jobs[job_id]
-        except KeyError:
-            raise NotFound(f"no job {job_id}", job=job_id) from None
+        return _lookup(self.jobs, job_id, "job")
 
     async def delete_job(self, job_id: str) -> None:
         self._write()
@@ -133,10 +138,7 @@ class FakeControl:
                 and (where.state is None or t.state == where.state)]
 
     def get_task(self, task_id: str) -> TaskView:
-        try:
-            return self.tasks[task_id]
-        except KeyError:
-            raise NotFound(f"no task {task_id}", task=task_id) from None
+        return _lookup(self.tasks, task_id, "task")
 
     # --- servers ------------------------------------------------------------------------------
     def _sync_servers(self) -> None:
@@ -148,10 +150,7 @@ class FakeControl:
         return [self.servers[k] for k in sorted(self.servers)]
 
     def get_server(self, server_id: str) -> ServerView:
-        try:
-            return self.servers[server_id]
-        except KeyError:
-            raise NotFound(f"no server {server_id}", server=server_id) from None
+        return _lookup(self.servers, server_id, "server")
 
     async def set_cordon(self, server_id: str, cordoned: bool) -> ServerView:
         self._write()
