@@ -100,8 +100,8 @@ def run(rate: float) -> int:
         leader = cluster.leader_url()
         assert leader is not None
         job = submit_demo_job(leader)
-        print(f"submitted job {job.get('spec', {}).get('id', '?')} "
-              f"with {len(job.get('tasks', []))} tasks", flush=True)
+        print(f"submitted job {job['job']['spec']['id']} with {len(job['tasks'])} tasks",
+              flush=True)
         STATE.parent.mkdir(parents=True, exist_ok=True)
         STATE.write_text(json.dumps({"masters": cluster.master_urls(), **cluster.endpoints}))
         try:

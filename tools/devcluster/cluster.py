@@ -84,8 +84,10 @@ class LocalCluster:
         ServerSpec("server-3", "heavy"),
     ])
     cluster: str = "dev"
-    zk_session_timeout: str = "4s"
-    lease_ttl: str = "8s"
+    zk_session_timeout: str = "3s"
+    lease_ttl: str = "10s"
+    # Extra master settings (e.g. scheduler knobs), merged over the defaults below.
+    master_overrides: dict[str, Any] = field(default_factory=dict)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="exportd-dev-")))
     keep_workdir: bool = False
     infra: Infra | None = None
@@ -166,6 +168,7 @@ class LocalCluster:
             "kafka": {"bootstrap_servers": self.endpoints["kafka"]},
             "lease_ttl": self.lease_ttl,
             "log_format": "json",
+            **self.master_overrides,
         }
         path = self._write_config(master_id, config)
         proc = ManagedProcess(master_id, [str(BIN / "exportd-master"), "--config", str(path)],

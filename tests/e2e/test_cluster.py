@@ -1,0 +1,137 @@
+"""The whole cluster, as `make dev` runs it, driven only through exportctl and the HTTP API.
+
+One scenario, in order, because each step builds on the cluster the previous one left: submit a
+job and see every task run; drain a server and see its tasks move within their group; kill -9 the
+leader and see exportctl answer with the new one; start one more server as an autoscaler would
+and see it take tasks; then count what reached S3: every produced record, none twice.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from tools.devcluster.__main__ import s3_client
+from tools.devcluster.cluster import BIN, LocalCluster, ServerSpec, wait_for
+from tools.devcluster.producer import produce_lines
+
+TOPIC, PARTITIONS, BUCKET, JOB = "e2e-access", 6, "exportd-e2e", "e2e-nginx"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    # Small CPU capacities and a low imbalance threshold make the light test load count for the
+    # scheduler, so the new server is given tasks by rebalancing; a short cool-down lets tasks
+    # that moved during the drain move again.
+    local = LocalCluster(
+        servers=[ServerSpec("server-1", "default", 0.25), ServerSpec("server-2", "default", 0.25),
+                 ServerSpec("server-3", "heavy", 0.25)],
+        cluster=f"e2e-{uuid.uuid4().hex[:6]}",
+        master_overrides={"scheduler": {"imbalance_threshold": 0.02, "min_gain": 0.001,
+                                        "cooldown": "5s", "default_cpu_estimate": 0.02}},
+    )
+    with local:
+        yield local
+
+
+def exportctl(masters: list[str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    flags = [arg for url in masters for arg in ("--master", url)]
+    return subprocess.run([str(BIN / "exportctl"), *flags, *args], capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def ctl_json(masters: list[str], *args: str) -> Any:
+    result = exportctl(masters, "--json", *args)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def job_tasks(masters: list[str]) -> list[dict[str, Any]]:
+    tasks: list[dict[str, Any]] = ctl_json(masters, "tasks", "--job", JOB)
+    return tasks
+
+
+def all_running(masters: list[str], servers: set[str]) -> bool:
+    tasks = job_tasks(masters)
+    return len(tasks) == PARTITIONS and all(
+        t["state"] == "running" and t["server"] in servers for t in tasks)
+
+
+def exported_records(endpoint: str) -> list[dict[str, Any]]:
+    client = s3_client(endpoint)
+    records: list[dict[str, Any]] = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+        for obj in page.get("Contents", []):
+            body = client.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read()
+            records += [json.loads(line) for line in gzip.decompress(body).splitlines() if line]
+    return records
+
+
+def test_operator_drives_a_real_cluster(cluster: LocalCluster, tmp_path: Path) -> None:
+    endpoints = cluster.endpoints
+    admin = AdminClient({"bootstrap.servers": endpoints["kafka"]})
+    admin.create_topics([NewTopic(TOPIC, num_partitions=PARTITIONS,
+                                  replication_factor=1)])[TOPIC].result(30)
+    s3_client(endpoints["s3"]).create_bucket(Bucket=BUCKET)
+    produced = len(produce_lines(endpoints["kafka"], TOPIC, 3000))
+    masters = cluster.master_urls()
+
+    # Submit the job from a YAML file, as on-call would.
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(yaml.safe_dump({
+        "id": JOB, "group": "default",
+        "source": {"topic": TOPIC, "start": "earliest"},
+        "transform": {"parse": {"format": "nginx"},
+                      "select": "{ip: remote_addr, path: path, status: status}",
+                      "add_fields": {"source": True}},
+        "sink": {"type": "s3", "bucket": BUCKET, "prefix": "e2e"},
+        "format": {"type": "ndjson", "compression": "gzip"},
+        "rotation": {"max_records": 200, "max_seconds": "2s"},
+    }))
+    submitted = exportctl(masters, "jobs", "submit", "-f", str(job_file))
+    assert submitted.returncode == 0, submitted.stderr
+    wait_for(lambda: all_running(masters, {"server-1", "server-2"}), 90,
+             "every task running in group default")
+
+    # Drain server-1: its tasks move to server-2 (same group), never to server-3 (heavy).
+    drained = exportctl(masters, "drain", "server-1", "--wait", "--timeout", "120", timeout=150)
+    assert drained.returncode == 0, drained.stdout + drained.stderr
+    wait_for(lambda: all_running(masters, {"server-2"}), 90, "every task running on server-2")
+
+    # kill -9 the leader: exportctl (given the dead master first) answers with the new one.
+    old = ctl_json(masters, "leader")
+    leader = cluster.leader_master()
+    assert leader is not None
+    leader.proc.kill()
+    dead_first = [leader.http, *[m for m in masters if m != leader.http]]
+    wait_for(lambda: ctl_json(dead_first, "leader")["epoch"] > old["epoch"], 60,
+             "a new leader with a higher epoch")
+    assert ctl_json(dead_first, "leader")["id"] != old["id"]
+    wait_for(lambda: all_running(dead_first, {"server-2"}), 60, "tasks still running")
+
+    # An autoscaler adds a server: it registers itself and rebalancing gives it tasks.
+    cluster.start_server(ServerSpec("server-4", "default", 0.25))
+    wait_for(lambda: any(s["id"] == "server-4" and s["alive"]
+                         for s in ctl_json(dead_first, "servers")), 60, "server-4 registered")
+    wait_for(lambda: any(t["server"] == "server-4" and t["state"] == "running"
+                         for t in job_tasks(dead_first)), 120, "server-4 running a task")
+
+    # Every record produced is in S3, exactly once.
+    def all_exported() -> bool:
+        return len(exported_records(endpoints["s3"])) >= produced
+
+    wait_for(all_exported, 120, f"{produced} records in S3", interval=1.0)
+    records = exported_records(endpoints["s3"])
+    coordinates = [(r["_partition"], r["_offset"]) for r in records]
+    assert len(coordinates) == produced
+    assert len(set(coordinates)) == produced
