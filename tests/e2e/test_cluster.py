@@ -44,7 +44,8 @@ def cluster() -> Iterator[LocalCluster]:
         yield local
 
 
-def exportctl(masters: list[str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def exportctl(masters: list[str], *args: str,
+              timeout: float = 60) -> subprocess.CompletedProcess[str]:
     flags = [arg for url in masters for arg in ("--master", url)]
     return subprocess.run([str(BIN / "exportctl"), *flags, *args], capture_output=True,
                           text=True, timeout=timeout, check=False)
