@@ -1,0 +1,131 @@
+"""Parsers, JMESPath closures (checked against jmespath itself), sampling and batch transforms."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jmespath
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tasks.errors import RecordError
+from tasks.spec import Parse, parse_job_spec
+from tasks.transforms.batch import Plan, sample_key, transform_batch
+from tasks.transforms.jmes import compile_expression, truthy
+from tasks.transforms.parsers import make_parser, parse_json, parse_nginx, regex_parser
+
+NGINX = (b'203.0.113.9 - alice [22/Nov/2026:07:01:02 +0000] "GET /a/b?x=1 HTTP/1.1" 404 512 '
+         b'"https://ref.example/" "curl/8.5"')
+
+
+def test_nginx_combined_line_parses_into_typed_fields() -> None:
+    rec = parse_nginx(NGINX)
+    assert rec["remote_addr"] == "203.0.113.9" and rec["remote_user"] == "alice"
+    assert (rec["method"], rec["path"], rec["protocol"]) == ("GET", "/a/b?x=1", "HTTP/1.1")
+    assert rec["status"] == 404 and rec["body_bytes_sent"] == 512
+    assert rec["http_user_agent"] == "curl/8.5"
+
+
+def test_nginx_dash_bytes_and_garbage() -> None:
+    line = NGINX.replace(b" 512 ", b" - ")
+    assert parse_nginx(line)["body_bytes_sent"] == 0
+    with pytest.raises(RecordError, match="nginx"):
+        parse_nginx(b"hello")
+
+
+def test_json_and_regex_parsers_report_reasons() -> None:
+    assert parse_json(b'{"a": 1}') == {"a": 1}
+    with pytest.raises(RecordError, match="invalid JSON"):
+        parse_json(b"{nope")
+    with pytest.raises(RecordError):
+        parse_json(b"\xff\xfe")
+    parse = regex_parser(r"(?P<level>[A-Z]+) (?P<msg>.*)")
+    assert parse(b"WARN disk full") == {"level": "WARN", "msg": "disk full"}
+    with pytest.raises(RecordError, match="does not match"):
+        parse(b"lowercase")
+
+
+def test_raw_parser_is_bytes_or_an_object_when_fields_are_needed() -> None:
+    assert make_parser(Parse(format="raw"), objects=False)(b"x") == b"x"
+    assert make_parser(Parse(format="raw"), objects=True)(b"x") == {"value": "x"}
+
+
+EXPRESSIONS = [
+    "a", "a.b", "a == `1`", "a != b", "a > `2`", "a >= b", "a < `2.5`", "a <= 'm'",
+    "a && b", "a || b", "!a", "!(a == b)", "{x: a, y: b.c}", "[a, b]", "@", "`true`",
+    "a == `true`", "b == `0`", "a > 'a'",
+]
+VALUES = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.sampled_from(["", "a", "z"]),
+                   st.just([]), st.just({}), st.fixed_dictionaries({"c": st.integers(0, 2)}))
+
+
+@given(st.fixed_dictionaries({"a": VALUES, "b": VALUES}))
+def test_closures_agree_with_jmespath(record: dict[str, Any]) -> None:
+    for text in EXPRESSIONS:
+        try:
+            expected = jmespath.search(text, record)
+        except TypeError:
+            continue  # jmespath itself fails (e.g. 'a' > 1): the record is dead-lettered
+        assert compile_expression(text)(record) == expected, text
+
+
+def test_unsupported_nodes_fall_back_to_jmespath() -> None:
+    expr = compile_expression("items[?x > `1`].x | length(@)")
+    assert expr({"items": [{"x": 1}, {"x": 2}, {"x": 3}]}) == 2
+
+
+def test_jmespath_truth() -> None:
+    assert truthy(0) and truthy("a") and truthy([0])
+    falsy: list[Any] = [None, False, "", [], {}]
+    assert not any(truthy(v) for v in falsy)
+
+
+def plan(**spec: Any) -> Plan:
+    job = parse_job_spec({"id": "j", "source": {"topic": "t"},
+                          "sink": {"type": "file", "directory": "/tmp"}, **spec})
+    return Plan.of(job, 3)
+
+
+def rows(values: list[bytes]) -> list[tuple[int, int, bytes | None]]:
+    return [(100 + i, 1_000 + i, v) for i, v in enumerate(values)]
+
+
+def test_raw_ndjson_is_a_passthrough() -> None:
+    out = transform_batch(plan(), rows([b'{"a":1}', b"plain"]))
+    assert [r[2] for r in out.records] == [b'{"a":1}\n', b"plain\n"]
+    assert out.in_bytes == 12
+
+
+def test_filter_project_add_fields_and_dead_letters() -> None:
+    p = plan(transform={"parse": {"format": "json"}, "where": "status >= `500`",
+                        "select": "{s: status}",
+                        "add_fields": {"source": True, "ingest_time": True,
+                                       "static": {"env": "prod"}}})
+    batch = [*rows([b'{"status": 500}', b'{"status": 200}', b"{bad"]), (103, 0, None)]
+    out = transform_batch(p, batch)
+    assert out.dropped == 1
+    (rec,) = [json.loads(r[2]) for r in out.records]  # type: ignore[arg-type]
+    assert rec["s"] == 500 and rec["env"] == "prod"
+    assert (rec["_topic"], rec["_partition"], rec["_offset"], rec["_timestamp"]) == ("t", 3, 100,
+                                                                                     1000)
+    assert rec["_ingest_time"].endswith("Z")
+    assert [(d.offset, d.reason.split(":")[0]) for d in out.dead] == [
+        (102, "invalid JSON"), (103, "null value (tombstone)")]
+
+
+def test_csv_of_a_non_object_is_dead_lettered() -> None:
+    p = plan(transform={"parse": {"format": "json"}}, format={"type": "csv", "columns": ["a"]})
+    out = transform_batch(p, rows([b'{"a": "x,y"}', b"[1]"]))
+    assert [r[2] for r in out.records] == [b'"x,y"\n']
+    assert out.dead[0].reason.startswith("csv needs an object")
+
+
+def test_sampling_is_deterministic_and_about_the_rate() -> None:
+    p = plan(transform={"sample": 0.25})
+    batch = rows([b"x"] * 4000)
+    first, again = transform_batch(p, batch), transform_batch(p, batch)
+    assert [r[0] for r in first.records] == [r[0] for r in again.records]
+    assert 800 < len(first.records) < 1200
+    assert all(0 <= sample_key(0, o) < 1 for o in range(1000))
