@@ -15,9 +15,9 @@ from master.api.encode import json_response
 from master.api.errors import error_middleware
 from master.api.forward import forward_client_ctx, forward_middleware
 from master.api.handlers import CONTROL, SETTINGS
-from master.api.openapi import openapi_document
+from master.api.openapi import OPENAPI_PATH, openapi_document
 from master.api.ports import ControlPlane
-from master.api.routes import API, add_routes
+from master.api.routes import add_routes
 from master.api.settings import ApiSettings
 from master.metrics import API_REQUESTS
 from tasks.logs import get_logger
@@ -62,7 +62,7 @@ def create_app(control: ControlPlane, settings: ApiSettings) -> web.Application:
     app[SETTINGS] = settings
     app.cleanup_ctx.append(forward_client_ctx(settings))
     add_routes(app)
-    app.router.add_get(f"{API}/openapi.json", _openapi)
+    app.router.add_route("GET", OPENAPI_PATH, _openapi)
     if settings.open_mode:
         log.warning(
             "api_open_dev_mode",

@@ -2,13 +2,14 @@
 
 `dataclasses.asdict` would deep-copy the embedded pydantic `JobSpec` untouched, so the walk is
 done here once: dataclasses field by field, pydantic models in their JSON mode without nulls
-(the same form ZooKeeper stores), tuples as lists.
+(the same form ZooKeeper stores), tuples as lists, non-finite floats as null.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any
 
 from aiohttp import web
@@ -24,6 +25,8 @@ def to_jsonable(value: Any) -> Any:
         return [to_jsonable(item) for item in value]
     if isinstance(value, dict):
         return {str(key): to_jsonable(item) for key, item in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # e.g. utilisation of a server reporting zero capacity: JSON has no NaN
     return value
 
 

@@ -18,6 +18,7 @@ from master.api.auth import Access, required_access
 from master.api.routes import ROUTES, Route
 from tasks.spec import job_json_schema
 
+OPENAPI_PATH = "/api/v1/openapi.json"
 _REF = "#/components/schemas/{model}"
 _PARAM = re.compile(r"{(\w+)}")
 
@@ -114,6 +115,10 @@ def openapi_document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, response_refs)
+    paths[OPENAPI_PATH] = {"get": {
+        "summary": "This document", "tags": ["process"], "operationId": "openapi",
+        "security": [], "responses": {"200": {"description": "OpenAPI 3.1 document",
+                                             "content": {"application/json": {}}}}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "exportd master API", "version": "1",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from master.api.encode import to_jsonable
+from master.api.ports import DrainProgress, GroupView
 from tests.unit.api.conftest import JOB, Api
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "nginx-to-s3.yaml"
@@ -135,3 +137,10 @@ async def test_unknown_route_and_method_are_json(api: Api) -> None:
         assert r.status == 405
         assert "POST" in r.headers["Allow"]
         assert (await r.json())["error"] == "method_not_allowed"
+
+
+def test_json_has_no_nan() -> None:
+    group = GroupView("g", 0, float("nan"), float("inf"), 0, 0, 0, "no capacity")
+    assert to_jsonable(group)["utilisation"] is None
+    assert to_jsonable([DrainProgress("s", False, 0, 0)]) == [
+        {"server": "s", "draining": False, "tasks_left": 0, "tasks_at_start": 0}]

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,3 +155,14 @@ async def test_usage_errors_exit_2(cli: Cli, argv: tuple[str, ...]) -> None:
     assert r.out == ""
     assert r.err.startswith("exportctl") and r.err.count("\n") == 1
     assert cli.control.writes == 0
+
+
+def test_as_a_process_errors_are_one_line_without_traceback() -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.exportctl.main", "servers", "--master", dead],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[3],
+        env={**os.environ, "EXPORTD_MASTERS": "", "EXPORTD_TOKEN": ""}, check=False)
+    assert done.returncode == 1
+    assert done.stderr == f"exportctl: no master answered: {dead} (connection refused)\n"
+    assert done.stdout == ""
