@@ -78,6 +78,7 @@ def exported_records(endpoint: str) -> list[dict[str, Any]]:
     return records
 
 
+@pytest.mark.timeout(900)
 def test_operator_drives_a_real_cluster(cluster: LocalCluster, tmp_path: Path) -> None:
     endpoints = cluster.endpoints
     admin = AdminClient({"bootstrap.servers": endpoints["kafka"]})
