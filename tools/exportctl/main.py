@@ -42,9 +42,11 @@ def _common() -> _Parser:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Two instances: parents share action objects, and set_defaults below would otherwise
+    # give the subcommands' copies real defaults that overwrite options given before them.
     common = _common()
     parser = _Parser(prog="exportctl", description="Operate an exportd cluster through its "
-                     "masters' HTTP API. Token from $EXPORTD_TOKEN.", parents=[common])
+                     "masters' HTTP API. Token from $EXPORTD_TOKEN.", parents=[_common()])
     parser.set_defaults(master=None, json=False, request_timeout=10.0)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 

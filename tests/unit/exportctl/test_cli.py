@@ -115,6 +115,8 @@ async def test_dead_master_first_then_live(cli: Cli) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     r = await cli("leader", "--master", dead, "--master", cli.url)
     assert r.code == 0 and r.out.startswith("leader m1,")
+    r = await cli("--master", dead, "--master", cli.url, "--json", "leader")
+    assert r.code == 0 and json.loads(r.out)["id"] == "m1"
     env = {**cli.env, "EXPORTD_MASTERS": f"{dead},{cli.url}"}
     assert (await cli("servers", env=env)).code == 0
     r = await cli("servers", "--master", dead)
