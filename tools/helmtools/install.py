@@ -31,7 +31,7 @@ BUILD_TIMEOUT_S = 1800.0
 GO_HINT = (
     "go not found on PATH (nor /usr/local/go/bin/go): helm is built from its Go module "
     f"{HELM_MODULE}@{HELM_VERSION} through the Go module proxy, so install Go "
-    "(Debian/Ubuntu: apt-get install golang-go; a newer toolchain is then fetched by go itself)"
+    "1.21+ (Debian/Ubuntu: apt-get install golang-go; go fetches the newer toolchain helm needs)"
 )
 
 
@@ -95,6 +95,9 @@ def _build_helm(log: Callable[[str], None]) -> Path:
         raise PrerequisiteMissing(GO_HINT)
     env = dict(os.environ)
     env.update({"CGO_ENABLED": "0", "GOFLAGS": "-buildvcs=false"})
+    # helm's go.mod may ask for a newer Go than the installed one: let go fetch that toolchain
+    # (a module on the Go module proxy) even where the distribution's go.env says `local`.
+    env.setdefault("GOTOOLCHAIN", "auto")
     started = time.monotonic()
     log(f"building helm {HELM_VERSION} with {go} (first time only; a few minutes on 2 cores)")
     with tempfile.TemporaryDirectory(prefix=".helm-build-", dir=CACHE_BIN) as tmp:
