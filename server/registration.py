@@ -25,6 +25,8 @@ from tasks.logs import get_logger
 log = get_logger(__name__)
 
 LeaderCallback = Callable[[LeaderInfo | None], None]
+# Waiting out a previous incarnation's node: bounded by time (2 session timeouts) and count.
+REGISTER_ATTEMPTS = 1000
 
 
 def parse_leader(raw: bytes | None) -> LeaderInfo | None:
@@ -61,10 +63,16 @@ class Registration:
         self._loop = asyncio.get_running_loop()
         try:
             await asyncio.to_thread(self._client.start, self._settings.session_timeout * 3)
-        except Exception as exc:  # kazoo raises its own timeout class
-            raise Unavailable(f"ZooKeeper at {self._settings.hosts} unreachable: {exc}") from exc
-        self._client.add_listener(self._on_state)
-        await self.register()
+            self._client.add_listener(self._on_state)
+            await self.register()
+        except BaseException as exc:
+            # Never leave kazoo's threads retrying behind a server that failed to start.
+            await asyncio.to_thread(self._stop_blocking, False)
+            if isinstance(exc, Conflict) or not isinstance(exc, Exception):
+                raise
+            # kazoo raises its own timeout and connection classes.
+            raise Unavailable(f"cannot register in ZooKeeper at {self._settings.hosts}: "
+                              f"{exc!r}") from exc
         self._client.DataWatch(self.paths.leader, self._on_leader_data)
 
     def _on_state(self, state: str) -> None:
@@ -108,9 +116,10 @@ class Registration:
     def _register_blocking(self) -> None:
         data = self.payload.to_bytes()
         deadline = time.monotonic() + 2 * self._settings.session_timeout + 1.0
-        attempts = 0
-        while True:
-            attempts += 1
+        owner = 0
+        for _ in range(REGISTER_ATTEMPTS):
+            if time.monotonic() > deadline:
+                break
             try:
                 self._client.create(self.path, data, ephemeral=True, makepath=True)
                 return
@@ -120,13 +129,12 @@ class Registration:
                 _, stat = self._client.get(self.path)
             except NoNodeError:
                 continue   # it went away between create and get: try again at once
-            if stat.ephemeralOwner == self._client.client_id[0]:
+            owner = stat.ephemeralOwner
+            if owner == self._client.client_id[0]:
                 self._client.set(self.path, data)
                 return
-            if time.monotonic() > deadline or attempts > 1000:
-                raise Conflict(f"{self.path} is held by another live ZooKeeper session",
-                               owner=stat.ephemeralOwner)
             time.sleep(0.2)
+        raise Conflict(f"{self.path} is held by another live ZooKeeper session", owner=owner)
 
     async def stop(self, *, deregister: bool) -> None:
         """Delete our node (a clean exit tells the leader at once) and close the session."""

@@ -43,12 +43,14 @@ def zk(zookeeper: str) -> Iterator[KazooClient]:
         client.close()
 
 
-def server_settings(zookeeper: str, cluster: str, **overrides: object) -> ServerSettings:
+def server_settings(zookeeper: str, cluster: str, *, session_timeout: float = 4.0,
+                    margin: float = 1.0, **overrides: object) -> ServerSettings:
     base = ServerSettings(
         id=f"srv-{uuid.uuid4().hex[:6]}",
-        zookeeper=ZooKeeperSettings(hosts=zookeeper, cluster=cluster, session_timeout=4.0),
+        zookeeper=ZooKeeperSettings(hosts=zookeeper, cluster=cluster,
+                                    session_timeout=session_timeout),
         http=HttpSettings(host="127.0.0.1", port=0),
-        lease=LeaseSettings(margin=1.0, initial_heartbeat_interval=0.2),
+        lease=LeaseSettings(margin=margin, initial_heartbeat_interval=0.2),
         session=SessionSettings(reconnect_min=0.05, reconnect_max=0.5, shutdown_timeout=20.0),
     )
     return base.model_copy(update=overrides)

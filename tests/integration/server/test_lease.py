@@ -26,10 +26,7 @@ WINDOW_S = LEASE_TTL_S - MARGIN_S
 async def leased_host(zookeeper: str, cluster: str, coordinator: Coordinator,
                       factory: FakeFactory) -> AsyncIterator[ServerHost]:
     coordinator.lease_ttl_s = LEASE_TTL_S
-    settings = server_settings(zookeeper, cluster)
-    settings = settings.model_copy(
-        update={"lease": settings.lease.model_copy(update={"margin": MARGIN_S})})
-    server = ServerHost(settings, factory)
+    server = ServerHost(server_settings(zookeeper, cluster, margin=MARGIN_S), factory)
     await server.start()
     try:
         yield server
