@@ -5,6 +5,7 @@ every rendered manifest validated against Kubernetes schemas; the shape the issu
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +181,28 @@ def test_dashboard_configmap_carries_the_dashboard(helm: Path, chart_dir: Path) 
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     shipped = json.loads((chart_dir / "dashboards" / "exportd.json").read_text())
     assert json.loads(cm["data"]["exportd.json"]) == shipped
+
+
+def test_notes_list_the_groups_and_warn_about_required_values(
+    helm: Path, chart_dir: Path, tmp_path: Path
+) -> None:
+    # `helm template` skips NOTES.txt: render a copy of it as an ordinary template.
+    chart = tmp_path / "exportd"
+    shutil.copytree(chart_dir, chart)
+    notes = (chart / "templates" / "NOTES.txt").read_text()
+    (chart / "templates" / "NOTES.txt").unlink()
+    indented = "".join(f"  {line}\n" for line in notes.splitlines())
+    (chart / "templates" / "notes.yaml").write_text("apiVersion: v1\nnotes: |\n" + indented)
+
+    def render(*values: Path) -> str:
+        docs = helm_template(chart, values, set_values=["grafanaDashboard.enabled=false"])
+        (doc,) = [d for d in docs if "notes" in d]
+        return str(doc["notes"])
+
+    default = render()
+    assert "default (group \"default\"): HPA 2..10 on CPU 70%" in default
+    assert "WARNING: zookeeper.hosts is empty" in default
+    three = render(chart / "values-three-groups.yaml")
+    assert "tenant-acme (group \"acme\"): 2 replicas, drain grace 180s" in three
+    assert 'exportd_group_servers_wanted{group="bulk"}' in three
+    assert "WARNING" not in three

@@ -9,6 +9,9 @@ import pytest
 
 from tools.helmtools import install
 
+# `helm` builds helm when it is not cached yet (alone, this module may be the first to ask).
+pytestmark = pytest.mark.timeout(1800)
+
 
 def test_ensure_is_cached(helm: Path) -> None:
     started = time.monotonic()
