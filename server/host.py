@@ -114,7 +114,9 @@ class ServerHost:
                  cpu_cores=payload.cpu_cores)
 
     def ready(self) -> bool:
-        return bool(self.registration and self.registration.registered and self.session.connected)
+        """Registered, in a session the leader answered on, and not shutting down."""
+        return bool(self.registration and self.registration.registered
+                    and self.session.connected and not self.draining)
 
     async def shutdown(self) -> None:
         """SIGTERM: want nothing new, drain every task, tell the leader, deregister, stop."""
