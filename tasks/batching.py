@@ -9,7 +9,9 @@ the same chunks again. Only `max_seconds` (and a drain) cut by wall-clock.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 from tasks.formats import Encoded, encoded_size
 from tasks.spec import HttpSink, JobSpec
@@ -76,16 +78,30 @@ class Batcher:
         return done
 
     def add(self, out: TransformOutput, next_offset: int, now: float) -> list[Chunk]:
+        """Append a batch; close a chunk right after the record that reaches a limit. Works on
+        slices (the result equals checking after every record, without a Python step each)."""
         closed: list[Chunk] = []
-        chunk = self.current
-        for item in out.records:
+        items, limits = out.records, self.limits
+        sizes = [len(e) + 1 if isinstance(e, bytes) else encoded_size(e) for _, _, e in items]
+        pos = 0
+        while pos < len(items):
+            chunk = self.current
             if self.opened_at is None:
                 self.opened_at = now
-            chunk.items.append(item)
-            chunk.raw_bytes += encoded_size(item[2])
-            if data_full(self.limits, len(chunk.items), chunk.raw_bytes):
-                closed.append(self._close(item[0] + 1))
-                chunk = self.current
+            take = len(items) - pos
+            if limits.max_records is not None:
+                take = min(take, limits.max_records - len(chunk.items))
+            if limits.max_bytes is not None:
+                running = list(accumulate(sizes[pos:pos + take], initial=chunk.raw_bytes))[1:]
+                first_full = bisect_left(running, limits.max_bytes)
+                take = min(take, first_full + 1)
+            take = max(take, 1)  # a chunk that is not full has room for one more
+            chunk.items.extend(items[pos:pos + take])
+            chunk.raw_bytes += sum(sizes[pos:pos + take])
+            pos += take
+            if data_full(limits, len(chunk.items), chunk.raw_bytes):
+                closed.append(self._close(items[pos - 1][0] + 1))
+        chunk = self.current
         if next_offset > chunk.end_offset:
             chunk.end_offset = next_offset
             if self.opened_at is None:

@@ -1,7 +1,8 @@
 """Encoding records into exported files: NDJSON, CSV or Parquet, compressed with gzip or zstd.
 
 Records are encoded one by one where they are transformed (possibly in a worker process), so the
-push stage only joins bytes: an NDJSON or CSV record travels as its encoded line. Parquet rows
+push stage only joins bytes: an NDJSON or CSV record travels as its encoded line, without the
+newline (a raw passthrough value is then the consumed bytes themselves, not a copy). Parquet rows
 travel as dicts and are written at once when the file closes. Every output is deterministic for
 the same records (gzip header mtime 0, fixed levels), so a rewrite after a crash is
 byte-identical.
@@ -27,7 +28,7 @@ ZSTD_LEVEL = 3
 
 Row = dict[str, Any]
 Encoded = bytes | Row
-"""One encoded record: an NDJSON/CSV line (with its newline) or a Parquet row."""
+"""One encoded record: an NDJSON/CSV line (without its newline) or a Parquet row."""
 
 Encoder = Callable[[Any], Encoded]
 
@@ -36,10 +37,10 @@ def encode_ndjson(record: Any) -> bytes:
     """One JSON line. A raw (bytes) record is written verbatim when it is a single line."""
     if isinstance(record, bytes):
         if b"\n" not in record and b"\r" not in record:
-            return record + b"\n"
+            return record
         record = record.decode("utf-8", "replace")
     try:
-        return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
     except (TypeError, ValueError) as exc:
         raise RecordError(f"cannot encode as JSON: {exc}") from exc
 
@@ -56,7 +57,7 @@ def _csv_cell(value: Any) -> str:
 
 def csv_line(cells: Sequence[str]) -> bytes:
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow(cells)
+    csv.writer(buf, lineterminator="").writerow(cells)
     return buf.getvalue().encode()
 
 
@@ -87,10 +88,11 @@ def wants_objects(fmt: Format) -> bool:
 
 
 def encoded_size(item: Encoded) -> int:
-    """Bytes a record counts for in rotation: its line, or a Parquet row's JSON size."""
+    """Bytes a record counts for in rotation: its line with the newline, or a Parquet row's
+    JSON size."""
     if isinstance(item, bytes):
-        return len(item)
-    return len(json.dumps(item, separators=(",", ":"), ensure_ascii=False, default=str))
+        return len(item) + 1
+    return len(json.dumps(item, separators=(",", ":"), ensure_ascii=False, default=str)) + 1
 
 
 def compress(data: bytes, compression: str) -> bytes:
@@ -124,9 +126,10 @@ def render_file(fmt: Format, items: Sequence[Encoded]) -> bytes:
     """The complete file for `items` (zlib and zstd release the GIL: call it in a thread)."""
     if fmt.type == "parquet":
         return _parquet([i for i in items if isinstance(i, dict)], fmt.compression)
-    body = b"".join(i for i in items if isinstance(i, bytes))
+    lines = [i for i in items if isinstance(i, bytes)]
     if fmt.type == "csv":
-        body = csv_line(list(fmt.columns or ())) + body
+        lines.insert(0, csv_line(list(fmt.columns or ())))
+    body = b"\n".join(lines) + b"\n" if lines else b""
     return compress(body, fmt.compression)
 
 

@@ -1,6 +1,6 @@
 """Kafka sink: re-feed the records to another topic; produce, then flush before the commit.
 
-Each encoded record (its line without the newline) becomes one message keyed by nothing, with
+Each encoded record (its line) becomes one message keyed by nothing, with
 the source record's timestamp. The producer is idempotent (no duplicates from its own retries);
 a restart may re-send a batch that was flushed but not committed: at-least-once.
 """
@@ -40,7 +40,7 @@ class KafkaSinkWriter:
     def _send(self, chunk: Chunk) -> None:
         self._errors.clear()
         for _offset, ts, item in chunk.items:
-            value = item.rstrip(b"\n") if isinstance(item, bytes) else repr(item).encode()
+            value = item if isinstance(item, bytes) else repr(item).encode()
             for _ in range(1000):  # bounded: wait for room in the local queue
                 try:
                     self._producer.produce(self.topic, value=value, timestamp=max(ts, 0),

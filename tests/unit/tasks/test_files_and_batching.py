@@ -7,6 +7,8 @@ import random
 
 import botocore.exceptions
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tasks.batching import Batcher, Limits, data_full, limits_for, time_due
 from tasks.errors import ValidationError
@@ -54,11 +56,13 @@ def test_gzip_is_byte_identical_across_runs_and_readable_by_gzip() -> None:
 
 
 def test_encoders() -> None:
-    assert encode_ndjson({"a": "é"}) == '{"a":"é"}\n'.encode()
-    assert encode_ndjson(b"multi\nline") == b'"multi\\nline"\n'
+    assert encode_ndjson({"a": "é"}) == '{"a":"é"}'.encode()
+    assert encode_ndjson(b"raw") == b"raw"
+    assert encode_ndjson(b"multi\nline") == b'"multi\\nline"'
     assert encode_csv({"a": None, "b": True, "c": {"x": 1}}, ["a", "b", "c"]) == \
-        b',true,"{""x"":1}"\n'
-    csv_file = render_file(Format(type="csv", columns=["a", "b"]), [b"1,2\n"])
+        b',true,"{""x"":1}"'
+    assert render_file(Format(), []) == b""
+    csv_file = render_file(Format(type="csv", columns=["a", "b"]), [b"1,2"])
     assert csv_file == b"a,b\n1,2\n"
 
 
@@ -84,6 +88,33 @@ def test_rotation_by_records_depends_only_on_data() -> None:
     last = b.flush()
     assert last is not None and (last.start_offset, last.end_offset, last.records) == (17, 20, 0)
     assert b.flush() is None
+
+
+def reference_cuts(limits: Limits, batches: list[list[int]], size: int) -> list[tuple[int, int]]:
+    """The rule, record by record: close right after the record that reaches a limit."""
+    cuts, start, records, nbytes = [], 0, 0, 0
+    for batch in batches:
+        for offset in batch:
+            records, nbytes = records + 1, nbytes + size + 1
+            if data_full(limits, records, nbytes):
+                cuts.append((start, offset + 1))
+                start, records, nbytes = offset + 1, 0, 0
+    return cuts
+
+
+@given(st.integers(1, 7), st.one_of(st.none(), st.integers(1, 60)),
+       st.lists(st.integers(0, 9), max_size=12), st.integers(0, 9))
+def test_sliced_batcher_cuts_where_the_record_by_record_rule_does(
+        max_records: int, max_bytes: int | None, lengths: list[int], size: int) -> None:
+    limits = Limits(max_records, max_bytes, None)
+    batches, offset = [], 0
+    for n in lengths:
+        batches.append(list(range(offset, offset + n)))
+        offset += n
+    b = Batcher(limits, 0)
+    cuts = [(c.start_offset, c.end_offset) for batch in batches
+            for c in b.add(out(batch, size), batch[-1] + 1 if batch else 0, 0.0)]
+    assert cuts == reference_cuts(limits, batches, size)
 
 
 def test_rotation_by_bytes_and_time() -> None:
