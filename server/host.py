@@ -205,7 +205,7 @@ class ServerHost:
             log.warning("reregister_requested", reason=message.reregister.reason)
             if self.registration is not None:
                 self.registration.register_soon()
-            self.session.reconnect()
+            self.session.reconnect(backoff=True)
 
     def _on_ack(self, ack: pb.Ack) -> None:
         self.session.mark_answered()

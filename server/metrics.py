@@ -35,8 +35,8 @@ NET_BYTES_PER_SECOND = Gauge("exportd_server_net_bytes_per_second", "Network byt
 REPORTS_SENT = Counter("exportd_server_reports_total", "Heartbeat reports sent to the leader",
                        registry=REGISTRY)
 SESSION_RECONNECTS = Counter("exportd_server_session_reconnects_total",
-                             "Heartbeat sessions re-opened, by reason (requested: leader change, "
-                             "reregister, self-fence; broken: the stream failed)", ["reason"],
+                             "Heartbeat sessions re-opened, by reason (requested: leader change "
+                             "or self-fence; reregister; broken: the stream failed)", ["reason"],
                              registry=REGISTRY)
 STALE_MESSAGES = Counter("exportd_server_stale_epoch_messages_total",
                          "Leader messages ignored because their epoch is older than one seen",

@@ -55,6 +55,7 @@ class SessionLoop:
         self._wake = asyncio.Event()          # leader changed or reconnect requested
         self._report_now = asyncio.Event()
         self._stopping = False
+        self._backoff_next = False
         self.connected = False                # a stream is open and the leader answered on it
         self.target: str | None = None
 
@@ -70,7 +71,10 @@ class SessionLoop:
             log.info("leader_changed", leader=info.id, grpc=info.grpc, epoch=info.epoch)
             self._wake.set()
 
-    def reconnect(self) -> None:
+    def reconnect(self, *, backoff: bool = False) -> None:
+        """Drop the stream and open another: at once, or after the back-off (a Reregister: if
+        the leader still does not know us, we must not hammer it in a tight loop)."""
+        self._backoff_next = self._backoff_next or backoff
         self._wake.set()
 
     def report_now(self) -> None:
@@ -94,10 +98,14 @@ class SessionLoop:
                 break
             if outcome == "answered":
                 attempt = 0
-            if self._wake.is_set():      # leader change or requested reconnect: go at once
+            if self._wake.is_set() and not self._backoff_next:
+                # Leader change or a requested reconnect: go at once.
                 metrics.SESSION_RECONNECTS.labels(reason="requested").inc()
                 continue
-            metrics.SESSION_RECONNECTS.labels(reason="broken").inc()
+            metrics.SESSION_RECONNECTS.labels(
+                reason="reregister" if self._backoff_next else "broken").inc()
+            self._backoff_next = False
+            self._wake.clear()
             delay = backoff_delay(attempt, self._settings.reconnect_min,
                                   self._settings.reconnect_max, self._rng)
             attempt += 1
