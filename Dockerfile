@@ -53,6 +53,6 @@ ENV PATH=/opt/exportd/bin:$PATH \
 USER 10001:10001
 WORKDIR /var/lib/exportd
 # Master HTTP API and gRPC Coordinator; server HTTP (/healthz, /readyz, /metrics).
-EXPOSE 8080 50051 8090
+EXPOSE 8080 9400 8090
 # The processes handle SIGTERM themselves (a master releases leadership, a server drains).
 CMD ["exportd-master", "--config", "/etc/exportd/config.yaml"]

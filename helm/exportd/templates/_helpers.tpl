@@ -91,7 +91,8 @@ Checks names (DNS labels, unique) and fails the render on a bad entry.
 
 {{/*
 Variables every pod gets: pod identity, ZooKeeper, Kafka, S3 (+ credentials from an existing
-Secret). Argument: the root context.
+Secret). Argument: the root context. tasks/settings.py parses each EXPORTD_* value as YAML, so
+strings go in JSON-quoted (a cluster named "2024" stays a string) and secrets single-quoted.
 */}}
 {{- define "exportd.commonEnv" -}}
 - name: POD_NAME
@@ -103,36 +104,41 @@ Secret). Argument: the root context.
     fieldRef:
       fieldPath: status.podIP
 - name: EXPORTD_ID
-  value: "$(POD_NAME)"
+  value: '"$(POD_NAME)"'
 - name: EXPORTD_ZOOKEEPER__CLUSTER
-  value: {{ include "exportd.cluster" . | quote }}
+  value: {{ include "exportd.cluster" . | toJson | quote }}
 {{- with .Values.zookeeper.hosts }}
 - name: EXPORTD_ZOOKEEPER__HOSTS
-  value: {{ . | quote }}
+  value: {{ toJson . | quote }}
 {{- end }}
 {{- with .Values.kafka.bootstrapServers }}
 - name: EXPORTD_KAFKA__BOOTSTRAP_SERVERS
-  value: {{ . | quote }}
+  value: {{ toJson . | quote }}
 {{- end }}
 {{- with .Values.s3.endpointUrl }}
 - name: EXPORTD_S3__ENDPOINT_URL
-  value: {{ . | quote }}
+  value: {{ toJson . | quote }}
 {{- end }}
 {{- with .Values.s3.region }}
 - name: EXPORTD_S3__REGION
-  value: {{ . | quote }}
+  value: {{ toJson . | quote }}
 {{- end }}
 {{- with .Values.s3.credentials.existingSecret }}
-- name: EXPORTD_S3__ACCESS_KEY_ID
+# boto3 reads these itself; the settings get them YAML-quoted (masters ignore `s3`).
+- name: AWS_ACCESS_KEY_ID
   valueFrom:
     secretKeyRef:
       name: {{ . }}
       key: {{ $.Values.s3.credentials.accessKeyIdKey }}
-- name: EXPORTD_S3__SECRET_ACCESS_KEY
+- name: AWS_SECRET_ACCESS_KEY
   valueFrom:
     secretKeyRef:
       name: {{ . }}
       key: {{ $.Values.s3.credentials.secretAccessKeyKey }}
+- name: EXPORTD_S3__ACCESS_KEY_ID
+  value: "'$(AWS_ACCESS_KEY_ID)'"
+- name: EXPORTD_S3__SECRET_ACCESS_KEY
+  value: "'$(AWS_SECRET_ACCESS_KEY)'"
 {{- end }}
 - name: PYTHONUNBUFFERED
   value: "1"

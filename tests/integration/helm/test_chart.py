@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tools.helmtools import (
     K8S_VERSION,
@@ -43,6 +44,11 @@ def _kind(docs: list[Manifest], kind: str, component: str | None = None) -> list
 
 def _env(container: Manifest) -> dict[str, Manifest]:
     return {e["name"]: e for e in container.get("env", [])}
+
+
+def _setting(container: Manifest, name: str) -> Any:
+    """An EXPORTD_* value as the settings loader reads it (YAML-parsed)."""
+    return yaml.safe_load(_env(container)[name]["value"])
 
 
 @pytest.mark.parametrize("which", ["default", "three-groups"])
@@ -123,7 +129,7 @@ def test_one_server_deployment_and_hpa_per_group(helm: Path, chart_dir: Path) ->
         assert external["metric"]["selector"]["matchLabels"] == {"group": group}
     for group, deployment in by_group.items():
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
-        assert _env(container)["EXPORTD_GROUP"]["value"] == group
+        assert _setting(container, "EXPORTD_GROUP") == group
 
 
 def test_default_values_give_one_group_with_a_cpu_only_hpa(helm: Path, chart_dir: Path) -> None:
@@ -146,7 +152,7 @@ def test_servers_drain_within_their_grace_period(helm: Path, chart_dir: Path) ->
             spec = deployment["spec"]["template"]["spec"]
             assert spec["terminationGracePeriodSeconds"] == grace
             (container,) = spec["containers"]
-            timeout = _env(container)["EXPORTD_SESSION__SHUTDOWN_TIMEOUT"]["value"]
+            timeout = _setting(container, "EXPORTD_SESSION__SHUTDOWN_TIMEOUT")
             assert timeout.endswith("s") and 0 < int(timeout[:-1]) < grace
             assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
@@ -163,13 +169,12 @@ def test_probes_config_and_secret_references(helm: Path, chart_dir: Path) -> Non
         (volume,) = [v for v in spec["volumes"] if v["name"] == "config"]
         assert "config.yaml" in configs[volume["configMap"]["name"]]["data"]
         assert spec["securityContext"]["runAsNonRoot"] is True
-        env = _env(container)
-        assert env["EXPORTD_ZOOKEEPER__HOSTS"]["value"].startswith("zk-0")
-        secret = env["EXPORTD_S3__SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]
+        assert _setting(container, "EXPORTD_ZOOKEEPER__HOSTS").startswith("zk-0")
+        secret = _env(container)["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]
         assert secret == {"name": "exportd-s3", "key": "secret-access-key"}
     (master,) = _kind(docs, "Deployment", "master")
     env = _env(master["spec"]["template"]["spec"]["containers"][0])
-    assert env["EXPORTD_AUTH__ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+    assert env["API_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"] == {
         "name": "exportd-api-tokens", "key": "admin-token"}
     realtime = configs["exportd-server-realtime-config"]["data"]["config.yaml"]
     assert "restart_backoff: 2s" in realtime and "log_level: info" in realtime

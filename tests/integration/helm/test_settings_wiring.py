@@ -1,0 +1,121 @@
+"""What the chart passes the processes loads into their real settings models.
+
+Each rendered Deployment's environment is resolved the way the kubelet does it (field refs,
+secret refs, `$(VAR)` expansion of earlier variables), its ConfigMap's config.yaml written to a
+file, and both given to tasks.settings.load_settings with MasterSettings / ServerSettings: a
+renamed setting or a value of the wrong type fails here instead of in a crash-looping pod.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tasks.settings import load_settings
+from tools.helmtools import helm_template
+
+pytestmark = pytest.mark.timeout(1800)
+
+POD_IP = "10.1.2.3"
+SECRETS = {
+    ("exportd-s3", "access-key-id"): "AKIAIOSFODNN7EXAMPLE",
+    ("exportd-s3", "secret-access-key"): "wJalrXUtnFEMI/K7MDENG/bPxRfiCY+EXAMPLEKEY",
+    ("exportd-api-tokens", "read-token"): "r3ad-t0ken",
+    ("exportd-api-tokens", "admin-token"): "4dmin-t0ken",
+}
+_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def _pod_env(deployment: dict[str, Any], pod_name: str) -> dict[str, str]:
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env: dict[str, str] = {}
+    for var in container.get("env", []):
+        if "value" in var:
+            value = _REF.sub(lambda m: env.get(m.group(1), m.group(0)), var["value"])
+        elif "fieldRef" in var["valueFrom"]:
+            path = var["valueFrom"]["fieldRef"]["fieldPath"]
+            value = {"metadata.name": pod_name, "status.podIP": POD_IP}[path]
+        else:
+            ref = var["valueFrom"]["secretKeyRef"]
+            value = SECRETS[(ref["name"], ref["key"])]
+        env[var["name"]] = value
+    return env
+
+
+def _load(docs: list[dict[str, Any]], deployment: dict[str, Any], model: Any,
+          tmp_path: Path) -> tuple[Any, dict[str, str]]:
+    spec = deployment["spec"]["template"]["spec"]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "config"]
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap"
+                 and d["metadata"]["name"] == volume["configMap"]["name"]]
+    path = tmp_path / f"{deployment['metadata']['name']}.yaml"
+    path.write_text(config["data"]["config.yaml"])
+    pod_name = f"{deployment['metadata']['name']}-5d9c7-x2x4q"
+    env = _pod_env(deployment, pod_name)
+    return load_settings(model, config_file=path, environ=env), env
+
+
+def _deployments(docs: list[dict[str, Any]], component: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == "Deployment"
+            and d["metadata"]["labels"]["app.kubernetes.io/component"] == component]
+
+
+@pytest.mark.parametrize("which", ["default", "three-groups"])
+def test_master_settings_load(helm: Path, chart_dir: Path, which: str, tmp_path: Path) -> None:
+    master_settings = pytest.importorskip("master.settings")
+    values = [] if which == "default" else [chart_dir / "values-three-groups.yaml"]
+    docs = helm_template(chart_dir, values)
+    (deployment,) = _deployments(docs, "master")
+    settings, env = _load(docs, deployment, master_settings.MasterSettings, tmp_path)
+    assert settings.id == env["POD_NAME"]
+    assert settings.http.port == 8080 and settings.http.host == "0.0.0.0"
+    assert settings.grpc.port == 9400 and settings.grpc.advertise_host == POD_IP
+    if which == "default":
+        assert settings.zookeeper.cluster == "exportd"
+        assert settings.api.admin_tokens == []
+    else:
+        assert settings.zookeeper.cluster == "prod"
+        assert settings.zookeeper.hosts.startswith("zk-0.zk-headless:2181,")
+        assert settings.kafka.bootstrap_servers.startswith("kafka-0")
+        assert settings.api.read_tokens == ["r3ad-t0ken"]
+        assert settings.api.admin_tokens == ["4dmin-t0ken"]
+
+
+@pytest.mark.parametrize("which", ["default", "three-groups"])
+def test_server_settings_load(helm: Path, chart_dir: Path, which: str, tmp_path: Path) -> None:
+    server_settings = pytest.importorskip("server.settings")
+    values = [] if which == "default" else [chart_dir / "values-three-groups.yaml"]
+    docs = helm_template(chart_dir, values)
+    deployments = _deployments(docs, "server")
+    assert deployments
+    for deployment in deployments:
+        group = deployment["metadata"]["labels"]["exportd.io/group"]
+        settings, env = _load(docs, deployment, server_settings.ServerSettings, tmp_path)
+        assert settings.id == env["POD_NAME"]
+        assert settings.group == group
+        assert settings.http.port == 8090 and settings.http.advertise_host == POD_IP
+        grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert settings.session.shutdown_timeout == grace - 15
+        assert settings.work_dir == "/var/lib/exportd"
+        if which == "three-groups":
+            assert settings.s3.secret_access_key == SECRETS[("exportd-s3", "secret-access-key")]
+            assert settings.s3.region == "eu-west-1"
+    if which == "three-groups":
+        bulk = _load(docs, deployments[0], server_settings.ServerSettings, tmp_path)[0]
+        assert bulk.labels == {"tier": "bulk"}
+        assert bulk.capacity.cpu_cores == 4
+        assert bulk.capacity.net_bytes_per_s == 1_250_000_000
+
+
+def test_a_numeric_looking_cluster_name_stays_a_string(
+    helm: Path, chart_dir: Path, tmp_path: Path
+) -> None:
+    server_settings = pytest.importorskip("server.settings")
+    docs = helm_template(chart_dir, set_values=["zookeeper.cluster=2024", "servers[0].name=x1",
+                                                "servers[0].group=007"])
+    (deployment,) = _deployments(docs, "server")
+    settings, _ = _load(docs, deployment, server_settings.ServerSettings, tmp_path)
+    assert settings.zookeeper.cluster == "2024" and settings.group == "007"
