@@ -169,8 +169,10 @@ class Coordinator(pb_grpc.CoordinatorServicer):  # type: ignore[misc]
         for queue in self._queues:
             queue.put_nowait(message)
 
-    def reports_since(self, index: int) -> list[pb.Report]:
-        return self.reports[index:]
+    def end_sessions(self) -> None:
+        """End every open stream from the leader's side (as a restarting leader would)."""
+        for queue in self._queues:
+            queue.put_nowait(None)
 
     def latest_task_states(self) -> dict[str, int]:
         if not self.reports:

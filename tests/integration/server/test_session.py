@@ -3,6 +3,7 @@ reports at the leader's interval, directives, stale epochs and generations, lead
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import pairwise
 
 import aiohttp
@@ -147,6 +148,22 @@ async def test_leader_change_reconnects_and_tasks_keep_running(
         assert len(factory.runners) == before + 1
     finally:
         await second.stop()
+
+
+def answered_session(coordinator: Coordinator, host: ServerHost, number: int
+                     ) -> Callable[[], bool]:
+    return lambda: coordinator.sessions >= number and host.ready()
+
+
+async def test_broken_stream_reconnects_and_tasks_keep_running(
+        host: ServerHost, coordinator: Coordinator, factory: FakeFactory) -> None:
+    coordinator.direct([assignment(A, 1)])
+    await wait_until(lambda: factory.running() == {(A, 1)}, "A running")
+    for sessions in (2, 3):
+        coordinator.end_sessions()
+        await wait_until(answered_session(coordinator, host, sessions),
+                         f"session {sessions} answered")
+    assert len(factory.runners) == 1 and factory.runners[0].stop_calls == []
 
 
 async def test_reregister_recreates_the_node(host: ServerHost, coordinator: Coordinator,
