@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import structlog
+
 from server.host import ServerHost
 from server.sampler import worker_processes
 from server.settings import ServerSettings
@@ -66,6 +68,7 @@ def build_factory(settings: ServerSettings, pool: ProcessPoolExecutor) -> Runner
 
 
 async def run(settings: ServerSettings) -> int:
+    structlog.contextvars.bind_contextvars(server=settings.id)
     workers = worker_processes(settings.capacity)
     # forkserver: forking this process after grpc and kazoo started their threads is unsafe.
     pool = ProcessPoolExecutor(max_workers=workers,
