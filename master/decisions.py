@@ -1,0 +1,232 @@
+"""The leader's decisions as pure functions: leases, heartbeat interval, load EWMA, the
+scheduler's view, and the handoff state machine that turns a `Plan` into assignment changes.
+
+No I/O, no clocks (callers pass `now`, monotonic, and `now_unix`, wall-clock for history).
+
+Handoff (DESIGN.md, "Server lease and task handoff"), per task:
+
+    assigned(A, g) --Move/Revocation--> draining on A (not desired anywhere)
+    draining on A  --A reports STOPPED/FAILED, or omits it twice, or A's lease runs out--> released
+    released       --Placement(B)--> assigned(B, g + 1)        (stopped jobs: stays unplaced)
+    assigned(A, g), A's lease ran out --Placement(B)--> assigned(B, g + 1)   (evacuation)
+
+A task is in at most one server's desired set, and never while it may still run elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from master.api.ports import TaskEvent
+from master.records import ServerRecord, TaskRecord
+from scheduler.model import (
+    ClusterView,
+    Config,
+    MoveInFlight,
+    Plan,
+    Resources,
+    Server,
+    Task,
+)
+
+# Reports from a revoked task's server that must omit it before it counts as stopped there
+# (the first may have been built before the server saw the revoking directive).
+ABSENT_REPORTS_TO_RELEASE = 2
+FINAL_STATES = frozenset({"stopped", "failed"})
+
+
+def heartbeat_interval(servers: int, budget: float, minimum: float) -> float:
+    """Seconds between reports so that `servers` send at most `budget` reports per second."""
+    return max(minimum, servers / budget) if budget > 0 else minimum
+
+
+def ewma(old: float | None, sample: float, alpha: float) -> float:
+    return sample if old is None else old + alpha * (sample - old)
+
+
+def lease_expired(last_seen_at: float, now: float, lease_ttl: float) -> bool:
+    """A new leader sets every `last_seen_at` to its takeover: nobody dies before a full ttl."""
+    return now - last_seen_at > lease_ttl
+
+
+def expire_leases(servers: Iterable[ServerRecord], now: float, lease_ttl: float) -> list[str]:
+    """Mark servers whose lease ran out dead; return the ids that just died."""
+    died: list[str] = []
+    for srv in servers:
+        if not srv.dead and lease_expired(srv.last_seen_at, now, lease_ttl):
+            srv.dead = True
+            died.append(srv.id)
+    return died
+
+
+def released_by_report(task: TaskRecord, reported_state: str | None) -> bool:
+    """The draining server reported on `task`: is the first half of the handoff done?
+    `reported_state` is None when the report did not list the task at all (counted)."""
+    if reported_state is None:
+        task.absent_reports += 1
+        return task.absent_reports >= ABSENT_REPORTS_TO_RELEASE
+    return reported_state in FINAL_STATES
+
+
+def set_server(index: dict[str, set[str]], task: TaskRecord, server: str | None) -> None:
+    """Change the task's desired server, keeping the server -> tasks index in step."""
+    if task.server is not None:
+        members = index.get(task.server)
+        if members is not None:
+            members.discard(task.id)
+    task.server = server
+    if server is not None:
+        index.setdefault(server, set()).add(task.id)
+
+
+@dataclass(slots=True)
+class Applied:
+    """What a round (or a report) changed: tasks to persist, servers to send directives to."""
+
+    tasks: set[str] = field(default_factory=set)
+    servers: set[str] = field(default_factory=set)
+    events: list[tuple[str, TaskEvent]] = field(default_factory=list)
+    moves: Counter[str] = field(default_factory=Counter)
+
+    def merge(self, other: Applied) -> None:
+        self.tasks |= other.tasks
+        self.servers |= other.servers
+        self.events.extend(other.events)
+        self.moves.update(other.moves)
+
+
+def release(task: TaskRecord, why: str, now_unix: float, out: Applied) -> None:
+    """The task stopped on its draining server (or that server died): free to place."""
+    source = task.draining_on
+    task.draining_on = None
+    task.absent_reports = 0
+    task.reported_state = ""
+    out.tasks.add(task.id)
+    out.events.append((task.id, TaskEvent(now_unix, "stopped", why, source, task.generation)))
+
+
+def revoke(index: dict[str, set[str]], task: TaskRecord, target: str | None, reason: str,
+           now: float, now_unix: float, out: Applied) -> None:
+    source = task.server
+    if source is None:
+        return
+    set_server(index, task, None)
+    task.draining_on = source
+    task.absent_reports = 0
+    task.move_target = target
+    task.move_started_at = now if target is not None else None
+    if target is not None:
+        task.last_moved_at = now
+    out.tasks.add(task.id)
+    out.servers.add(source)
+    kind = "move" if target is not None else "revoke"
+    out.moves[kind] += 1
+    text = f"revoked from {source}" + (f" to move to {target}" if target else "")
+    out.events.append((task.id, TaskEvent(now_unix, "revoked", f"{text}: {reason}", source,
+                                          task.generation)))
+
+
+def assign(index: dict[str, set[str]], task: TaskRecord, server: str, reason: str, now: float,
+           now_unix: float, out: Applied) -> None:
+    """Second half of a handoff (or a first placement): generation + 1 on the new server."""
+    old = task.server
+    if old is not None:
+        out.servers.add(old)
+    moved = task.move_target is not None or old is not None
+    set_server(index, task, server)
+    task.generation += 1
+    task.move_target = None
+    task.move_started_at = None
+    task.pending_reason = ""
+    task.reported_state = ""
+    task.since_unix = now_unix
+    if moved:
+        task.last_moved_at = now
+    out.tasks.add(task.id)
+    out.servers.add(server)
+    kind = "evacuated" if old is not None else ("moved" if moved else "placed")
+    out.moves[kind] += 1
+    out.events.append((task.id, TaskEvent(now_unix, kind, reason, server, task.generation)))
+
+
+def apply_plan(plan: Plan, tasks: Mapping[str, TaskRecord], index: dict[str, set[str]],
+               alive: set[str], now: float, now_unix: float) -> Applied:
+    """Carry out a plan's decisions that are still valid for the current records."""
+    out = Applied()
+    for rev in plan.revocations:
+        task = tasks.get(rev.task)
+        if task is not None and task.server == rev.server:
+            revoke(index, task, None, rev.reason, now, now_unix, out)
+    for mv in plan.moves:
+        task = tasks.get(mv.task)
+        if task is not None and task.server == mv.source and mv.target != mv.source:
+            revoke(index, task, mv.target, mv.reason, now, now_unix, out)
+    for pl in plan.placements:
+        task = tasks.get(pl.task)
+        if task is None or task.draining_on is not None:
+            continue
+        if task.server is not None and task.server in alive:
+            continue    # still desired on a live server: nothing to place
+        assign(index, task, pl.server, pl.reason, now, now_unix, out)
+    for pend in plan.pending:
+        task = tasks.get(pend.task)
+        if task is not None and task.server is None and task.draining_on is None:
+            task.pending_reason = pend.reason
+            out.events.append((task.id, TaskEvent(now_unix, "pending", pend.reason)))
+    return out
+
+
+def scheduler_config(high: float, target: float, imbalance: float, min_gain: float,
+                     move_budget: int, cooldown_s: float, drain_budget: int,
+                     default_cpu: float, default_net: float) -> Config:
+    return Config(high_watermark=high, target_watermark=target, imbalance_threshold=imbalance,
+                  min_gain=min_gain, move_budget=move_budget, cooldown_s=cooldown_s,
+                  default_estimate=Resources(default_cpu, default_net), drain_budget=drain_budget)
+
+
+def unready_servers(servers: Iterable[ServerRecord]) -> list[str]:
+    """Live servers the leader knows nothing about yet (no registration, no report): planning
+    before they report could evacuate tasks that still run fine there."""
+    return sorted(s.id for s in servers if not s.dead and not s.has_capacity)
+
+
+def build_view(now: float, servers: Iterable[ServerRecord], tasks: Iterable[TaskRecord],
+               running_jobs: set[str], hints: Mapping[str, Resources | None],
+               config: Config) -> ClusterView:
+    """The scheduler's input from the live records.
+
+    A draining task shows on its draining server (the planner leaves it there); an in-flight
+    move is passed as `MoveInFlight` until the task lands. A server's background is what it
+    measured beyond the measured load of the tasks it holds."""
+    task_list: list[Task] = []
+    flights: list[MoveInFlight] = []
+    held: dict[str, list[float]] = {}
+    for t in tasks:
+        measured = t.load_cpu is not None and t.load_net is not None
+        load = Resources(t.load_cpu or 0.0, t.load_net or 0.0) if measured else None
+        holder = t.holder
+        if measured and holder is not None:
+            acc = held.setdefault(holder, [0.0, 0.0])
+            acc[0] += t.load_cpu or 0.0
+            acc[1] += t.load_net or 0.0
+        task_list.append(Task(
+            id=t.id, job=t.job, group=t.group, load=load, measured=measured,
+            hint=hints.get(t.job), server=holder, generation=t.generation,
+            last_moved_at=t.last_moved_at, stopped=t.job not in running_jobs))
+        if t.move_target is not None:
+            flights.append(MoveInFlight(t.id, t.draining_on, t.move_target,
+                                        t.move_started_at if t.move_started_at else now))
+    server_list: list[Server] = []
+    for s in servers:
+        used = held.get(s.id, [0.0, 0.0])
+        background = Resources(max(0.0, s.cpu_used - used[0]), max(0.0, s.net_used - used[1]))
+        server_list.append(Server(
+            id=s.id, group=s.group, capacity=Resources(s.cpu_capacity, s.net_capacity),
+            background=background if s.reported else Resources(), alive=not s.dead,
+            # Unregistered: keep what it runs until its lease ends, but give it nothing new.
+            cordoned=s.admin.cordoned or s.registration is None,
+            draining=s.admin.draining or s.reported_draining))
+    return ClusterView(now=now, servers=tuple(server_list), tasks=tuple(task_list),
+                       in_flight=tuple(flights), config=config)

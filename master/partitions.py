@@ -1,0 +1,42 @@
+"""How many partitions a job's topic has: Kafka metadata through confluent-kafka's AdminClient.
+
+Blocking (run it in a thread). One AdminClient per bootstrap list, kept for the process. Asking
+for all topics rather than one keeps brokers with auto-creation on from creating a mistyped topic.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from tasks.errors import Unavailable
+
+
+class PartitionSource:
+    def __init__(self, default_bootstrap: str, timeout: float) -> None:
+        self.default_bootstrap = default_bootstrap
+        self.timeout = timeout
+        self._clients: dict[str, AdminClient] = {}
+        self._lock = threading.Lock()
+
+    def _client(self, bootstrap: str) -> AdminClient:
+        with self._lock:
+            client = self._clients.get(bootstrap)
+            if client is None:
+                client = self._clients[bootstrap] = AdminClient(
+                    {"bootstrap.servers": bootstrap, "socket.timeout.ms": 10_000})
+            return client
+
+    def count(self, topic: str, bootstrap: str | None = None) -> int | None:
+        """Partitions of `topic`, or None when the topic does not exist."""
+        servers = bootstrap or self.default_bootstrap
+        try:
+            meta = self._client(servers).list_topics(timeout=self.timeout)
+        except KafkaException as exc:
+            raise Unavailable(f"Kafka metadata from {servers} failed: {exc}") from exc
+        found = meta.topics.get(topic)
+        if found is None or found.error is not None:
+            return None
+        return len(found.partitions)

@@ -1,0 +1,150 @@
+"""`Master`: one master process wired together — ZooKeeper client, gRPC Coordinator service,
+HTTP API, election, and the leadership term's reconcile loop.
+
+`start()` opens the listeners (port 0: a free port; the advertised addresses go into the `leader`
+node) and starts contending; `stop()` releases leadership FIRST (a standby takes over at once),
+then closes streams, listeners and the ZooKeeper session. Usable in-process (tests, benchmarks)
+and from `exportd-master` (master/main.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+
+import grpc.aio
+from aiohttp import web
+from kazoo.client import KazooClient
+
+from master.api.app import create_app
+from master.control import MasterControl, StandbyReader
+from master.election import Elector, Term
+from master.partitions import PartitionSource
+from master.reconcile import Leadership, Planner, config_from
+from master.session import SessionService
+from master.settings import MasterSettings
+from master.store import Store
+from proto import exportd_pb2_grpc as pb_grpc
+from tasks.cluster import ZkPaths
+from tasks.errors import Unavailable
+from tasks.logs import get_logger
+
+log = get_logger(__name__)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(256)
+    sock.setblocking(False)
+    return sock
+
+
+class Master:
+    def __init__(self, settings: MasterSettings, planner: Planner) -> None:
+        self.settings = settings
+        self.planner = planner
+        zk = settings.zookeeper
+        self.paths = ZkPaths.for_cluster(zk.cluster, zk.base_path)
+        self.client = KazooClient(hosts=zk.hosts, timeout=zk.session_timeout)
+        self.store = Store(self.client, self.paths, settings.assignment_shards)
+        self.partitions = PartitionSource(settings.kafka.bootstrap_servers,
+                                          settings.kafka.metadata_timeout)
+        self.leadership: Leadership | None = None
+        self.sessions = SessionService(lambda: self.leadership)
+        self.standby = StandbyReader(self.store, planner, config_from(settings))
+        self.control = MasterControl(settings.id, lambda: self.leadership, self.standby,
+                                     planner, config_from(settings))
+        self.elector: Elector | None = None
+        self.grpc_address = ""
+        self.http_url = ""
+        self._grpc: grpc.aio.Server | None = None
+        self._http: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.client.start, self.settings.zookeeper.session_timeout * 3)
+        await asyncio.to_thread(self.store.ensure_layout)
+        await self._start_grpc()
+        await self._start_http()
+        self.elector = Elector(self.client, self.paths, self.settings.id, self.grpc_address,
+                               self.http_url)
+        self._tasks = [
+            asyncio.create_task(self.elector.run(self._lead), name="election"),
+            asyncio.create_task(self.standby.run(self.control.is_leader), name="standby"),
+        ]
+        log.info("master_started", master=self.settings.id, grpc=self.grpc_address,
+                 http=self.http_url)
+
+    async def _start_grpc(self) -> None:
+        server = grpc.aio.server()
+        pb_grpc.add_CoordinatorServicer_to_server(self.sessions, server)
+        cfg = self.settings.grpc
+        port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        await server.start()
+        self._grpc = server
+        self.grpc_address = cfg.advertised(port)
+
+    async def _start_http(self) -> None:
+        cfg = self.settings.http
+        sock = _bind(cfg.host, cfg.port)
+        app = create_app(self.control, self.settings.api_settings())
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+        self._http = runner
+        self.http_url = f"http://{cfg.advertised(sock.getsockname()[1])}"
+
+    async def _lead(self, term: Term) -> None:
+        assert self.elector is not None
+        lead = Leadership(term, self.store, self.settings, self.planner, self.partitions,
+                          self.elector.step_down)
+        self.sessions.attach(lead)
+        self.leadership = lead
+        try:
+            await lead.run()
+        finally:
+            self.leadership = None
+            self.sessions.close_all("leadership ended")
+
+    @property
+    def term(self) -> Term | None:
+        return self.elector.term if self.elector is not None else None
+
+    async def wait_leading(self, timeout: float) -> Leadership:
+        """Until this master leads and has loaded its state (tests, benchmarks)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                lead = self.leadership
+                if lead is not None and lead.ready.is_set() and lead.active:
+                    return lead
+                await asyncio.sleep(0.05)
+
+    def leading(self) -> Leadership:
+        lead = self.leadership
+        if lead is None:
+            raise Unavailable("not leading")
+        return lead
+
+    async def stop(self) -> None:
+        if self.elector is not None:
+            await self.elector.stop()      # hand over first
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.sessions.close_all("master stopping")
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1.0)
+        if self._http is not None:
+            await self._http.cleanup()
+        await asyncio.to_thread(self._close_zk)
+        log.info("master_stopped", master=self.settings.id)
+
+    def _close_zk(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.stop()
+            self.client.close()

@@ -1,0 +1,356 @@
+"""One leadership term's work: events in, actions out.
+
+`Leadership.run` loads the control state from ZooKeeper into a `LiveState`, then runs rounds on
+every event (report that changed something, server join or leave, job change, admin action) and
+at least every `reconcile_interval`. A round: expire leases, drop finished tasks, build the
+scheduler's view, `plan` it (unless a live server has not told us its capacity yet), apply the
+plan with the handoff state machine (master/decisions.py), persist the changed assignment shards
+in ONE fenced transaction, and only then push directives to the servers whose set changed.
+
+Every ZooKeeper write of the term goes through `_commit` under one lock, so writes are ordered
+and a write is always of the state the loop holds. A write that fails for any reason but bad input
+ends the term: the leader's memory may then differ from ZooKeeper, and the safe way back is to
+step down and rebuild from ZooKeeper (the next leader, maybe this master again, does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+
+from kazoo.recipe.watchers import ChildrenWatch
+
+from master import decisions, metrics
+from master.election import Op, Term
+from master.partitions import PartitionSource
+from master.settings import MasterSettings
+from master.state import LiveState
+from master.store import AdminFlags, Store, StoredJob
+from scheduler.model import ClusterView, Config, Plan
+from tasks.errors import Conflict, ExportdError, NotFound, Unavailable, ValidationError
+from tasks.logs import get_logger
+from tasks.spec import JobSpec
+
+log = get_logger(__name__)
+
+Planner = Callable[[ClusterView], Plan]
+
+
+def config_from(settings: MasterSettings) -> Config:
+    s = settings.scheduler
+    return decisions.scheduler_config(
+        s.high_watermark, s.target_watermark, s.imbalance_threshold, s.min_gain, s.move_budget,
+        s.cooldown, s.drain_budget, s.default_cpu_estimate, s.default_net_estimate)
+
+
+class Leadership:
+    def __init__(self, term: Term, store: Store, settings: MasterSettings, planner: Planner,
+                 partitions: PartitionSource, step_down: Callable[[], None]) -> None:
+        self.term = term
+        self.store = store
+        self.settings = settings
+        self.planner = planner
+        self.partitions = partitions
+        self._step_down = step_down
+        self.config = config_from(settings)
+        self.state: LiveState | None = None
+        self.last_plan: Plan = Plan()
+        self.ready = asyncio.Event()
+        self._kick = asyncio.Event()
+        self._write_lock = asyncio.Lock()
+        self._loop = asyncio.get_running_loop()
+        # Set by the session service: sends directives to servers whose set changed.
+        self.push_directives: Callable[[set[str]], None] = lambda servers: None
+        term.on_change = self.kick
+
+    # -- events ----------------------------------------------------------------------------
+
+    def kick(self) -> None:
+        self._kick.set()
+
+    def _kick_threadsafe(self) -> None:
+        self._loop.call_soon_threadsafe(self._kick.set)
+
+    @property
+    def active(self) -> bool:
+        return self.term.active and self.state is not None
+
+    def live(self) -> LiveState:
+        if self.state is None or not self.term.active:
+            raise Unavailable("leadership is suspended or not ready")
+        return self.state
+
+    # -- the term --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        started = time.monotonic()
+        snapshot = await asyncio.to_thread(self.store.snapshot)
+        self.state = LiveState(snapshot, time.monotonic(), alpha=self.settings.load_ewma_alpha,
+                               history=self.settings.task_history)
+        log.info("leader_loaded", epoch=self.term.epoch, jobs=len(snapshot.jobs),
+                 tasks=len(snapshot.assignments), servers=len(snapshot.servers),
+                 seconds=round(time.monotonic() - started, 3))
+        self._watch_servers()
+        self.ready.set()
+        checker = asyncio.create_task(self._partition_checks(), name="partition-checks")
+        try:
+            await self._loop_rounds()
+        finally:
+            checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checker
+            self.state = None
+
+    async def _loop_rounds(self) -> None:
+        interval = self.settings.reconcile_interval
+        while not self.term.lost:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), interval)
+            self._kick.clear()
+            if not self.term.active:
+                continue     # SUSPENDED: act on nothing until the session is confirmed
+            try:
+                await self.round()
+            except ExportdError as exc:
+                if self.term.lost:
+                    break
+                log.warning("round_failed", error=exc.message, epoch=self.term.epoch)
+            await asyncio.sleep(self.settings.reconcile_min_gap)
+
+    async def round(self) -> None:
+        state = self.live()
+        async with self._write_lock:
+            now, now_unix = time.monotonic(), time.time()
+            died = state.expire(now, now_unix, self.settings.lease_ttl)
+            if died:
+                log.warning("servers_dead", servers=died, epoch=self.term.epoch)
+            state.forget_finished()
+            unready = decisions.unready_servers(state.servers.values())
+            if unready:
+                log.info("plan_deferred", reason="servers not reported yet", servers=unready[:10])
+            else:
+                plan, applied = state.plan_round(self.planner, self.config, now, now_unix)
+                self.last_plan = plan
+                metrics.PLANS.inc()
+                for kind, count in applied.moves.items():
+                    metrics.MOVES.labels(kind=kind).inc(count)
+                for tid, event in applied.events:
+                    if event.kind != "pending":
+                        log.info("task_" + event.kind, task=tid, server=event.server,
+                                 generation=event.generation, reason=event.reason)
+            await self._persist_dirty()
+        self._push()
+        self._update_metrics()
+
+    async def _persist_dirty(self) -> None:
+        """Write the changed shards (caller holds the write lock)."""
+        state = self.live()
+        if not state.dirty_shards:
+            return
+        shards, state.dirty_shards = state.dirty_shards, set()
+        ops = self.store.shard_ops(state.shard_contents(shards))
+        try:
+            await self._commit(ops)
+        except ExportdError:
+            state.dirty_shards |= shards
+            raise
+
+    async def _commit(self, ops: Sequence[Op]) -> None:
+        if not self.term.active:
+            raise Unavailable("leadership is suspended: not writing")
+        try:
+            await asyncio.to_thread(self.term.commit, ops)
+        except (Conflict, NotFound, ValidationError):
+            raise
+        except ExportdError as exc:
+            log.error("leader_write_failed", error=exc.message, epoch=self.term.epoch)
+            self._step_down()
+            raise
+
+    def _push(self) -> None:
+        state = self.state
+        if state is None or not self.term.active or not state.push:
+            return
+        servers, state.push = state.push, set()
+        self.push_directives(servers)
+
+    # -- servers joining and leaving -------------------------------------------------------
+
+    def _watch_servers(self) -> None:
+        def changed(children: list[str]) -> bool:
+            if self.term.lost:
+                return False          # stop watching
+            names = set(children)
+            self._loop.call_soon_threadsafe(
+                lambda: asyncio.ensure_future(self._servers_changed(names)))
+            return True
+
+        ChildrenWatch(self.store.client, self.store.paths.servers, changed)
+
+    async def _servers_changed(self, names: set[str]) -> None:
+        state = self.state
+        if state is None:
+            return
+        now = time.monotonic()
+        for sid, srv in state.servers.items():
+            if sid not in names and srv.registration is not None:
+                log.info("server_left", server=sid)
+                state.unregistered(sid)
+        new = [n for n in names if state.servers.get(n) is None
+               or state.servers[n].registration is None]
+        for sid in new:
+            reg = await asyncio.to_thread(self.store.load_server, sid)
+            if reg is not None and self.state is state:
+                log.info("server_joined", server=sid, group=reg.group)
+                state.registered(reg, now)
+        self.kick()
+
+    async def known_server(self, server_id: str) -> bool:
+        """Registered? (Asks ZooKeeper when the watch has not told us yet.)"""
+        state = self.live()
+        srv = state.servers.get(server_id)
+        if srv is not None and srv.registration is not None:
+            return True
+        reg = await asyncio.to_thread(self.store.load_server, server_id)
+        if reg is None:
+            return False
+        state.registered(reg, time.monotonic())
+        return True
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    async def _partition_count(self, spec: JobSpec) -> int | None:
+        return await asyncio.to_thread(self.partitions.count, spec.source.topic,
+                                       spec.source.bootstrap_servers)
+
+    async def _partition_checks(self) -> None:
+        """At takeover and then periodically: tasks for partitions that have none yet."""
+        while not self.term.lost:
+            state = self.state
+            if state is not None and self.term.active:
+                for job in list(state.jobs.values()):
+                    try:
+                        count = await self._partition_count(job.spec)
+                    except Unavailable as exc:
+                        log.warning("partition_check_failed", job=job.spec.id, error=exc.message)
+                        continue
+                    if count is None or job.spec.id not in state.jobs:
+                        continue
+                    added = state.add_partitions(job.spec.id, count, time.time())
+                    if added:
+                        log.info("partitions_added", job=job.spec.id, tasks=len(added))
+                        self.kick()
+            await asyncio.sleep(self.settings.kafka.partition_check_interval)
+
+    async def create_job(self, spec: JobSpec) -> StoredJob:
+        state = self.live()
+        if spec.id in state.jobs:
+            raise Conflict(f"job {spec.id} already exists", job=spec.id)
+        count = await self._partition_count(spec)
+        if count is None:
+            raise ValidationError(f"topic {spec.source.topic!r} does not exist",
+                                  field="source.topic")
+        job = StoredJob(spec, time.time())
+        async with self._write_lock:
+            state = self.live()
+            if spec.id in state.jobs:
+                raise Conflict(f"job {spec.id} already exists", job=spec.id)
+            state.put_job(job)
+            added = state.add_partitions(spec.id, count, job.created_unix)
+            shards, state.dirty_shards = set(state.dirty_shards), set()
+            try:
+                await self._commit([*self.store.job_ops(job, create=True),
+                                    *self.store.shard_ops(state.shard_contents(shards))])
+            except ExportdError:
+                for tid in added:
+                    state.tasks.pop(tid, None)
+                state.drop_job(spec.id)
+                state.dirty_shards |= shards
+                raise
+        log.info("job_created", job=spec.id, tasks=len(added), epoch=self.term.epoch)
+        self.kick()
+        return job
+
+    def _job(self, job_id: str) -> StoredJob:
+        job = self.live().jobs.get(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id}", job=job_id)
+        return job
+
+    async def delete_job(self, job_id: str) -> None:
+        async with self._write_lock:
+            self._job(job_id)
+            await self._commit(self.store.delete_job_ops(job_id))
+            self.live().drop_job(job_id)
+        log.info("job_deleted", job=job_id, epoch=self.term.epoch)
+        self.kick()
+
+    async def set_job_state(self, job_id: str, desired: str) -> StoredJob:
+        if desired not in {"running", "paused"}:
+            raise ValidationError("state is running or paused", field="state")
+        async with self._write_lock:
+            job = self._job(job_id)
+            new = StoredJob(job.spec.model_copy(update={"state": desired}), job.created_unix)
+            await self._commit(self.store.job_ops(new, create=False))
+            self.live().put_job(new)
+        log.info("job_state", job=job_id, state=desired, epoch=self.term.epoch)
+        self.kick()
+        return new
+
+    # -- admin -----------------------------------------------------------------------------
+
+    async def set_admin(self, server_id: str, *, cordoned: bool | None = None,
+                        draining: bool | None = None) -> AdminFlags:
+        async with self._write_lock:
+            state = self.live()
+            srv = state.servers.get(server_id)
+            if srv is None:
+                raise NotFound(f"no server {server_id}", server=server_id)
+            old = srv.admin
+            flags = AdminFlags(
+                old.cordoned if cordoned is None else cordoned,
+                old.draining if draining is None else draining,
+                len(state.held_by(server_id)) if draining and not old.draining
+                else old.drain_started_tasks)
+            ops = await asyncio.to_thread(self.store.admin_ops, server_id, flags)
+            await self._commit(ops)
+            state.set_admin(server_id, flags, time.monotonic())
+        self.kick()
+        return flags
+
+    # -- metrics ---------------------------------------------------------------------------
+
+    def _update_metrics(self) -> None:
+        state = self.state
+        if state is None:
+            return
+        alive: dict[str, int] = {}
+        for srv in state.servers.values():
+            alive.setdefault(srv.group or "unknown", 0)
+            if not srv.dead:
+                alive[srv.group or "unknown"] += 1
+        for group, n in alive.items():
+            metrics.SERVERS_ALIVE.labels(group=group).set(n)
+        states: dict[str, int] = dict.fromkeys(
+            ("pending", "assigned", "running", "draining", "stopped", "failed"), 0)
+        pending: dict[str, int] = {}
+        for rec in state.tasks.values():
+            s = rec.state
+            states[s] = states.get(s, 0) + 1
+            if s == "pending":
+                pending[rec.group] = pending.get(rec.group, 0) + 1
+        for s, n in states.items():
+            metrics.TASKS.labels(state=s).set(n)
+        for adv in self.last_plan.advice:
+            metrics.TASKS_PENDING.labels(group=adv.group).set(pending.get(adv.group, 0))
+            metrics.GROUP_UTILISATION.labels(group=adv.group).set(adv.utilisation)
+            metrics.GROUP_IMBALANCE.labels(group=adv.group).set(adv.imbalance)
+            metrics.GROUP_SERVERS_WANTED.labels(group=adv.group).set(adv.servers_wanted)
+
+    def heartbeat_interval(self) -> float:
+        state = self.state
+        servers = len(state.servers) if state is not None else 1
+        return decisions.heartbeat_interval(servers, self.settings.heartbeat_budget,
+                                            self.settings.min_heartbeat_interval)

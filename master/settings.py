@@ -1,0 +1,108 @@
+"""Settings of one master (`exportd-master`), loaded with tasks.settings.load_settings.
+
+YAML file (`--config`), then `EXPORTD_*` variables (`EXPORTD_ZOOKEEPER__HOSTS`), then flags
+(`--set zookeeper.hosts=...`). Durations are human strings ("5s"). Lease and heartbeat defaults
+are chosen together with the server's (docs/architecture/master.md, "Lease timing").
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from master.api.settings import ApiSettings
+from tasks.settings import Duration, SettingsModel
+
+
+def default_master_id() -> str:
+    host = socket.gethostname().split(".")[0].lower() or "master"
+    cleaned = "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in host).strip("-")
+    return f"{cleaned or 'master'}-{secrets.token_hex(3)}"
+
+
+class ZooKeeperSettings(SettingsModel):
+    hosts: str = "127.0.0.1:2181"
+    cluster: str = "local"
+    base_path: str = "/exportd"
+    # A crashed leader is replaced after about this long (its session must expire first).
+    session_timeout: Duration = 6.0
+
+
+class ListenSettings(SettingsModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535)     # 0: any free port
+    # What the `leader` node advertises; empty: `host`, or the hostname when host is 0.0.0.0.
+    advertise_host: str = ""
+
+    def advertised(self, port: int) -> str:
+        host = self.advertise_host or self.host
+        if host in {"0.0.0.0", "::", ""}:
+            host = socket.gethostname()
+        return f"{host}:{port}"
+
+
+class KafkaSettings(SettingsModel):
+    # Where job topics' partition counts are read from when a job names no cluster of its own.
+    bootstrap_servers: str = "127.0.0.1:9092"
+    metadata_timeout: Duration = 10.0
+    # How often every job's topics are checked for partitions added later.
+    partition_check_interval: Duration = 30.0
+
+
+class SchedulerSettings(SettingsModel):
+    """The knobs of scheduler.model.Config (DESIGN.md, "Scheduler")."""
+
+    high_watermark: float = Field(default=0.85, gt=0, le=1)
+    target_watermark: float = Field(default=0.70, gt=0, le=1)
+    imbalance_threshold: float = Field(default=0.10, ge=0)
+    min_gain: float = Field(default=0.02, ge=0)
+    move_budget: int = Field(default=20, ge=0)
+    cooldown: Duration = 300.0
+    drain_budget: int = Field(default=50, ge=0)
+    default_cpu_estimate: float = Field(default=0.05, ge=0)
+    default_net_estimate: float = Field(default=256 * 1024, ge=0)
+
+
+class MasterSettings(SettingsModel):
+    id: str = Field(default_factory=default_master_id, min_length=1, max_length=128)
+    zookeeper: ZooKeeperSettings = ZooKeeperSettings()
+    grpc: ListenSettings = ListenSettings(port=9400)
+    http: ListenSettings = ListenSettings(port=8080)
+    kafka: KafkaSettings = KafkaSettings()
+    # A server with no report for this long is dead and its tasks are evacuated. Servers stop
+    # their tasks by themselves `lease.margin` earlier (server settings).
+    lease_ttl: Duration = 15.0
+    # Reports per second the leader accepts across the cluster; the interval it hands out is
+    # max(min_heartbeat_interval, servers / budget).
+    heartbeat_budget: float = Field(default=500.0, gt=0)
+    min_heartbeat_interval: Duration = 1.0
+    # A reconcile round runs on every event, at most this often, and at least every interval.
+    reconcile_interval: Duration = 1.0
+    reconcile_min_gap: Duration = 0.05
+    # Weight of the newest sample in the per-task load EWMA.
+    load_ewma_alpha: float = Field(default=0.3, gt=0, le=1)
+    # Events kept per task for `get_task` / explain.
+    task_history: int = Field(default=50, ge=1, le=10_000)
+    # Assignment shards: fixed for a cluster's lifetime (100k tasks / 64 = ~1.6k per node).
+    assignment_shards: int = Field(default=64, ge=1, le=4096)
+    scheduler: SchedulerSettings = SchedulerSettings()
+    api: ApiSettings = ApiSettings()
+    log_format: Literal["json", "console"] = "json"
+    log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _check(self) -> MasterSettings:
+        if "/" in self.id or self.id in {".", ".."}:
+            raise ValueError("id must be a valid znode name (no '/')")
+        if self.lease_ttl <= self.min_heartbeat_interval:
+            raise ValueError("lease_ttl must be longer than min_heartbeat_interval")
+        return self
+
+    def api_settings(self) -> ApiSettings:
+        """The API's settings with this master's id filled in."""
+        if self.api.master_id:
+            return self.api
+        return self.api.model_copy(update={"master_id": self.id})

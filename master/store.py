@@ -1,0 +1,224 @@
+"""The control state in ZooKeeper: jobs, packed assignments, admin flags, server registrations.
+
+Layout (under `ZkPaths.root`):
+
+- `jobs/<id>`: JSON `{"spec": <JobSpec>, "created_unix": t}`; the spec's `state` says running or
+  paused.
+- `assignments/<shard>`: zlib-compressed JSON
+  `{task_id: [server|null, generation, draining_on|null]}` for the tasks whose crc32(id) falls
+  in that shard. The shard count is fixed when the first leader creates the nodes (later
+  leaders use what exists), so 100k tasks take 64 nodes of ~20 KB.
+- `admin/servers/<id>`: JSON `{"cordoned": b, "draining": b, "drain_started_tasks": n}`.
+- `servers/<id>`: ephemeral `ServerRegistration`, written by servers; only read here.
+
+Reads are plain blocking kazoo calls (run them in a thread); writes are returned as ops for the
+leader's fenced transaction (`Term.commit`), never written directly.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError
+
+from master.election import Create, Delete, Op, SetData
+from tasks.cluster import ServerRegistration, ZkPaths
+from tasks.errors import ValidationError
+from tasks.logs import get_logger
+from tasks.spec import JobSpec
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredJob:
+    spec: JobSpec
+    created_unix: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAssignment:
+    """Where a task should run (`server`), at which generation, and where it may still be
+    draining after a revoke (`draining_on`): the next leader must wait for that server too."""
+
+    server: str | None
+    generation: int
+    draining_on: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AdminFlags:
+    cordoned: bool = False
+    draining: bool = False
+    drain_started_tasks: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    jobs: dict[str, StoredJob]
+    assignments: dict[str, StoredAssignment]
+    admin: dict[str, AdminFlags]
+    servers: dict[str, ServerRegistration]
+    shards: int
+
+
+# -- codecs (pure) -------------------------------------------------------------------------------
+
+def shard_of(task_id: str, shards: int) -> int:
+    return zlib.crc32(task_id.encode()) % shards
+
+
+def encode_job(job: StoredJob) -> bytes:
+    body = {"spec": json.loads(job.spec.to_json()), "created_unix": job.created_unix}
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode_job(raw: bytes) -> StoredJob:
+    body = json.loads(raw)
+    return StoredJob(JobSpec.model_validate(body["spec"]), float(body.get("created_unix", 0.0)))
+
+
+def encode_shard(items: Mapping[str, StoredAssignment]) -> bytes:
+    body = {t: [a.server, a.generation, a.draining_on] for t, a in sorted(items.items())}
+    return zlib.compress(json.dumps(body, separators=(",", ":")).encode(), 6)
+
+
+def decode_shard(raw: bytes) -> dict[str, StoredAssignment]:
+    if not raw:
+        return {}
+    body: dict[str, list[Any]] = json.loads(zlib.decompress(raw))
+    return {t: StoredAssignment(v[0], int(v[1]), v[2] if len(v) > 2 else None)
+            for t, v in body.items()}
+
+
+def encode_admin(flags: AdminFlags) -> bytes:
+    return json.dumps({"cordoned": flags.cordoned, "draining": flags.draining,
+                       "drain_started_tasks": flags.drain_started_tasks}).encode()
+
+
+def decode_admin(raw: bytes) -> AdminFlags:
+    body = json.loads(raw or b"{}")
+    return AdminFlags(bool(body.get("cordoned")), bool(body.get("draining")),
+                      int(body.get("drain_started_tasks", 0)))
+
+
+def split_shards(assignments: Mapping[str, StoredAssignment],
+                 shards: int) -> dict[int, dict[str, StoredAssignment]]:
+    out: dict[int, dict[str, StoredAssignment]] = {i: {} for i in range(shards)}
+    for task, a in assignments.items():
+        out[shard_of(task, shards)][task] = a
+    return out
+
+
+# -- ZooKeeper access ----------------------------------------------------------------------------
+
+class Store:
+    """Blocking reads of the control state and the ops that change it."""
+
+    def __init__(self, client: KazooClient, paths: ZkPaths, shards: int) -> None:
+        self.client = client
+        self.paths = paths
+        self.shards = shards
+
+    def ensure_layout(self) -> None:
+        """Structural nodes (idempotent, the same for every master, so not fenced)."""
+        for path in (self.paths.jobs, self.paths.assignments, self.paths.servers,
+                     self.paths.admin_servers, self.paths.election):
+            self.client.ensure_path(path)
+        existing = self.client.get_children(self.paths.assignments)
+        if existing:
+            self.shards = len(existing)
+            return
+        for shard in range(self.shards):
+            self.client.ensure_path(self.paths.assignment_shard(shard))
+
+    def _children(self, path: str) -> list[str]:
+        try:
+            return sorted(self.client.get_children(path))
+        except NoNodeError:
+            return []
+
+    def _get(self, path: str) -> bytes | None:
+        try:
+            raw, _ = self.client.get(path)
+        except NoNodeError:
+            return None
+        return bytes(raw)
+
+    def load_jobs(self) -> dict[str, StoredJob]:
+        jobs: dict[str, StoredJob] = {}
+        for name in self._children(self.paths.jobs):
+            raw = self._get(self.paths.job(name))
+            if raw is None:
+                continue
+            try:
+                jobs[name] = decode_job(raw)
+            except (ValueError, KeyError, ValidationError) as exc:
+                log.error("stored_job_unreadable", job=name, error=str(exc))
+        return jobs
+
+    def load_job(self, job_id: str) -> StoredJob | None:
+        raw = self._get(self.paths.job(job_id))
+        return None if raw is None else decode_job(raw)
+
+    def load_assignments(self) -> dict[str, StoredAssignment]:
+        out: dict[str, StoredAssignment] = {}
+        for name in self._children(self.paths.assignments):
+            raw = self._get(f"{self.paths.assignments}/{name}")
+            if raw:
+                out.update(decode_shard(raw))
+        return out
+
+    def load_admin(self) -> dict[str, AdminFlags]:
+        out: dict[str, AdminFlags] = {}
+        for name in self._children(self.paths.admin_servers):
+            raw = self._get(self.paths.admin_server(name))
+            if raw is not None:
+                out[name] = decode_admin(raw)
+        return out
+
+    def load_servers(self) -> dict[str, ServerRegistration]:
+        out: dict[str, ServerRegistration] = {}
+        for name in self._children(self.paths.servers):
+            raw = self._get(self.paths.server(name))
+            if raw is None:
+                continue
+            try:
+                out[name] = ServerRegistration.from_bytes(raw)
+            except (ValueError, TypeError) as exc:
+                log.warning("registration_unreadable", server=name, error=str(exc))
+        return out
+
+    def load_server(self, server_id: str) -> ServerRegistration | None:
+        raw = self._get(self.paths.server(server_id))
+        return None if raw is None else ServerRegistration.from_bytes(raw)
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(self.load_jobs(), self.load_assignments(), self.load_admin(),
+                        self.load_servers(), self.shards)
+
+    # -- ops for the fenced transaction --------------------------------------------------------
+
+    def job_ops(self, job: StoredJob, *, create: bool) -> list[Op]:
+        path = self.paths.job(job.spec.id)
+        return [Create(path, encode_job(job)) if create else SetData(path, encode_job(job))]
+
+    def delete_job_ops(self, job_id: str) -> list[Op]:
+        return [Delete(self.paths.job(job_id))]
+
+    def shard_ops(self, contents: Mapping[int, Mapping[str, StoredAssignment]]) -> list[Op]:
+        """Rewrite each shard in `contents` with its whole new content."""
+        return [SetData(self.paths.assignment_shard(i), encode_shard(items))
+                for i, items in sorted(contents.items())]
+
+    def admin_ops(self, server_id: str, flags: AdminFlags) -> list[Op]:
+        path = self.paths.admin_server(server_id)
+        data = encode_admin(flags)
+        if self.client.exists(path) is None:
+            return [Create(path, data)]
+        return [SetData(path, data)]

@@ -1,0 +1,186 @@
+"""Simulated export servers for the master's integration tests and benchmarks.
+
+A `SimServer` registers its ephemeral `servers/<id>` node, holds one heartbeat stream to the
+leader named by the `leader` node, reports every interval the leader asks for, and "runs" the
+tasks of the last directive it accepted: a task that leaves the desired set is reported STOPPED
+once (the handoff's first half) and then forgotten. It records every directive with the time it
+arrived, so tests can check what was assigned where and when. `silent = True` stops its reports
+while the stream stays open (a hung server). Many SimServers may share one gRPC channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+import grpc.aio
+from kazoo.client import KazooClient
+from kazoo.exceptions import NodeExistsError, NoNodeError
+
+from proto import exportd_pb2 as pb
+from proto import exportd_pb2_grpc as pb_grpc
+from tasks.cluster import LeaderInfo, ServerRegistration, ZkPaths
+
+
+@dataclass
+class Received:
+    at: float                      # time.monotonic()
+    epoch: int
+    desired: dict[str, int]        # task -> generation
+
+
+@dataclass
+class SimServer:
+    id: str
+    paths: ZkPaths
+    zk: KazooClient
+    group: str = "default"
+    cpu_cores: float = 4.0
+    net_bytes_per_s: float = 100e6
+    task_cpu: float = 0.05
+    task_bytes: float = 10_000.0
+    silent: bool = False
+    channel: grpc.aio.Channel | None = None      # shared channel; else one per connection
+    # observed
+    directives: list[Received] = field(default_factory=list)
+    acks: int = 0
+    reregisters: int = 0
+    highest_epoch: int = 0
+    last_report_at: float | None = None
+    interval: float = 0.5
+    ack_latencies: list[float] = field(default_factory=list)
+    # simulated tasks
+    running: dict[str, int] = field(default_factory=dict)
+    stopping: dict[str, int] = field(default_factory=dict)
+    stopped_reported_at: dict[str, float] = field(default_factory=dict)
+    _task: asyncio.Task[None] | None = None
+    _sent_at: dict[int, float] = field(default_factory=dict)
+    _own_channel: grpc.aio.Channel | None = None
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    # -- registration ------------------------------------------------------------------------
+
+    def registration(self) -> ServerRegistration:
+        return ServerRegistration(self.id, self.group, f"127.0.0.1:{9000}", self.cpu_cores,
+                                  self.net_bytes_per_s, "sim")
+
+    def register(self) -> None:
+        """Blocking: create the ephemeral registration node."""
+        self.zk.ensure_path(self.paths.servers)
+        with contextlib.suppress(NodeExistsError):
+            self.zk.create(self.paths.server(self.id), self.registration().to_bytes(),
+                           ephemeral=True)
+
+    def deregister(self) -> None:
+        with contextlib.suppress(NoNodeError):
+            self.zk.delete(self.paths.server(self.id))
+
+    # -- the session -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"sim-{self.id}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._own_channel is not None:
+            await self._own_channel.close(None)
+            self._own_channel = None
+
+    def _leader(self) -> LeaderInfo | None:
+        try:
+            raw, _ = self.zk.get(self.paths.leader)
+        except NoNodeError:
+            return None
+        return LeaderInfo.from_bytes(raw)
+
+    async def _run(self) -> None:
+        while True:
+            leader = await asyncio.to_thread(self._leader)
+            if leader is None:
+                await asyncio.sleep(0.1)
+                continue
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await self._session(leader)
+            await asyncio.sleep(0.1)
+
+    async def _session(self, leader: LeaderInfo) -> None:
+        channel = self.channel
+        if channel is None:
+            if self._own_channel is not None:
+                await self._own_channel.close(None)
+            channel = self._own_channel = grpc.aio.insecure_channel(leader.grpc)
+        stub = pb_grpc.CoordinatorStub(channel)
+        call = stub.Session(self._reports())
+        async for message in call:
+            self._handle(message)
+
+    async def _reports(self) -> AsyncIterator[pb.ServerMessage]:
+        seq = 0
+        while True:
+            if not self.silent:
+                seq += 1
+                self._sent_at[seq] = time.perf_counter()
+                self._sent_at.pop(seq - 100, None)
+                yield pb.ServerMessage(report=self.report(seq))
+                self.last_report_at = time.monotonic()
+            self._wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+
+    def report_now(self) -> None:
+        self._wake.set()
+
+    def report(self, seq: int) -> pb.Report:
+        statuses = [pb.TaskStatus(task_id=t, generation=g, state=pb.TASK_STATE_RUNNING,
+                                  cpu_seconds_per_s=self.task_cpu, bytes_per_s=self.task_bytes,
+                                  records_per_s=10.0, consumer_lag=0, committed_offset=1)
+                    for t, g in sorted(self.running.items())]
+        for t, g in sorted(self.stopping.items()):
+            statuses.append(pb.TaskStatus(task_id=t, generation=g, state=pb.TASK_STATE_STOPPED))
+            self.stopped_reported_at[t] = time.monotonic()
+        self.stopping.clear()      # reported once, then forgotten
+        load = self.task_cpu * len(self.running)
+        return pb.Report(
+            server_id=self.id, group=self.group, address="127.0.0.1:9000",
+            capacity=pb.Resources(cpu_cores=self.cpu_cores, net_bytes_per_s=self.net_bytes_per_s),
+            usage=pb.Usage(cpu_fraction=min(1.0, load / self.cpu_cores),
+                           net_in_bytes_per_s=self.task_bytes * len(self.running)),
+            tasks=statuses, seq=seq, highest_epoch_seen=self.highest_epoch, version="sim",
+            sent_at_unix=time.time())
+
+    def _handle(self, message: pb.LeaderMessage) -> None:
+        if message.epoch < self.highest_epoch:
+            return
+        self.highest_epoch = message.epoch
+        kind = message.WhichOneof("body")
+        if kind == "ack":
+            self.acks += 1
+            sent = self._sent_at.pop(message.ack.report_seq, None)
+            if sent is not None:
+                self.ack_latencies.append(time.perf_counter() - sent)
+            if message.ack.heartbeat_interval_s > 0:
+                self.interval = message.ack.heartbeat_interval_s
+        elif kind == "reregister":
+            self.reregisters += 1
+            self.register()
+        elif kind == "directive":
+            desired = {a.task_id: a.generation for a in message.directive.desired}
+            self.directives.append(Received(time.monotonic(), message.epoch, desired))
+            for t, g in list(self.running.items()):
+                if desired.get(t) != g:
+                    self.stopping[t] = g
+                    del self.running[t]
+            for t, g in desired.items():
+                self.running[t] = g
+            self.report_now()
+
+    @property
+    def desired(self) -> dict[str, int]:
+        return self.directives[-1].desired if self.directives else {}
