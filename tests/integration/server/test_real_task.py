@@ -9,6 +9,8 @@ import json
 import signal
 from pathlib import Path
 
+import psutil
+
 from proto import exportd_pb2 as pb
 from tasks.runner import task_id
 from tests.integration.pipeline.kit import create_topic, job, json_records, produce, unique
@@ -56,6 +58,8 @@ async def test_real_task_exports_to_files_and_drains_on_sigterm(
 
         # Full files (300, 600, 900) are written while running; the drain flushes the rest.
         await wait_until(lambda: exported() >= N, f"{N} records through the task", timeout=90)
+        # The transforms ran in the server's worker processes (forkserver + its workers).
+        assert len(psutil.Process(proc.pid).children(recursive=True)) >= 2
         proc.send_signal(signal.SIGTERM)
         returncode = await asyncio.wait_for(proc.wait(), 90)
     assert returncode == 0, log_path.read_text()[-3000:]
