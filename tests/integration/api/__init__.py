@@ -1,0 +1,1 @@
+"""The HTTP API and exportctl against real masters on real ZooKeeper and Kafka."""
