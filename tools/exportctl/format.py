@@ -5,6 +5,7 @@ No I/O here, so every function is unit-tested on plain data.
 
 from __future__ import annotations
 
+import textwrap
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -203,10 +204,12 @@ def explain_task(task: Json, now: float) -> str:
     history = task.get("history") or []
     lines.append("history:" if history else "history: none recorded")
     for event in history:
-        target = f" -> {event['server']}" if event.get("server") else ""
-        gen = f" gen {event['generation']}" if event.get("generation") is not None else ""
-        lines.append(f"  {clock(event['at_unix'])}  {event['kind']}{target}{gen}: "
-                     f"{event['reason']}")
+        # The event's server is the one it concerns (source of a revoke, target of a move).
+        server = f"  {event['server']}" if event.get("server") else ""
+        gen = f"  gen {event['generation']}" if event.get("generation") is not None else ""
+        lines.append(f"  {clock(event['at_unix'])}  {event['kind']}{server}{gen}")
+        lines.extend(textwrap.wrap(event["reason"], WIDTH, initial_indent=" " * 6,
+                                   subsequent_indent=" " * 6) or [])
     return "\n".join(lines)
 
 

@@ -84,7 +84,7 @@ async def test_read_commands_text_and_json(cli: Cli) -> None:
     assert json.loads((await cli("placement", "--json")).out)["groups"][1]["group"] == "heavy"
     assert (await cli("leader")).out.startswith("leader m1, epoch 7, since")
     r = await cli("explain", "nginx-to-s3:access-logs:1")
-    assert "runs on srv-b" in r.out and "placed -> srv-b gen 1" in r.out
+    assert "runs on srv-b" in r.out and "placed  srv-b  gen 1" in r.out
     r = await cli("rebalance", "--dry-run")
     assert "1 change(s)" in r.out
     assert json.loads((await cli("rebalance", "--dry-run", "--json")).out)["changes"]

@@ -99,7 +99,10 @@ def test_explain_task() -> None:
     assert "(1m ago)" in text
     assert "load 0.10 cpu, 2.0 kB/s (measured)" in text
     assert all(len(line) <= 80 for line in text.splitlines())
-    assert "1970-01-01 00:01:00Z  moved -> srv-b gen 2: drain of srv-a" in text
+    assert "  1970-01-01 00:01:00Z  moved  srv-b  gen 2\n      drain of srv-a" in text
+    long = fmt.explain_task({**task, "history": [{"at_unix": 0, "kind": "revoked",
+                                                   "reason": "word " * 40}]}, NOW)
+    assert all(len(line) <= 80 for line in long.splitlines())
     pending = fmt.explain_task(_task("x:t:0", None, "pending", pending_reason="no room"), NOW)
     assert "not placed (pending): no room" in pending
     assert "history: none recorded" in pending
