@@ -30,10 +30,15 @@ from tasks.runner import TaskState, TaskStats
 from tasks.sinks.base import Sink, backoff_delay
 from tasks.source import KafkaSource, Polled
 from tasks.stats import TaskMeter
-from tasks.transforms.batch import DeadRecord, Plan, TransformOutput, transform_batch
+from tasks.transforms.batch import (
+    DeadRecord,
+    Plan,
+    TransformOutput,
+    compiled,
+    transform_batch,
+)
 
 T = TypeVar("T")
-POLL_TIMEOUT = 0.2
 
 
 class _End:
@@ -55,6 +60,7 @@ class PipelineRunner:
         self._task_id, self._generation = task_id, generation
         self.source, self.sink, self.dead_letter = source, sink, dead_letter
         self.plan, self.limits, self.pool = plan, limits, pool
+        self._inline = compiled(plan).passthrough
         self.transform_window = transform_window
         self.drain_timeout, self.backoff_base, self.backoff_cap = (drain_timeout, backoff_base,
                                                                    backoff_cap)
@@ -68,7 +74,7 @@ class PipelineRunner:
         self._stopping = asyncio.Event()
         self._abort_at: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        # One thread owns the consumer: consume, and close only after the last consume returned.
+        # One thread owns the consumer: consume, commit, and close after the last consume.
         self._source_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="source")
         self._batcher: Batcher | None = None
         self._closed = False
@@ -149,7 +155,7 @@ class PipelineRunner:
 
     async def _pull(self) -> None:
         while not self._stopping.is_set():
-            polled = await self._in_source_thread(self.source.poll, POLL_TIMEOUT)
+            polled = await self._in_source_thread(self.source.poll)
             self.meter.lag = polled.lag
             self.meter.cpu_total += polled.cpu_seconds
             if polled.errors:
@@ -160,7 +166,9 @@ class PipelineRunner:
 
     async def _transformed(self, polled: Polled) -> Done:
         loop = asyncio.get_running_loop()
-        if self.pool is not None:
+        if self._inline:  # nothing to compute: a thread or worker hop would cost more
+            out = transform_batch(self.plan, polled.rows)
+        elif self.pool is not None:
             out = await loop.run_in_executor(self.pool, transform_batch, self.plan, polled.rows)
         else:
             out = await asyncio.to_thread(transform_batch, self.plan, polled.rows)
@@ -260,5 +268,6 @@ class PipelineRunner:
             await self._dead(refused)
             self.meter.exported_total += chunk.records - len(refused)
         end = chunk.end_offset
-        await self._retry("commit", lambda: asyncio.to_thread(self.source.commit, end))
+        # In the source's thread: a commit waits for a running consume anyway (librdkafka).
+        await self._retry("commit", lambda: self._in_source_thread(self.source.commit, end))
         self.meter.committed_offset = end

@@ -23,6 +23,11 @@ METADATA_TIMEOUT = 10.0
 OPEN_TIMEOUT = 30.0
 # librdkafka prefetches up to this much per consumer; it is part of a task's memory bound.
 PREFETCH_KBYTES = 8 * 1024
+# `consume(n, timeout)` waits for n records or the timeout, and a synchronous commit waits for a
+# running consume to return: while records flow, poll briefly (take what is there, let commits
+# through); when the partition is idle, wait longer (fewer empty wake-ups).
+POLL_BUSY = 0.01
+POLL_IDLE = 0.2
 
 
 @dataclass(slots=True)
@@ -58,11 +63,12 @@ class KafkaSource:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",  # only if the committed offset fell off the log
             "queued.max.messages.kbytes": PREFETCH_KBYTES,
-            "fetch.wait.max.ms": 100,
+            "fetch.wait.max.ms": 10,
         }
         config.update(extra or {})
         self._consumer = Consumer(config)
         self.position = -1
+        self._timeout = POLL_IDLE
 
     def _tp(self, offset: int = -1001) -> TopicPartition:
         return TopicPartition(self.topic, self.partition, offset)
@@ -98,9 +104,9 @@ class KafkaSource:
         self._consumer.assign([self._tp(self.position)])
         return self.position
 
-    def poll(self, timeout: float) -> Polled:
+    def poll(self) -> Polled:
         cpu0 = time.thread_time()
-        messages = self._consumer.consume(self.spec.batch_size, timeout)
+        messages = self._consumer.consume(self.spec.batch_size, self._timeout)
         # One comprehension: this is the per-record cost every task pays.
         rows: list[Row] = [(m.offset() or 0, m.timestamp()[1], m.value())
                            for m in messages if m.error() is None]
@@ -110,6 +116,7 @@ class KafkaSource:
                       and e.code() != KafkaError._PARTITION_EOF]
         if rows:
             self.position = rows[-1][0] + 1
+        self._timeout = POLL_BUSY if messages else POLL_IDLE
         _low, high = self._consumer.get_watermark_offsets(self._tp(), cached=True)
         lag = high - self.position if high >= 0 else -1
         return Polled(rows, self.position, lag, errors, time.thread_time() - cpu0)

@@ -1,0 +1,257 @@
+"""Pipeline benchmark: `.venv/bin/python -m tools.bench.pipeline [--records N] [--json]`.
+
+Not a timed test: it prints a report (and the machine) for docs/benchmarks/pipeline.md.
+
+Starts its own Kafka and moto S3 (tools.infra), fills a 4-partition topic with nginx-style JSON
+records (~250 B each), then runs three phases, each in a fresh child process so CPU and peak RSS
+are its own (pool workers included):
+
+(a) baseline: one confluent-kafka consumer assigned to all partitions, batch `consume`, records
+    discarded;
+(b) exportd passthrough: one task per partition (raw → NDJSON) to the file sink;
+(c) exportd transform: json parse + JMESPath `where` and `select` + NDJSON gzip to S3 (moto),
+    parse/filter/project in a process pool of one worker per core.
+
+Reported: records/s, MB/s (of consumed values), CPU seconds, peak RSS, ratios b/a and c/a.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+PARTITIONS = 4
+BATCH = 5000
+PHASE_TIMEOUT = 1800.0
+WHERE = "status < `500`"
+SELECT = "{t: time, ip: remote_addr, m: method, p: path, s: status, b: body_bytes_sent}"
+
+
+def record(rand: random.Random, i: int) -> bytes:
+    status = rand.choice((200, 200, 200, 200, 200, 200, 301, 404, 404, 500))
+    return json.dumps({
+        "time": f"2026-11-22T07:{i // 60000 % 60:02d}:{i // 1000 % 60:02d}.{i % 1000:03d}Z",
+        "remote_addr": f"10.{i % 256}.{i // 256 % 256}.{rand.randrange(256)}",
+        "method": rand.choice(("GET", "GET", "GET", "POST", "PUT")),
+        "path": f"/api/items/{rand.randrange(10**6)}",
+        "protocol": "HTTP/1.1", "status": status, "body_bytes_sent": rand.randrange(100000),
+        "referer": "https://example.com/",
+        "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0",
+        "request_time": round(rand.random(), 3),
+    }, separators=(",", ":")).encode()
+
+
+def fill(bootstrap: str, topic: str, n: int) -> tuple[int, float]:
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive the request
+    admin.create_topics(
+        [NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])[topic].result(30)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50,
+                         "batch.num.messages": 10000, "queue.buffering.max.kbytes": 262144})
+    rand, total = random.Random(7), 0
+    for i in range(n):
+        value = record(rand, i)
+        total += len(value)
+        while True:
+            try:
+                producer.produce(topic, value=value, partition=i % PARTITIONS)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        if i % 10000 == 0:
+            producer.poll(0)
+    if producer.flush(300) != 0:
+        raise RuntimeError("producing the benchmark data did not finish")
+    return total, total / n
+
+
+def usage() -> dict[str, float]:
+    """CPU of the process and its (joined) pool workers; peak RSS of the process plus its largest
+    worker (getrusage keeps only the maximum over children)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"cpu_s": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
+            "peak_rss_mb": (me.ru_maxrss + kids.ru_maxrss) / 1024}
+
+
+def phase_baseline(bootstrap: str, topic: str, n: int) -> dict[str, Any]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}",
+                         "enable.auto.commit": False, "queued.max.messages.kbytes": 8192})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    seen, nbytes = 0, 0
+    start = time.monotonic()
+    while seen < n and time.monotonic() - start < PHASE_TIMEOUT:
+        for msg in consumer.consume(BATCH, 0.5):
+            if msg.error() is None:
+                seen += 1
+                nbytes += len(msg.value() or b"")
+    wall = time.monotonic() - start
+    consumer.close()
+    return {"records": seen, "bytes": nbytes, "wall_s": wall}
+
+
+async def _run_tasks(bootstrap: str, topic: str, n: int, sink: dict[str, Any],
+                     transform: dict[str, Any], fmt: dict[str, Any], s3: str | None,
+                     pool: ProcessPoolExecutor | None, workdir: Path) -> dict[str, Any]:
+    from tasks.factory import TaskEnvironment, build_runner
+    from tasks.runner import Assignment, task_id
+    from tasks.spec import parse_job_spec
+
+    job = parse_job_spec({"id": f"bench-{uuid.uuid4().hex[:8]}",
+                          "source": {"topic": topic, "batch_size": BATCH}, "sink": sink,
+                          "transform": transform, "format": fmt})
+    env = TaskEnvironment(kafka_bootstrap=bootstrap, state_dir=workdir, s3_endpoint=s3,
+                          s3_access_key="bench", s3_secret_key="bench", process_pool=pool)
+    runners = [build_runner(env, Assignment(task_id(job.id, topic, p), 1, job, p))
+               for p in range(PARTITIONS)]
+    start = time.monotonic()
+    await asyncio.gather(*(r.start() for r in runners))
+    started = time.monotonic()
+    while time.monotonic() - start < PHASE_TIMEOUT:
+        if sum(r.stats().records_total for r in runners) >= n:
+            break
+        await asyncio.sleep(0.02)
+    consumed = time.monotonic()
+    await asyncio.gather(*(r.stop(drain=True) for r in runners))
+    wall = time.monotonic() - start
+    stats = [r.stats() for r in runners]
+    return {"records": sum(s.records_total for s in stats), "wall_s": wall,
+            "start_s": started - start, "drain_s": wall - (consumed - start),
+            "bytes": sum(r.meter.bytes_total for r in runners),
+            "exported": sum(r.meter.exported_total for r in runners),
+            "committed": sum(s.committed_offset for s in stats),
+            "errors": [s.last_error for s in stats if s.last_error]}
+
+
+def phase_passthrough(bootstrap: str, topic: str, n: int, workdir: Path) -> dict[str, Any]:
+    sink = {"type": "file", "directory": str(workdir / "files")}
+    return asyncio.run(_run_tasks(bootstrap, topic, n, sink, {}, {}, None, None, workdir))
+
+
+def phase_transform(bootstrap: str, topic: str, n: int, workdir: Path, s3: str,
+                    workers: int) -> dict[str, Any]:
+    import boto3
+
+    bucket = f"bench-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=s3, region_name="us-east-1", aws_access_key_id="bench",
+                 aws_secret_access_key="bench").create_bucket(Bucket=bucket)
+    sink = {"type": "s3", "bucket": bucket}
+    transform = {"parse": {"format": "json"}, "where": WHERE, "select": SELECT}
+    fmt = {"type": "ndjson", "compression": "gzip"}
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        result = asyncio.run(_run_tasks(bootstrap, topic, n, sink, transform, fmt, s3, pool,
+                                        workdir))
+    return result
+
+
+def run_phase(argv: list[str]) -> dict[str, Any]:
+    """Run one phase in a child process; it prints its result as one JSON line."""
+    out = subprocess.run([sys.executable, "-m", "tools.bench.pipeline", *argv], check=True,
+                         capture_output=True, text=True, timeout=PHASE_TIMEOUT + 120)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Python {platform.python_version()}, "
+            f"{platform.system()} {platform.release()}")
+
+
+def report(results: dict[str, dict[str, Any]], n: int, avg: float) -> str:
+    rows = ["| phase | records | wall s | records/s | MB/s | CPU s | peak RSS MB |",
+            "|---|---|---|---|---|---|---|"]
+    names = {"a": "(a) bare consumer", "b": "(b) passthrough → file",
+             "c": "(c) json + where + select → NDJSON gzip → S3"}
+    for key, res in results.items():
+        rate = res["records"] / res["wall_s"]
+        rows.append(f"| {names[key]} | {res['records']:,} | {res['wall_s']:.1f} | {rate:,.0f} | "
+                    f"{res['bytes'] / res['wall_s'] / 1e6:.1f} | {res['cpu_s']:.1f} | "
+                    f"{res['peak_rss_mb']:.0f} |")
+    rate = {k: v["records"] / v["wall_s"] for k, v in results.items()}
+    lines = [f"records: {n:,} of ~{avg:.0f} B in {PARTITIONS} partitions; machine: {machine()}",
+             "", *rows, ""]
+    if "a" in rate:
+        for key, target in (("b", 0.8), ("c", 0.5)):
+            if key in rate:
+                ratio = rate[key] / rate["a"]
+                verdict = "met" if ratio >= target else "MISSED"
+                lines.append(f"{key}/a = {ratio:.2f} (target ≥ {target}: {verdict})")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=2_000_000)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--phase", choices=("a", "b", "c"), help=argparse.SUPPRESS)
+    parser.add_argument("--kafka", help=argparse.SUPPRESS)
+    parser.add_argument("--s3", help=argparse.SUPPRESS)
+    parser.add_argument("--topic", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.phase:  # a child: run one phase, print its JSON
+        from tasks.logs import configure_logging
+
+        configure_logging(level="warning")
+        workdir = Path(args.workdir)
+        if args.phase == "a":
+            res = phase_baseline(args.kafka, args.topic, args.records)
+        elif args.phase == "b":
+            res = phase_passthrough(args.kafka, args.topic, args.records, workdir)
+        else:
+            res = phase_transform(args.kafka, args.topic, args.records, workdir, args.s3,
+                                  args.workers)
+        print(json.dumps({**res, **usage()}))
+        return
+
+    from tools.infra import start_infra
+
+    with start_infra(("kafka", "s3")) as infra, tempfile.TemporaryDirectory() as tmp:
+        topic = f"bench-{uuid.uuid4().hex[:8]}"
+        t0 = time.monotonic()
+        _total, avg = fill(infra.kafka, topic, args.records)
+        print(f"produced {args.records:,} records (~{avg:.0f} B) in {time.monotonic() - t0:.0f}s",
+              file=sys.stderr)
+        common = ["--records", str(args.records), "--kafka", infra.kafka, "--s3", infra.s3,
+                  "--topic", topic, "--workers", str(args.workers)]
+        results: dict[str, dict[str, Any]] = {}
+        for phase in ("a", "b", "c"):
+            workdir = Path(tmp) / phase
+            workdir.mkdir()
+            results[phase] = run_phase([*common, "--phase", phase, "--workdir", str(workdir)])
+            print(f"phase {phase}: {results[phase]}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"records": args.records, "avg_bytes": avg, "results": results,
+                          "machine": machine()}, indent=2))
+    else:
+        print(report(results, args.records, avg))
+
+
+if __name__ == "__main__":
+    main()
