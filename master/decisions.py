@@ -51,6 +51,14 @@ def lease_expired(last_seen_at: float, now: float, lease_ttl: float) -> bool:
     return now - last_seen_at > lease_ttl
 
 
+def renew_all(servers: Iterable[ServerRecord], now: float) -> None:
+    """After a takeover or a suspension: reports could not arrive, so no lease is held against
+    a server for that time; every live lease restarts now."""
+    for srv in servers:
+        if not srv.dead:
+            srv.last_seen_at = max(srv.last_seen_at, now)
+
+
 def expire_leases(servers: Iterable[ServerRecord], now: float, lease_ttl: float) -> list[str]:
     """Mark servers whose lease ran out dead; return the ids that just died."""
     died: list[str] = []
@@ -186,9 +194,13 @@ def scheduler_config(high: float, target: float, imbalance: float, min_gain: flo
                   default_estimate=Resources(default_cpu, default_net), drain_budget=drain_budget)
 
 
-def unready_servers(servers: Iterable[ServerRecord]) -> list[str]:
-    """Live servers the leader knows nothing about yet (no registration, no report): planning
-    before they report could evacuate tasks that still run fine there."""
+def unready_servers(servers: Iterable[ServerRecord], now: float, warm_until: float) -> list[str]:
+    """Live servers the leader cannot plan around yet. Until `warm_until` (a lease after the
+    takeover) that is every server that has not reported to this leader: planning from estimates
+    before the measured loads arrive would move tasks for nothing. Later, only servers it knows
+    nothing about (no registration, no report), whose tasks would otherwise be evacuated."""
+    if now < warm_until:
+        return sorted(s.id for s in servers if not s.dead and not s.reported)
     return sorted(s.id for s in servers if not s.dead and not s.has_capacity)
 
 

@@ -105,12 +105,19 @@ class Leadership:
 
     async def _loop_rounds(self) -> None:
         interval = self.settings.reconcile_interval
+        was_suspended = False
         while not self.term.lost:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), interval)
             self._kick.clear()
             if not self.term.active:
+                was_suspended = True
                 continue     # SUSPENDED: act on nothing until the session is confirmed
+            if was_suspended and self.state is not None:
+                # Streams were refused meanwhile: silence is not the servers' fault.
+                decisions.renew_all(self.state.servers.values(), time.monotonic())
+                was_suspended = False
+                log.info("leadership_resumed", epoch=self.term.epoch)
             try:
                 await self.round()
             except ExportdError as exc:
@@ -127,7 +134,8 @@ class Leadership:
             if died:
                 log.warning("servers_dead", servers=died, epoch=self.term.epoch)
             state.forget_finished()
-            unready = decisions.unready_servers(state.servers.values())
+            unready = decisions.unready_servers(state.servers.values(), now,
+                                                state.started_at + self.settings.lease_ttl)
             if unready:
                 log.info("plan_deferred", reason="servers not reported yet", servers=unready[:10])
             else:
@@ -351,6 +359,6 @@ class Leadership:
 
     def heartbeat_interval(self) -> float:
         state = self.state
-        servers = len(state.servers) if state is not None else 1
+        servers = sum(not s.dead for s in state.servers.values()) if state is not None else 1
         return decisions.heartbeat_interval(servers, self.settings.heartbeat_budget,
                                             self.settings.min_heartbeat_interval)

@@ -31,6 +31,7 @@ log = get_logger(__name__)
 # Messages waiting for a slow server; beyond this the stream is closed (it reconnects).
 QUEUE_LIMIT = 256
 _CLOSE = object()
+Fingerprint = tuple[tuple[str, int, int], ...]
 
 
 class Connection:
@@ -38,7 +39,7 @@ class Connection:
         self.server_id: str | None = None
         self.queue: asyncio.Queue[object] = asyncio.Queue(QUEUE_LIMIT)
         self.directive_seq = 0
-        self.sent: tuple[tuple[str, int], ...] | None = None
+        self.sent: Fingerprint | None = None
         self.close_reason = ""
 
     def send(self, message: pb.LeaderMessage) -> None:
@@ -54,7 +55,9 @@ class Connection:
 
 
 def directive_message(state: LiveState, server_id: str, epoch: int,
-                      seq: int) -> tuple[pb.LeaderMessage, tuple[tuple[str, int], ...]]:
+                      seq: int) -> tuple[pb.LeaderMessage, Fingerprint]:
+    """The server's whole desired set; the fingerprint (task, generation, spec hash) says
+    whether it differs from the last one sent."""
     desired: list[pb.TaskAssignment] = []
     for rec in state.desired(server_id):
         spec = state.job_json.get(rec.job)
@@ -63,7 +66,7 @@ def directive_message(state: LiveState, server_id: str, epoch: int,
         desired.append(pb.TaskAssignment(task_id=rec.id, generation=rec.generation,
                                          job_id=rec.job, topic=rec.topic,
                                          partition=rec.partition, spec_json=spec))
-    fingerprint = tuple((a.task_id, a.generation) for a in desired)
+    fingerprint = tuple((a.task_id, a.generation, hash(a.spec_json)) for a in desired)
     message = pb.LeaderMessage(epoch=epoch, directive=pb.Directive(seq=seq, desired=desired))
     return message, fingerprint
 

@@ -127,7 +127,19 @@ def test_view_shows_draining_tasks_on_their_source_with_the_move_in_flight() -> 
 
 
 def test_unready_servers_defer_planning() -> None:
-    known = ServerRecord("a", last_seen_at=0.0, cpu_capacity=2.0)
+    known = ServerRecord("a", last_seen_at=0.0, cpu_capacity=2.0, reported=True)
+    registered = ServerRecord("r", last_seen_at=0.0, cpu_capacity=2.0)
     unknown = ServerRecord("b", last_seen_at=0.0)
     dead = ServerRecord("c", last_seen_at=0.0, dead=True)
-    assert decisions.unready_servers([known, unknown, dead]) == ["b"]
+    servers = [known, registered, unknown, dead]
+    # In the first lease after a takeover: wait for every live server's first report.
+    assert decisions.unready_servers(servers, 1.0, 15.0) == ["b", "r"]
+    # Later: only servers with no capacity known at all.
+    assert decisions.unready_servers(servers, 16.0, 15.0) == ["b"]
+
+
+def test_renew_all_restarts_live_leases() -> None:
+    alive = ServerRecord("a", last_seen_at=1.0)
+    dead = ServerRecord("b", last_seen_at=1.0, dead=True)
+    decisions.renew_all([alive, dead], 50.0)
+    assert alive.last_seen_at == 50.0 and dead.last_seen_at == 1.0
