@@ -290,10 +290,11 @@ class ServerHost:
 
     # --- carrying out the plan ----------------------------------------------------------------
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(work)
         self._ops.add(task)
         task.add_done_callback(self._ops.discard)
+        return task
 
     def _schedule_start(self, want: Desired[Assignment]) -> None:
         old = self.tasks.get(want.task_id)
@@ -305,8 +306,14 @@ class ServerHost:
         entry = self.tasks.get(stop.task_id)
         if entry is None or entry.stopped:
             return
+        if not stop.drain and entry.drain_op is not None and not entry.drain_op.done():
+            # A fence (or close) does not wait for a drain under way: the lease is gone, and
+            # the leader may hand the task to another server once lease_ttl has passed.
+            entry.drain_op.cancel()
         entry.pending += 1
-        self._spawn(self._stop(entry, stop))
+        op = self._spawn(self._stop(entry, stop))
+        if stop.drain:
+            entry.drain_op = op
 
     async def _start(self, entry: TaskEntry, assignment: Assignment,
                      old: TaskEntry | None) -> None:
@@ -343,12 +350,16 @@ class ServerHost:
             try:
                 if entry.runner is not None:
                     await entry.runner.stop(drain=drain)
+            except asyncio.CancelledError:
+                # An interrupted drain: not stopped yet, the stop without drain that
+                # interrupted it follows.
+                log.warning("drain_interrupted", task=entry.task_id)
+                raise
             except Exception as exc:
                 entry.error = f"stop failed: {exc}"
                 log.error("task_stop_failed", task=entry.task_id, error=repr(exc))
-            finally:
-                entry.stopped = True
-                entry.final_acked = False
+            entry.stopped = True
+            entry.final_acked = False
 
     def _after_op(self) -> None:
         # The leader should see a start or a finished drain at once (a handoff waits on it).

@@ -28,6 +28,7 @@ class TaskEntry:
     # Serialises start and stop of this runner: a fence waits for a start under way.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     pending: int = 0            # starts/stops queued or running
+    drain_op: asyncio.Task[None] | None = None   # a stop with drain under way
     stopped: bool = False       # the host has stopped the runner
     error: str = ""             # building, starting or stopping the runner failed
     failed_at: float | None = None

@@ -56,8 +56,9 @@ def assignment(task_id: str, generation: int, spec: JobSpec | None = None) -> pb
 
 
 class FakeRunner:
-    def __init__(self, assigned: Assignment) -> None:
+    def __init__(self, assigned: Assignment, drain_s: float = 0.05) -> None:
         self.assignment = assigned
+        self.drain_s = drain_s
         self.state = TaskState.STOPPED
         self.stop_calls: list[bool] = []        # the drain flag of each stop
         self.started_at: float | None = None
@@ -79,7 +80,7 @@ class FakeRunner:
         self.stop_calls.append(drain)
         if drain:
             self.state = TaskState.DRAINING
-            await asyncio.sleep(0.05)          # a drain takes a moment: flush, commit
+            await asyncio.sleep(self.drain_s)   # a drain takes a moment: flush, commit
         self.state = TaskState.STOPPED
         self.stopped_at = time.monotonic()
 
@@ -90,9 +91,10 @@ class FakeRunner:
 @dataclass
 class FakeFactory:
     runners: list[FakeRunner] = field(default_factory=list)
+    drain_s: float = 0.05
 
     def __call__(self, assigned: Assignment) -> FakeRunner:
-        runner = FakeRunner(assigned)
+        runner = FakeRunner(assigned, self.drain_s)
         self.runners.append(runner)
         return runner
 

@@ -88,3 +88,16 @@ async def test_nothing_starts_before_the_first_ack(
     assert factory.runners == []
     coordinator.acking = True
     await wait_until(lambda: factory.running() == {(A, 1)}, "A running after an ack")
+
+
+async def test_self_fencing_interrupts_a_drain_under_way(
+        leased_host: ServerHost, coordinator: Coordinator, factory: FakeFactory) -> None:
+    factory.drain_s = 600.0          # a sink that cannot flush
+    coordinator.direct([assignment(A, 1)])
+    await wait_until(lambda: factory.running() == {(A, 1)}, "A running")
+    coordinator.direct([])           # revoked: the drain starts and hangs
+    await wait_until(lambda: factory.of(A)[0].state is TaskState.DRAINING, "A draining")
+    coordinator.acking = False
+    await wait_until(lambda: factory.of(A)[0].state is TaskState.STOPPED,
+                     "A stopped by the fence", timeout=LEASE_TTL_S + 45)
+    assert factory.of(A)[0].stop_calls == [True, False]
