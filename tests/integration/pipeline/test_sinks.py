@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+import pytest
 
 from tasks.formats import decompress
 from tests.integration.pipeline.kit import (
@@ -21,6 +26,7 @@ from tests.integration.pipeline.kit import (
     runner,
     s3_objects,
     unique,
+    wait_for,
 )
 
 N = 1000
@@ -94,3 +100,43 @@ async def test_kafka_sink_refeeds_every_record(kafka: str, tmp_path: Path) -> No
 
 def test_decompress_round_trip_helper() -> None:
     assert decompress(b"abc", "none") == b"abc"
+
+
+NGINX_LINE = ('10.0.0.{i} - - [22/Nov/2026:07:01:02 +0000] "GET /item/{i} HTTP/1.1" {status} 42 '
+              '"-" "bench/1.0"')
+
+
+async def test_process_pool_parses_nginx_into_parquet(kafka: str, s3: str, tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    topic = create_topic(kafka, unique("pool"))
+    produce(kafka, topic, (NGINX_LINE.format(i=i, status=404 if i % 4 == 0 else 200).encode()
+                           for i in range(N)))
+    bucket = new_bucket(s3)
+    spec = job(topic, {"type": "s3", "bucket": bucket},
+               transform={"parse": {"format": "nginx"}, "where": "status == `404`",
+                          "select": "{ip: remote_addr, path: path}"},
+               format={"type": "parquet", "compression": "zstd"}, rotation={"max_records": 100})
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=2, mp_context=ctx) as pool:
+        env = dataclasses.replace(environment(kafka, tmp_path, s3), process_pool=pool)
+        await run_until_committed(runner(env, spec), N)
+
+    rows = [row for _key, data in sorted(s3_objects(s3, bucket).items())
+            for row in pq.read_table(io.BytesIO(data)).to_pylist()]
+    assert rows == [{"ip": f"10.0.0.{i}", "path": f"/item/{i}"} for i in range(0, N, 4)]
+
+
+async def test_max_seconds_flushes_a_quiet_partition(kafka: str, tmp_path: Path) -> None:
+    topic = create_topic(kafka, unique("quiet"))
+    produce(kafka, topic, json_records(0, 10))
+    out = tmp_path / "out"
+    spec = job(topic, {"type": "file", "directory": str(out)},
+               rotation={"max_records": 1000, "max_seconds": "1s"})
+    r = runner(environment(kafka, tmp_path), spec)
+    await r.start()
+    try:  # no more records come and nobody drains: the time limit alone closes the file
+        await wait_for(lambda: r.stats().committed_offset == 10, "the time-rotated file")
+    finally:
+        await r.stop(drain=False)
+    (only,) = [p for p in out.rglob("*") if p.is_file()]
+    assert [rec["id"] for rec in lines([only.read_bytes()])] == list(range(10))
