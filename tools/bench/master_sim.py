@@ -49,6 +49,7 @@ class SimServer:
     directives: list[Received] = field(default_factory=list)
     acks: int = 0
     reregisters: int = 0
+    refused: int = 0                              # streams ended by the leader with an error
     highest_epoch: int = 0
     last_report_at: float | None = None
     interval: float = 0.5
@@ -106,8 +107,10 @@ class SimServer:
             if leader is None:
                 await asyncio.sleep(0.1)
                 continue
-            with contextlib.suppress(grpc.aio.AioRpcError):
+            try:
                 await self._session(leader)
+            except grpc.aio.AioRpcError:
+                self.refused += 1
             await asyncio.sleep(0.1)
 
     async def _session(self, leader: LeaderInfo) -> None:
