@@ -52,6 +52,8 @@ async def test_slow_http_sink_keeps_the_task_bounded(kafka: str, tmp_path: Path)
         finally:
             await r.stop(drain=False)
     stats = r.stats()
+    print(f"peak held: {peak_held} records (bound {BOUND_RECORDS}); "
+          f"RSS growth: {(peak_rss - rss0) / 2**20:.1f} MiB")
     assert stats.consumer_lag > N // 2, stats          # the pull did not race ahead
     assert peak_held <= BOUND_RECORDS, (peak_held, BOUND_RECORDS)
     assert peak_rss - rss0 < BOUND_RSS, (peak_rss - rss0) / 1e6
