@@ -59,6 +59,8 @@ class Leadership:
         self.last_plan: Plan = Plan()
         self.ready = asyncio.Event()
         self._kick = asyncio.Event()
+        self._changed = True
+        self._planned_at = float("-inf")
         self._write_lock = asyncio.Lock()
         self._loop = asyncio.get_running_loop()
         # Set by the session service: sends directives to servers whose set changed.
@@ -68,10 +70,9 @@ class Leadership:
     # -- events ----------------------------------------------------------------------------
 
     def kick(self) -> None:
+        """Something changed: run a round (with a plan) soon."""
+        self._changed = True
         self._kick.set()
-
-    def _kick_threadsafe(self) -> None:
-        self._loop.call_soon_threadsafe(self._kick.set)
 
     @property
     def active(self) -> bool:
@@ -133,23 +134,33 @@ class Leadership:
             died = state.expire(now, now_unix, self.settings.lease_ttl)
             if died:
                 log.warning("servers_dead", servers=died, epoch=self.term.epoch)
-            state.forget_finished()
-            unready = decisions.unready_servers(state.servers.values(), now,
-                                                state.started_at + self.settings.lease_ttl)
-            if unready:
-                log.info("plan_deferred", reason="servers not reported yet", servers=unready[:10])
-            else:
-                plan, applied = state.plan_round(self.planner, self.config, now, now_unix)
-                self.last_plan = plan
-                metrics.PLANS.inc()
-                for kind, count in applied.moves.items():
-                    metrics.MOVES.labels(kind=kind).inc(count)
-                for tid, event in applied.events:
-                    if event.kind != "pending":
-                        log.info("task_" + event.kind, task=tid, server=event.server,
-                                 generation=event.generation, reason=event.reason)
+                self._changed = True
+            # Timer rounds with no event only re-plan every plan_interval (measured loads
+            # drift slowly; a plan over 100k tasks is not free).
+            if self._changed or now - self._planned_at >= self.settings.plan_interval:
+                self._changed = False
+                self._planned_at = now
+                self._plan(state, now, now_unix)
             await self._persist_dirty()
         self._push()
+
+    def _plan(self, state: LiveState, now: float, now_unix: float) -> None:
+        state.forget_finished()
+        unready = decisions.unready_servers(state.servers.values(), now,
+                                            state.started_at + self.settings.lease_ttl)
+        if unready:
+            log.debug("plan_deferred", reason="servers not reported yet", servers=unready[:10])
+            self._changed = True      # try again next round
+            return
+        plan, applied = state.plan_round(self.planner, self.config, now, now_unix)
+        self.last_plan = plan
+        metrics.PLANS.inc()
+        for kind, count in applied.moves.items():
+            metrics.MOVES.labels(kind=kind).inc(count)
+        for tid, event in applied.events:
+            if event.kind != "pending":
+                log.info("task_" + event.kind, task=tid, server=event.server,
+                         generation=event.generation, reason=event.reason)
         self._update_metrics()
 
     async def _persist_dirty(self) -> None:

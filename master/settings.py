@@ -82,6 +82,8 @@ class MasterSettings(SettingsModel):
     # A reconcile round runs on every event, at most this often, and at least every interval.
     reconcile_interval: Duration = 1.0
     reconcile_min_gap: Duration = 0.05
+    # With no event, a round re-plans (rebalance from drifting loads) only this often.
+    plan_interval: Duration = 10.0
     # Weight of the newest sample in the per-task load EWMA.
     load_ewma_alpha: float = Field(default=0.3, gt=0, le=1)
     # Events kept per task for `get_task` / explain.
