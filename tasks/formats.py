@@ -32,6 +32,9 @@ Encoded = bytes | Row
 
 Encoder = Callable[[Any], Encoded]
 
+# One encoder object: json.dumps with non-default arguments builds a new one per call.
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
 
 def encode_ndjson(record: Any) -> bytes:
     """One JSON line. A raw (bytes) record is written verbatim when it is a single line."""
@@ -40,7 +43,7 @@ def encode_ndjson(record: Any) -> bytes:
             return record
         record = record.decode("utf-8", "replace")
     try:
-        return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
+        return _JSON(record).encode()
     except (TypeError, ValueError) as exc:
         raise RecordError(f"cannot encode as JSON: {exc}") from exc
 
@@ -51,7 +54,7 @@ def _csv_cell(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict | list):
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        return _JSON(value)
     return str(value)
 
 

@@ -12,6 +12,9 @@ are its own (pool workers included):
 (c) exportd transform: json parse + JMESPath `where` and `select` + NDJSON gzip to S3 (moto),
     parse/filter/project in a process pool of one worker per core.
 
+(a) runs again at the end: the broker shares the machine, so the baseline varies; the ratios use
+the faster of the two baseline runs (the harder comparison).
+
 Reported: records/s, MB/s (of consumed values), CPU seconds, peak RSS, ratios b/a and c/a.
 """
 
@@ -185,7 +188,8 @@ def report(results: dict[str, dict[str, Any]], n: int, avg: float) -> str:
     rows = ["| phase | records | wall s | records/s | MB/s | CPU s | peak RSS MB |",
             "|---|---|---|---|---|---|---|"]
     names = {"a": "(a) bare consumer", "b": "(b) passthrough → file",
-             "c": "(c) json + where + select → NDJSON gzip → S3"}
+             "c": "(c) json + where + select → NDJSON gzip → S3",
+             "a2": "(a) bare consumer, again"}
     for key, res in results.items():
         rate = res["records"] / res["wall_s"]
         rows.append(f"| {names[key]} | {res['records']:,} | {res['wall_s']:.1f} | {rate:,.0f} | "
@@ -194,10 +198,11 @@ def report(results: dict[str, dict[str, Any]], n: int, avg: float) -> str:
     rate = {k: v["records"] / v["wall_s"] for k, v in results.items()}
     lines = [f"records: {n:,} of ~{avg:.0f} B in {PARTITIONS} partitions; machine: {machine()}",
              "", *rows, ""]
-    if "a" in rate:
+    base = max(rate.get("a", 0.0), rate.get("a2", 0.0))
+    if base:
         for key, target in (("b", 0.8), ("c", 0.5)):
             if key in rate:
-                ratio = rate[key] / rate["a"]
+                ratio = rate[key] / base
                 verdict = "met" if ratio >= target else "MISSED"
                 lines.append(f"{key}/a = {ratio:.2f} (target ≥ {target}: {verdict})")
     return "\n".join(lines)
@@ -241,10 +246,11 @@ def main() -> None:
         common = ["--records", str(args.records), "--kafka", infra.kafka, "--s3", infra.s3,
                   "--topic", topic, "--workers", str(args.workers)]
         results: dict[str, dict[str, Any]] = {}
-        for phase in ("a", "b", "c"):
+        for phase in ("a", "b", "c", "a2"):
             workdir = Path(tmp) / phase
             workdir.mkdir()
-            results[phase] = run_phase([*common, "--phase", phase, "--workdir", str(workdir)])
+            results[phase] = run_phase([*common, "--phase", phase[0], "--workdir",
+                                        str(workdir)])
             print(f"phase {phase}: {results[phase]}", file=sys.stderr)
     if args.json:
         print(json.dumps({"records": args.records, "avg_bytes": avg, "results": results,
