@@ -19,12 +19,12 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from tasks.batching import Batcher, Chunk, Limits
 from tasks.deadletter import DeadLetterSink
-from tasks.errors import ExportdError, SinkError, Unavailable
+from tasks.errors import SinkError, Unavailable
 from tasks.logs import get_logger
 from tasks.runner import TaskState, TaskStats
 from tasks.sinks.base import Sink, backoff_delay
@@ -98,11 +98,12 @@ class PipelineRunner:
         self._state = TaskState.STARTING
         try:
             start = await self._in_source_thread(self.source.open)
-        except ExportdError as exc:
+        except Exception as exc:
             self._fail(exc)
             await self._close()
             raise
         self._batcher = Batcher(self.limits, start)
+        self.meter.committed_offset = start  # where a restart would resume
         self.log.info("task started", start_offset=start)
         for stage in (self._pull(), self._transform(), self._collect(), self._push()):
             task = asyncio.create_task(stage)
@@ -169,7 +170,13 @@ class PipelineRunner:
         if self._inline:  # nothing to compute: a thread or worker hop would cost more
             out = transform_batch(self.plan, polled.rows)
         elif self.pool is not None:
-            out = await loop.run_in_executor(self.pool, transform_batch, self.plan, polled.rows)
+            try:
+                out = await loop.run_in_executor(self.pool, transform_batch, self.plan,
+                                                 polled.rows)
+            except BrokenExecutor as exc:  # a worker died: keep going in this process
+                self.log.warning("process pool broken; transforming in a thread", error=str(exc))
+                self.pool = None
+                out = await asyncio.to_thread(transform_batch, self.plan, polled.rows)
         else:
             out = await asyncio.to_thread(transform_batch, self.plan, polled.rows)
         polled.rows = []  # the raw values are no longer needed: free them early
