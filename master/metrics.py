@@ -29,6 +29,11 @@ GROUP_SERVERS_WANTED = Gauge("exportd_group_servers_wanted",
                              "Servers that would bring the group to the target watermark",
                              ["group"], registry=REGISTRY)
 PLANS = Counter("exportd_plans_total", "Scheduler rounds run", registry=REGISTRY)
+PLAN_SECONDS = Histogram(
+    "exportd_plan_seconds", "Time to build the view, plan and apply it (one reconcile round)",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+    registry=REGISTRY,
+)
 MOVES = Counter("exportd_moves_total", "Task moves started, by kind", ["kind"], registry=REGISTRY)
 HEARTBEATS = Counter("exportd_heartbeats_total", "Reports received from servers",
                      registry=REGISTRY)

@@ -152,7 +152,9 @@ class Leadership:
             log.debug("plan_deferred", reason="servers not reported yet", servers=unready[:10])
             self._changed = True      # try again next round
             return
+        started = time.perf_counter()
         plan, applied = state.plan_round(self.planner, self.config, now, now_unix)
+        metrics.PLAN_SECONDS.observe(time.perf_counter() - started)
         self.last_plan = plan
         metrics.PLANS.inc()
         for kind, count in applied.moves.items():

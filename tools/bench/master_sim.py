@@ -12,23 +12,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import grpc
 import grpc.aio
+import yaml
 from kazoo.client import KazooClient
 from kazoo.exceptions import NodeExistsError, NoNodeError
 
+from master.store import StoredAssignment, StoredJob, encode_job, encode_shard, split_shards
 from proto import exportd_pb2 as pb
 from proto import exportd_pb2_grpc as pb_grpc
 from tasks.cluster import LeaderInfo, ServerRegistration, ZkPaths
+from tasks.runner import task_id
+from tasks.spec import parse_job_spec
+
+BIN = Path(sys.executable).parent
 
 
 @dataclass
 class Received:
     at: float                      # time.monotonic()
+    at_unix: float
     epoch: int
     desired: dict[str, int]        # task -> generation
 
@@ -175,7 +187,7 @@ class SimServer:
             self.register()
         elif kind == "directive":
             desired = {a.task_id: a.generation for a in message.directive.desired}
-            self.directives.append(Received(time.monotonic(), message.epoch, desired))
+            self.directives.append(Received(time.monotonic(), time.time(), message.epoch, desired))
             for t, g in list(self.running.items()):
                 if desired.get(t) != g:
                     self.stopping[t] = g
@@ -187,3 +199,67 @@ class SimServer:
     @property
     def desired(self) -> dict[str, int]:
         return self.directives[-1].desired if self.directives else {}
+
+
+async def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll `check` until truthy; TimeoutError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        await asyncio.sleep(0.01)
+    raise TimeoutError(what)
+
+
+class MasterProcess:
+    def __init__(self, master_id: str, zookeeper: str, cluster: str, workdir: Path,
+                 session_timeout: str = "2s", extra: dict[str, Any] | None = None) -> None:
+        self.id = master_id
+        config = workdir / f"{master_id}.yaml"
+        config.write_text(yaml.safe_dump({
+            "id": master_id,
+            "zookeeper": {"hosts": zookeeper, "cluster": cluster,
+                          "session_timeout": session_timeout},
+            "grpc": {"host": "127.0.0.1", "port": 0},
+            "http": {"host": "127.0.0.1", "port": 0},
+            "log_format": "json", **(extra or {}),
+        }))
+        self.log = (workdir / f"{master_id}.log").open("ab")
+        self.popen = subprocess.Popen([str(BIN / "exportd-master"), "--config", str(config)],
+                                      stdout=self.log, stderr=subprocess.STDOUT)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+
+    def stop(self) -> None:
+        self.kill()
+        self.popen.wait(timeout=30)
+        self.log.close()
+
+
+def seed_cluster(zk: KazooClient, paths: ZkPaths, *, jobs: int, partitions: int,
+                 servers: list[str], shards: int = 64) -> dict[str, dict[str, int]]:
+    """Blocking: store `jobs` x `partitions` tasks spread round-robin over `servers` at
+    generation 1, as a leader would have left them (before any master of this cluster runs).
+    Returns server -> {task: generation}."""
+    for path in (paths.jobs, paths.assignments, paths.servers, paths.admin_servers):
+        zk.ensure_path(path)
+    assignments: dict[str, StoredAssignment] = {}
+    by_server: dict[str, dict[str, int]] = {s: {} for s in servers}
+    n = 0
+    for j in range(jobs):
+        spec = parse_job_spec({"id": f"job-{j}", "source": {"topic": f"topic-{j}"},
+                               "sink": {"type": "file", "directory": "/tmp/bench"}})
+        zk.create(paths.job(spec.id), encode_job(StoredJob(spec, time.time())))
+        for p in range(partitions):
+            tid = task_id(spec.id, spec.source.topic, p)
+            server = servers[n % len(servers)]
+            n += 1
+            assignments[tid] = StoredAssignment(server, 1, None)
+            by_server[server][tid] = 1
+    for shard, items in split_shards(assignments, shards).items():
+        zk.create(paths.assignment_shard(shard), encode_shard(items))
+    return by_server
+

@@ -1,0 +1,135 @@
+"""Benchmark (b): the leader's load from heartbeats.
+
+1,000 simulated servers x 50 tasks (50,000 tasks stored beforehand) each hold a heartbeat
+stream to one `exportd-master` process and report at the interval the leader hands out (from
+its budget: 1,000 servers / 500 reports/s = 2 s). After every server has its directive and the
+leader's interval, the leader's CPU is measured over a window (psutil, user + system), with the
+report -> ack latency seen by the leader (its histogram: receipt to ack queued) and by the
+clients (send to ack received, which includes this busy client process's own delays).
+Targets (issue 4): leader <= 50 % of one core, p99 report -> ack <= 50 ms.
+
+    .venv/bin/python -m tools.bench.master_load --servers 1000 --tasks 50 --window 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import grpc.aio
+import psutil
+from kazoo.client import KazooClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from master.election import current_leader
+from tasks.cluster import ZkPaths
+from tools.bench.master_sim import MasterProcess, SimServer, seed_cluster, until
+from tools.infra import start_infra
+
+CHANNELS = 20     # streams are spread over a few HTTP/2 connections, like many hosts would
+
+
+def ack_histogram(http: str) -> dict[float, float]:
+    """Cumulative bucket counts of exportd_report_ack_seconds from the leader's /metrics."""
+    with urllib.request.urlopen(http + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    out: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "exportd_report_ack_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    out[float(sample.labels["le"])] = sample.value
+    return out
+
+
+def quantile_from_buckets(before: dict[float, float], after: dict[float, float],
+                          q: float) -> float:
+    """Upper bound of the bucket holding quantile `q` of the observations between two scrapes."""
+    counts = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
+    total = counts[-1][1] if counts else 0.0
+    for le, cumulative in counts:
+        if total and cumulative >= q * total:
+            return le
+    return float("inf")
+
+
+async def run(servers: int, tasks: int, window: float) -> dict[str, Any]:
+    infra = start_infra(("zookeeper",))
+    workdir = Path(tempfile.mkdtemp(prefix="bench-load-"))
+    cluster = f"load{int(time.time())}"
+    paths = ZkPaths.for_cluster(cluster)
+    zk = KazooClient(hosts=infra.zookeeper, timeout=10.0)
+    zk.start(30)
+    names = [f"srv-{i:04d}" for i in range(servers)]
+    proc: MasterProcess | None = None
+    sims: list[SimServer] = []
+    channels: list[grpc.aio.Channel] = []
+    try:
+        await asyncio.to_thread(seed_cluster, zk, paths, jobs=servers, partitions=tasks,
+                                servers=names)
+        proc = MasterProcess("load-1", infra.zookeeper, cluster, workdir,
+                             extra={"lease_ttl": "15s", "heartbeat_budget": 500})
+        leader = await until(lambda: current_leader(zk, paths), 60, "leader")
+        channels = [grpc.aio.insecure_channel(leader.grpc) for _ in range(CHANNELS)]
+        for i, name in enumerate(names):
+            sim = SimServer(name, paths, zk, channel=channels[i % CHANNELS])
+            await asyncio.to_thread(sim.register)
+            sims.append(sim)
+            sim.start()
+        await until(lambda: all(s.directives and s.interval >= 1.0 for s in sims), 180,
+                    "every server directed and on the leader's interval")
+        interval = sims[0].interval
+        await asyncio.sleep(2 * interval)   # let the first rounds of reports settle
+        leader_proc = psutil.Process(proc.popen.pid)
+        hist_before = ack_histogram(leader.http)
+        cpu_before = leader_proc.cpu_times()
+        acks_before = sum(s.acks for s in sims)
+        for s in sims:
+            s.ack_latencies.clear()
+        started = time.monotonic()
+        await asyncio.sleep(window)
+        elapsed = time.monotonic() - started
+        cpu_after = leader_proc.cpu_times()
+        hist_after = ack_histogram(leader.http)
+        acks = sum(s.acks for s in sims) - acks_before
+        latencies = sorted(x for s in sims for x in s.ack_latencies)
+        cpu = (cpu_after.user - cpu_before.user + cpu_after.system - cpu_before.system)
+        return {
+            "servers": servers, "tasks": servers * tasks, "interval_s": interval,
+            "window_s": round(elapsed, 1), "reports_per_s": round(acks / elapsed, 1),
+            "leader_cpu_fraction_of_one_core": round(cpu / elapsed, 3),
+            "leader_p99_report_ack_s_bucket": quantile_from_buckets(hist_before, hist_after,
+                                                                    0.99),
+            "client_p50_report_ack_s": round(statistics.median(latencies), 4),
+            "client_p99_report_ack_s": round(latencies[int(0.99 * (len(latencies) - 1))], 4),
+        }
+    finally:
+        for sim in sims:
+            await sim.stop()
+        for channel in channels:
+            await channel.close(None)
+        if proc is not None:
+            proc.stop()
+        zk.stop()
+        zk.close()
+        infra.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--servers", type=int, default=1000)
+    parser.add_argument("--tasks", type=int, default=50)
+    parser.add_argument("--window", type=float, default=30.0)
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(run(args.servers, args.tasks, args.window)), indent=2))
+
+
+if __name__ == "__main__":
+    main()
