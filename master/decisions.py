@@ -160,8 +160,9 @@ def assign(index: dict[str, set[str]], task: TaskRecord, server: str, reason: st
 
 
 def apply_plan(plan: Plan, tasks: Mapping[str, TaskRecord], index: dict[str, set[str]],
-               alive: set[str], now: float, now_unix: float) -> Applied:
-    """Carry out a plan's decisions that are still valid for the current records."""
+               alive: set[str], running_jobs: set[str], now: float, now_unix: float) -> Applied:
+    """Carry out a plan's decisions that are still valid for the current records (the plan
+    may have been made from a view a moment old)."""
     out = Applied()
     for rev in plan.revocations:
         task = tasks.get(rev.task)
@@ -173,7 +174,7 @@ def apply_plan(plan: Plan, tasks: Mapping[str, TaskRecord], index: dict[str, set
             revoke(index, task, mv.target, mv.reason, now, now_unix, out)
     for pl in plan.placements:
         task = tasks.get(pl.task)
-        if task is None or task.draining_on is not None:
+        if task is None or task.draining_on is not None or task.job not in running_jobs:
             continue
         if task.server is not None and task.server in alive:
             continue    # still desired on a live server: nothing to place

@@ -61,6 +61,8 @@ class Leadership:
         self._kick = asyncio.Event()
         self._changed = True
         self._planned_at = float("-inf")
+        self._server_names: set[str] = set()
+        self._names_event = asyncio.Event()
         self._write_lock = asyncio.Lock()
         self._loop = asyncio.get_running_loop()
         # Set by the session service: sends directives to servers whose set changed.
@@ -95,13 +97,16 @@ class Leadership:
                  seconds=round(time.monotonic() - started, 3))
         self._watch_servers()
         self.ready.set()
-        checker = asyncio.create_task(self._partition_checks(), name="partition-checks")
+        helpers = [asyncio.create_task(self._partition_checks(), name="partition-checks"),
+                   asyncio.create_task(self._sync_servers(), name="server-sync")]
         try:
             await self._loop_rounds()
         finally:
-            checker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await checker
+            for helper in helpers:
+                helper.cancel()
+            for helper in helpers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await helper
             self.state = None
 
     async def _loop_rounds(self) -> None:
@@ -140,11 +145,11 @@ class Leadership:
             if self._changed or now - self._planned_at >= self.settings.plan_interval:
                 self._changed = False
                 self._planned_at = now
-                self._plan(state, now, now_unix)
+                await self._plan(state, now)
             await self._persist_dirty()
         self._push()
 
-    def _plan(self, state: LiveState, now: float, now_unix: float) -> None:
+    async def _plan(self, state: LiveState, now: float) -> None:
         state.forget_finished()
         unready = decisions.unready_servers(state.servers.values(), now,
                                             state.started_at + self.settings.lease_ttl)
@@ -153,7 +158,13 @@ class Leadership:
             self._changed = True      # try again next round
             return
         started = time.perf_counter()
-        plan, applied = state.plan_round(self.planner, self.config, now, now_unix)
+        view = state.view(now, self.config)
+        # The planner is pure and may take a while on 100k tasks: off the event loop, so acks
+        # keep flowing. Reports may change records meanwhile; `apply` re-checks every decision.
+        plan = await asyncio.to_thread(self.planner, view)
+        if self.state is not state or not self.term.active:
+            return
+        applied = state.apply(plan, time.monotonic(), time.time())
         metrics.PLAN_SECONDS.observe(time.perf_counter() - started)
         self.last_plan = plan
         metrics.PLANS.inc()
@@ -204,29 +215,41 @@ class Leadership:
             if self.term.lost:
                 return False          # stop watching
             names = set(children)
-            self._loop.call_soon_threadsafe(
-                lambda: asyncio.ensure_future(self._servers_changed(names)))
+            self._loop.call_soon_threadsafe(self._names_changed, names)
             return True
 
         ChildrenWatch(self.store.client, self.store.paths.servers, changed)
 
-    async def _servers_changed(self, names: set[str]) -> None:
-        state = self.state
-        if state is None:
-            return
-        now = time.monotonic()
-        for sid, srv in state.servers.items():
-            if sid not in names and srv.registration is not None:
-                log.info("server_left", server=sid)
-                state.unregistered(sid)
-        new = [n for n in names if state.servers.get(n) is None
-               or state.servers[n].registration is None]
-        for sid in new:
-            reg = await asyncio.to_thread(self.store.load_server, sid)
-            if reg is not None and self.state is state:
-                log.info("server_joined", server=sid, group=reg.group)
-                state.registered(reg, now)
-        self.kick()
+    def _names_changed(self, names: set[str]) -> None:
+        # Only the latest list matters: a thousand servers joining is one sync, not a thousand.
+        self._server_names = names
+        self._names_event.set()
+
+    async def _sync_servers(self) -> None:
+        while not self.term.lost:
+            await self._names_event.wait()
+            self._names_event.clear()
+            state = self.state
+            if state is None:
+                continue
+            names = self._server_names
+            changed = False
+            for sid, srv in state.servers.items():
+                if sid not in names and srv.registration is not None:
+                    log.info("server_left", server=sid)
+                    state.unregistered(sid)
+                    changed = True
+            new = sorted(n for n in names if state.servers.get(n) is None
+                         or state.servers[n].registration is None)
+            regs = await asyncio.to_thread(self.store.load_servers_named, new)
+            now = time.monotonic()
+            for reg in regs:
+                if reg is not None and self.state is state:
+                    log.info("server_joined", server=reg.id, group=reg.group)
+                    state.registered(reg, now)
+                    changed = True
+            if changed:
+                self.kick()
 
     async def known_server(self, server_id: str) -> bool:
         """Registered? (Asks ZooKeeper when the watch has not told us yet.)"""

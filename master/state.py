@@ -7,7 +7,7 @@ exactly the servers whose desired set changed (`dirty_shards`, `push`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from master import decisions
 from master.api.ports import TaskEvent
@@ -242,11 +242,7 @@ class LiveState:
 
     def apply(self, plan: Plan, now: float, now_unix: float) -> decisions.Applied:
         alive = {s.id for s in self.servers.values() if not s.dead}
-        out = decisions.apply_plan(plan, self.tasks, self.index, alive, now, now_unix)
+        out = decisions.apply_plan(plan, self.tasks, self.index, alive, self.running_jobs(), now,
+                                   now_unix)
         self._record(out)
         return out
-
-    def plan_round(self, planner: Callable[[ClusterView], Plan], config: Config, now: float,
-                   now_unix: float) -> tuple[Plan, decisions.Applied]:
-        plan = planner(self.view(now, config))
-        return plan, self.apply(plan, now, now_unix)

@@ -198,6 +198,16 @@ class Store:
         raw = self._get(self.paths.server(server_id))
         return None if raw is None else ServerRegistration.from_bytes(raw)
 
+    def load_servers_named(self, names: list[str]) -> list[ServerRegistration | None]:
+        out: list[ServerRegistration | None] = []
+        for name in names:
+            try:
+                out.append(self.load_server(name))
+            except (ValueError, TypeError) as exc:
+                log.warning("registration_unreadable", server=name, error=str(exc))
+                out.append(None)
+        return out
+
     def snapshot(self) -> Snapshot:
         return Snapshot(self.load_jobs(), self.load_assignments(), self.load_admin(),
                         self.load_servers(), self.shards)

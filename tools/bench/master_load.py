@@ -36,17 +36,22 @@ from tools.infra import start_infra
 CHANNELS = 20     # streams are spread over a few HTTP/2 connections, like many hosts would
 
 
-def ack_histogram(http: str) -> dict[float, float]:
-    """Cumulative bucket counts of exportd_report_ack_seconds from the leader's /metrics."""
+def scrape(http: str, name: str) -> tuple[dict[float, float], float, float]:
+    """(cumulative buckets, sum, count) of histogram `name` from the leader's /metrics."""
     with urllib.request.urlopen(http + "/metrics", timeout=10) as resp:
         text = resp.read().decode()
-    out: dict[float, float] = {}
+    buckets: dict[float, float] = {}
+    total = count = 0.0
     for family in text_string_to_metric_families(text):
-        if family.name == "exportd_report_ack_seconds":
+        if family.name == name:
             for sample in family.samples:
                 if sample.name.endswith("_bucket"):
-                    out[float(sample.labels["le"])] = sample.value
-    return out
+                    buckets[float(sample.labels["le"])] = sample.value
+                elif sample.name.endswith("_sum"):
+                    total = sample.value
+                elif sample.name.endswith("_count"):
+                    count = sample.value
+    return buckets, total, count
 
 
 def quantile_from_buckets(before: dict[float, float], after: dict[float, float],
@@ -88,7 +93,7 @@ async def run(servers: int, tasks: int, window: float) -> dict[str, Any]:
         interval = sims[0].interval
         await asyncio.sleep(2 * interval)   # let the first rounds of reports settle
         leader_proc = psutil.Process(proc.popen.pid)
-        hist_before = ack_histogram(leader.http)
+        hist_before = scrape(leader.http, "exportd_report_ack_seconds")[0]
         cpu_before = leader_proc.cpu_times()
         acks_before = sum(s.acks for s in sims)
         for s in sims:
@@ -97,7 +102,8 @@ async def run(servers: int, tasks: int, window: float) -> dict[str, Any]:
         await asyncio.sleep(window)
         elapsed = time.monotonic() - started
         cpu_after = leader_proc.cpu_times()
-        hist_after = ack_histogram(leader.http)
+        hist_after = scrape(leader.http, "exportd_report_ack_seconds")[0]
+        _, plan_sum, plan_count = scrape(leader.http, "exportd_plan_seconds")
         acks = sum(s.acks for s in sims) - acks_before
         latencies = sorted(x for s in sims for x in s.ack_latencies)
         cpu = (cpu_after.user - cpu_before.user + cpu_after.system - cpu_before.system)
@@ -107,6 +113,7 @@ async def run(servers: int, tasks: int, window: float) -> dict[str, Any]:
             "leader_cpu_fraction_of_one_core": round(cpu / elapsed, 3),
             "leader_p99_report_ack_s_bucket": quantile_from_buckets(hist_before, hist_after,
                                                                     0.99),
+            "leader_mean_plan_round_s": round(plan_sum / plan_count, 3) if plan_count else None,
             "client_p50_report_ack_s": round(statistics.median(latencies), 4),
             "client_p99_report_ack_s": round(latencies[int(0.99 * (len(latencies) - 1))], 4),
         }

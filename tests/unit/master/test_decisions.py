@@ -50,13 +50,13 @@ def test_revoke_then_release_then_assign_bumps_generation() -> None:
     index = _index(t)
     # A move: revoked from a, not desired anywhere while it drains.
     out = decisions.apply_plan(Plan(moves=(Move(t.id, "a", "b", "rebalance"),)), {t.id: t},
-                               index, {"a", "b"}, now=10.0, now_unix=1000.0)
+                               index, {"a", "b"}, {"job"}, now=10.0, now_unix=1000.0)
     assert t.server is None and t.draining_on == "a" and t.move_target == "b"
     assert index["a"] == set() and out.servers == {"a"} and out.moves["move"] == 1
     assert t.generation == 3
     # A placement while it still drains is ignored: never on two servers at once.
     decisions.apply_plan(Plan(placements=(Placement(t.id, "b", "x"),)), {t.id: t}, index,
-                         {"a", "b"}, 11.0, 1001.0)
+                         {"a", "b"}, {"job"}, 11.0, 1001.0)
     assert t.server is None and t.generation == 3
     # a reports RUNNING (still draining), then STOPPED.
     assert not decisions.released_by_report(t, "draining")
@@ -65,7 +65,7 @@ def test_revoke_then_release_then_assign_bumps_generation() -> None:
     decisions.release(t, "reported stopped", 1002.0, released)
     assert t.draining_on is None and t.id in released.tasks
     out = decisions.apply_plan(Plan(placements=(Placement(t.id, "b", "reserved"),)), {t.id: t},
-                               index, {"a", "b"}, 12.0, 1003.0)
+                               index, {"a", "b"}, {"job"}, 12.0, 1003.0)
     assert t.server == "b" and t.generation == 4 and t.move_target is None
     assert index["b"] == {t.id} and out.moves["moved"] == 1
     assert t.last_moved_at == 12.0
@@ -81,7 +81,7 @@ def test_evacuation_of_a_dead_server_assigns_at_once() -> None:
     t = _task("j:t:2", "dead", gen=1)
     index = _index(t)
     out = decisions.apply_plan(Plan(placements=(Placement(t.id, "b", "evacuated"),)),
-                               {t.id: t}, index, {"b"}, 5.0, 500.0)
+                               {t.id: t}, index, {"b"}, {"job"}, 5.0, 500.0)
     assert t.server == "b" and t.generation == 2 and out.moves["evacuated"] == 1
     assert out.servers == {"dead", "b"}
 
@@ -89,7 +89,7 @@ def test_evacuation_of_a_dead_server_assigns_at_once() -> None:
 def test_placement_on_a_task_desired_on_a_live_server_is_ignored() -> None:
     t = _task("j:t:3", "a", gen=1)
     decisions.apply_plan(Plan(placements=(Placement(t.id, "b", "?"),)), {t.id: t}, _index(t),
-                         {"a", "b"}, 5.0, 500.0)
+                         {"a", "b"}, {"job"}, 5.0, 500.0)
     assert t.server == "a" and t.generation == 1
 
 
@@ -98,7 +98,7 @@ def test_revocation_and_pending() -> None:
     u = _task("j:t:5")
     plan = Plan(revocations=(Revocation(t.id, "a", "job paused"),),
                 pending=(Pending(u.id, "no server in group x"),))
-    out = decisions.apply_plan(plan, {t.id: t, u.id: u}, _index(t), {"a"}, 1.0, 100.0)
+    out = decisions.apply_plan(plan, {t.id: t, u.id: u}, _index(t), {"a"}, {"job"}, 1.0, 100.0)
     assert t.draining_on == "a" and t.move_target is None and out.moves["revoke"] == 1
     assert u.pending_reason == "no server in group x" and u.state == "pending"
     assert [e.kind for _, e in out.events] == ["revoked", "pending"]
