@@ -64,6 +64,9 @@ class KafkaSource:
             "auto.offset.reset": "earliest",  # only if the committed offset fell off the log
             "queued.max.messages.kbytes": PREFETCH_KBYTES,
             "fetch.wait.max.ms": 10,
+            # When the prefetch is full, librdkafka postpones the next fetch by this much
+            # (default 1 s): a task that just caught up would then sit idle for a second.
+            "fetch.queue.backoff.ms": 20,
         }
         config.update(extra or {})
         self._consumer = Consumer(config)
