@@ -158,10 +158,16 @@ class Leadership:
             self._changed = True      # try again next round
             return
         started = time.perf_counter()
-        view = state.view(now, self.config)
-        # The planner is pure and may take a while on 100k tasks: off the event loop, so acks
-        # keep flowing. Reports may change records meanwhile; `apply` re-checks every decision.
-        plan = await asyncio.to_thread(self.planner, view)
+        servers, tasks = list(state.servers.values()), list(state.tasks.values())
+        running, hints, config = state.running_jobs(), state.hints(), self.config
+
+        def build_and_plan() -> Plan:
+            return self.planner(decisions.build_view(now, servers, tasks, running, hints, config))
+
+        # Building the view of 100k tasks and planning it take a while: off the event loop, so
+        # acks keep flowing. Reports may change records meanwhile (a handoff completing); the
+        # plan is applied on the loop, where `apply` re-checks every decision against them.
+        plan = await asyncio.to_thread(build_and_plan)
         if self.state is not state or not self.term.active:
             return
         applied = state.apply(plan, time.monotonic(), time.time())

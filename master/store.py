@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
@@ -33,6 +33,8 @@ from tasks.logs import get_logger
 from tasks.spec import JobSpec
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,63 +152,46 @@ class Store:
             return None
         return bytes(raw)
 
-    def load_jobs(self) -> dict[str, StoredJob]:
-        jobs: dict[str, StoredJob] = {}
-        for name in self._children(self.paths.jobs):
-            raw = self._get(self.paths.job(name))
-            if raw is None:
-                continue
-            try:
-                jobs[name] = decode_job(raw)
-            except (ValueError, KeyError, ValidationError) as exc:
-                log.error("stored_job_unreadable", job=name, error=str(exc))
-        return jobs
+    def _load(self, path: str, decode: Callable[[bytes], T], what: str) -> T | None:
+        """One node decoded; None when it is missing or unreadable (logged, never fatal:
+        one bad node must not stop a leader from loading the rest)."""
+        raw = self._get(path)
+        if raw is None:
+            return None
+        try:
+            return decode(raw)
+        except (ValueError, KeyError, TypeError, ValidationError) as exc:
+            log.error("stored_node_unreadable", kind=what, path=path, error=str(exc))
+            return None
 
-    def load_job(self, job_id: str) -> StoredJob | None:
-        raw = self._get(self.paths.job(job_id))
-        return None if raw is None else decode_job(raw)
+    def _load_all(self, folder: str, decode: Callable[[bytes], T], what: str) -> dict[str, T]:
+        out: dict[str, T] = {}
+        for name in self._children(folder):
+            value = self._load(f"{folder}/{name}", decode, what)
+            if value is not None:
+                out[name] = value
+        return out
+
+    def load_jobs(self) -> dict[str, StoredJob]:
+        return self._load_all(self.paths.jobs, decode_job, "job")
 
     def load_assignments(self) -> dict[str, StoredAssignment]:
         out: dict[str, StoredAssignment] = {}
-        for name in self._children(self.paths.assignments):
-            raw = self._get(f"{self.paths.assignments}/{name}")
-            if raw:
-                out.update(decode_shard(raw))
+        for shard in self._load_all(self.paths.assignments, decode_shard, "shard").values():
+            out.update(shard)
         return out
 
     def load_admin(self) -> dict[str, AdminFlags]:
-        out: dict[str, AdminFlags] = {}
-        for name in self._children(self.paths.admin_servers):
-            raw = self._get(self.paths.admin_server(name))
-            if raw is not None:
-                out[name] = decode_admin(raw)
-        return out
+        return self._load_all(self.paths.admin_servers, decode_admin, "admin")
 
     def load_servers(self) -> dict[str, ServerRegistration]:
-        out: dict[str, ServerRegistration] = {}
-        for name in self._children(self.paths.servers):
-            raw = self._get(self.paths.server(name))
-            if raw is None:
-                continue
-            try:
-                out[name] = ServerRegistration.from_bytes(raw)
-            except (ValueError, TypeError) as exc:
-                log.warning("registration_unreadable", server=name, error=str(exc))
-        return out
+        return self._load_all(self.paths.servers, ServerRegistration.from_bytes, "server")
 
     def load_server(self, server_id: str) -> ServerRegistration | None:
-        raw = self._get(self.paths.server(server_id))
-        return None if raw is None else ServerRegistration.from_bytes(raw)
+        return self._load(self.paths.server(server_id), ServerRegistration.from_bytes, "server")
 
     def load_servers_named(self, names: list[str]) -> list[ServerRegistration | None]:
-        out: list[ServerRegistration | None] = []
-        for name in names:
-            try:
-                out.append(self.load_server(name))
-            except (ValueError, TypeError) as exc:
-                log.warning("registration_unreadable", server=name, error=str(exc))
-                out.append(None)
-        return out
+        return [self.load_server(n) for n in names]
 
     def snapshot(self) -> Snapshot:
         return Snapshot(self.load_jobs(), self.load_assignments(), self.load_admin(),

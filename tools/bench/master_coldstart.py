@@ -13,31 +13,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from kazoo.client import KazooClient
-
 from master.election import current_leader
-from tasks.cluster import ZkPaths
-from tools.bench.master_sim import MasterProcess, SimServer, seed_cluster, until
-from tools.infra import start_infra
+from tools.bench.master_sim import (
+    MasterProcess,
+    SimServer,
+    bench_zookeeper,
+    print_result,
+    seed_cluster,
+    until,
+)
 
 
 async def run(jobs: int, partitions: int, servers: int) -> dict[str, Any]:
-    infra = start_infra(("zookeeper",))
-    workdir = Path(tempfile.mkdtemp(prefix="bench-coldstart-"))
-    cluster = f"cold{int(time.time())}"
-    paths = ZkPaths.for_cluster(cluster)
-    zk = KazooClient(hosts=infra.zookeeper, timeout=5.0)
-    zk.start(30)
-    proc: MasterProcess | None = None
-    names = [f"srv-{i:04d}" for i in range(servers)]
-    sim = SimServer(names[0], paths, zk)
-    try:
+    async with bench_zookeeper("cold") as env:
+        zk, paths = env.zk, env.paths
+        names = [f"srv-{i:04d}" for i in range(servers)]
         seeded = time.monotonic()
         by_server = await asyncio.to_thread(seed_cluster, zk, paths, jobs=jobs,
                                             partitions=partitions, servers=names)
@@ -46,11 +39,16 @@ async def run(jobs: int, partitions: int, servers: int) -> dict[str, Any]:
                  for c in zk.get_children(paths.assignments)]
         for name in names:     # every server registered, as in a running cluster
             SimServer(name, paths, zk).register()
+        sim = SimServer(names[0], paths, zk)
         sim.start()
-        proc = MasterProcess("cold-1", infra.zookeeper, cluster, workdir)
-        leader = await until(lambda: current_leader(zk, paths), 60, "leader")
-        got = await until(lambda: sim.directives[0] if sim.directives else None, 60,
-                          "first directive")
+        proc = MasterProcess("cold-1", env.infra.zookeeper, env.cluster, env.workdir)
+        try:
+            leader = await until(lambda: current_leader(zk, paths), 60, "leader")
+            got = await until(lambda: sim.directives[0] if sim.directives else None, 60,
+                              "first directive")
+        finally:
+            await sim.stop()
+            proc.stop()
         assert got.desired == by_server[names[0]], "the directive is the stored set"
         return {
             "tasks": jobs * partitions, "servers": servers,
@@ -59,13 +57,6 @@ async def run(jobs: int, partitions: int, servers: int) -> dict[str, Any]:
             "lock_won_to_first_directive_s": round(got.at_unix - leader.since_unix, 3),
             "directive_tasks": len(got.desired),
         }
-    finally:
-        await sim.stop()
-        if proc is not None:
-            proc.stop()
-        zk.stop()
-        zk.close()
-        infra.stop()
 
 
 def main() -> None:
@@ -74,7 +65,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=1000)
     parser.add_argument("--servers", type=int, default=100)
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.jobs, args.partitions, args.servers)), indent=2))
+    print_result(run(args.jobs, args.partitions, args.servers))
 
 
 if __name__ == "__main__":

@@ -12,55 +12,50 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from kazoo.client import KazooClient
 
 from master.election import current_leader
 from tasks.cluster import ZkPaths
-from tools.bench.master_sim import MasterProcess, SimServer, until
-from tools.infra import start_infra
+from tools.bench.master_sim import (
+    MasterProcess,
+    SimServer,
+    bench_zookeeper,
+    print_result,
+    until,
+)
 
 
 async def run(rounds: int) -> dict[str, Any]:
-    infra = start_infra(("zookeeper",))
-    workdir = Path(tempfile.mkdtemp(prefix="bench-failover-"))
-    cluster = f"bench{int(time.time())}"
-    paths = ZkPaths.for_cluster(cluster)
-    zk = KazooClient(hosts=infra.zookeeper, timeout=5.0)
-    zk.start(30)
-    procs: dict[str, MasterProcess] = {}
-    sim = SimServer("sim-1", paths, zk)
-    results: dict[str, list[float]] = {"kill9": [], "sigterm": []}
-    try:
-        for mid in ("m1", "m2"):
-            procs[mid] = MasterProcess(mid, infra.zookeeper, cluster, workdir)
-        await until(lambda: current_leader(zk, paths), 60, "first leader")
-        await asyncio.to_thread(sim.register)
-        sim.start()
-        await until(lambda: sim.directives, 60, "first directive")
-        for kind in ["kill9"] * rounds + ["sigterm"] * rounds:
-            leader = current_leader(zk, paths)
-            assert leader is not None
-            standby = next(m for m in procs if m != leader.id)
-            await until(lambda: _contending(zk, paths) >= 2, 60, f"{standby} contending")
-            sig = signal.SIGKILL if kind == "kill9" else signal.SIGTERM
-            results[kind].append(await _failover(sim, leader.epoch, procs[leader.id], sig))
-            procs.pop(leader.id).stop()
-            procs[leader.id] = MasterProcess(leader.id, infra.zookeeper, cluster, workdir)
-    finally:
-        await sim.stop()
-        for proc in procs.values():
-            proc.stop()
-        zk.stop()
-        zk.close()
-        infra.stop()
+    async with bench_zookeeper("failover") as env:
+        zk, paths = env.zk, env.paths
+        procs: dict[str, MasterProcess] = {}
+        sim = SimServer("sim-1", paths, zk)
+        results: dict[str, list[float]] = {"kill9": [], "sigterm": []}
+        try:
+            for mid in ("m1", "m2"):
+                procs[mid] = MasterProcess(mid, env.infra.zookeeper, env.cluster, env.workdir)
+            await until(lambda: current_leader(zk, paths), 60, "first leader")
+            await asyncio.to_thread(sim.register)
+            sim.start()
+            await until(lambda: sim.directives, 60, "first directive")
+            for kind in ["kill9"] * rounds + ["sigterm"] * rounds:
+                leader = current_leader(zk, paths)
+                assert leader is not None
+                await until(lambda: _contending(zk, paths) >= 2, 60, "two masters contending")
+                sig = signal.SIGKILL if kind == "kill9" else signal.SIGTERM
+                results[kind].append(await _failover(sim, leader.epoch, procs[leader.id], sig))
+                procs.pop(leader.id).stop()
+                procs[leader.id] = MasterProcess(leader.id, env.infra.zookeeper, env.cluster,
+                                                 env.workdir)
+        finally:
+            await sim.stop()
+            for proc in procs.values():
+                proc.stop()
     return {k: {"runs": [round(v, 3) for v in vs], "median_s": round(statistics.median(vs), 3),
                 "max_s": round(max(vs), 3)} for k, vs in results.items() if vs}
 
@@ -84,7 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.rounds)), indent=2))
+    print_result(run(args.rounds))
 
 
 if __name__ == "__main__":

@@ -95,6 +95,7 @@ async def run(servers: int, tasks: int, window: float) -> dict[str, Any]:
         leader_proc = psutil.Process(proc.popen.pid)
         hist_before = scrape(leader.http, "exportd_report_ack_seconds")[0]
         cpu_before = leader_proc.cpu_times()
+        own_before = psutil.Process().cpu_times()
         acks_before = sum(s.acks for s in sims)
         for s in sims:
             s.ack_latencies.clear()
@@ -102,6 +103,7 @@ async def run(servers: int, tasks: int, window: float) -> dict[str, Any]:
         await asyncio.sleep(window)
         elapsed = time.monotonic() - started
         cpu_after = leader_proc.cpu_times()
+        own_after = psutil.Process().cpu_times()
         hist_after = scrape(leader.http, "exportd_report_ack_seconds")[0]
         _, plan_sum, plan_count = scrape(leader.http, "exportd_plan_seconds")
         acks = sum(s.acks for s in sims) - acks_before
@@ -114,6 +116,9 @@ async def run(servers: int, tasks: int, window: float) -> dict[str, Any]:
             "leader_p99_report_ack_s_bucket": quantile_from_buckets(hist_before, hist_after,
                                                                     0.99),
             "leader_mean_plan_round_s": round(plan_sum / plan_count, 3) if plan_count else None,
+            "client_process_cpu_fraction": round(
+                (own_after.user - own_before.user + own_after.system - own_before.system)
+                / elapsed, 3),
             "client_p50_report_ack_s": round(statistics.median(latencies), 4),
             "client_p99_report_ack_s": round(latencies[int(0.99 * (len(latencies) - 1))], 4),
         }

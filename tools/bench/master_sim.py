@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from proto import exportd_pb2_grpc as pb_grpc
 from tasks.cluster import LeaderInfo, ServerRegistration, ZkPaths
 from tasks.runner import task_id
 from tasks.spec import parse_job_spec
+from tools.infra import Infra, start_infra
 
 BIN = Path(sys.executable).parent
 
@@ -263,3 +266,35 @@ def seed_cluster(zk: KazooClient, paths: ZkPaths, *, jobs: int, partitions: int,
         zk.create(paths.assignment_shard(shard), encode_shard(items))
     return by_server
 
+
+
+@dataclass
+class BenchZk:
+    """A benchmark's own ZooKeeper, a fresh cluster root in it, a client and a work folder."""
+
+    infra: Infra
+    zk: KazooClient
+    paths: ZkPaths
+    cluster: str
+    workdir: Path
+
+
+@contextlib.asynccontextmanager
+async def bench_zookeeper(prefix: str) -> AsyncIterator[BenchZk]:
+    infra = start_infra(("zookeeper",))
+    try:
+        zk = KazooClient(hosts=infra.zookeeper, timeout=10.0)
+        zk.start(30)
+        try:
+            cluster = f"{prefix}{int(time.time())}"
+            yield BenchZk(infra, zk, ZkPaths.for_cluster(cluster), cluster,
+                          Path(tempfile.mkdtemp(prefix=f"bench-{prefix}-")))
+        finally:
+            zk.stop()
+            zk.close()
+    finally:
+        infra.stop()
+
+
+def print_result(run: Coroutine[Any, Any, dict[str, Any]]) -> None:
+    print(json.dumps(asyncio.run(run), indent=2))
