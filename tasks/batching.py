@@ -15,9 +15,7 @@ from itertools import accumulate
 
 from tasks.formats import Encoded, encoded_size
 from tasks.spec import HttpSink, JobSpec
-from tasks.transforms.batch import TransformOutput
-
-Item = tuple[int, int, Encoded]
+from tasks.transforms.batch import Columns, TransformOutput
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,16 +48,21 @@ def time_due(limits: Limits, opened_at: float | None, now: float) -> bool:
 class Chunk:
     start_offset: int
     end_offset: int
-    items: list[Item] = field(default_factory=list)
+    rows: Columns[Encoded] = field(default_factory=Columns)
     raw_bytes: int = 0
 
     @property
+    def items(self) -> list[Encoded]:
+        """The encoded records, in order."""
+        return self.rows.values
+
+    @property
     def first_timestamp_ms(self) -> int:
-        return self.items[0][1] if self.items else 0
+        return self.rows.timestamps[0] if self.rows.timestamps else 0
 
     @property
     def records(self) -> int:
-        return len(self.items)
+        return len(self.rows)
 
 
 class Batcher:
@@ -81,26 +84,33 @@ class Batcher:
         """Append a batch; close a chunk right after the record that reaches a limit. Works on
         slices (the result equals checking after every record, without a Python step each)."""
         closed: list[Chunk] = []
-        items, limits = out.records, self.limits
-        sizes = [len(e) + 1 if isinstance(e, bytes) else encoded_size(e) for _, _, e in items]
+        recs, limits = out.records, self.limits
+        values, count = recs.values, len(recs)
+        if values and isinstance(values[0], bytes):  # lines: each counts with its newline
+            sizes = [len(v) + 1 for v in values]
+        else:
+            sizes = [encoded_size(v) for v in values]
         pos = 0
-        while pos < len(items):
+        while pos < count:
             chunk = self.current
             if self.opened_at is None:
                 self.opened_at = now
-            take = len(items) - pos
+            take = count - pos
             if limits.max_records is not None:
-                take = min(take, limits.max_records - len(chunk.items))
-            if limits.max_bytes is not None:
+                take = min(take, limits.max_records - len(chunk.rows))
+            if (limits.max_bytes is not None
+                    and chunk.raw_bytes + sum(sizes[pos:pos + take]) >= limits.max_bytes):
                 running = list(accumulate(sizes[pos:pos + take], initial=chunk.raw_bytes))[1:]
-                first_full = bisect_left(running, limits.max_bytes)
-                take = min(take, first_full + 1)
+                take = min(take, bisect_left(running, limits.max_bytes) + 1)
             take = max(take, 1)  # a chunk that is not full has room for one more
-            chunk.items.extend(items[pos:pos + take])
-            chunk.raw_bytes += sum(sizes[pos:pos + take])
-            pos += take
-            if data_full(limits, len(chunk.items), chunk.raw_bytes):
-                closed.append(self._close(items[pos - 1][0] + 1))
+            end = pos + take
+            chunk.rows.offsets.extend(recs.offsets[pos:end])
+            chunk.rows.timestamps.extend(recs.timestamps[pos:end])
+            chunk.rows.values.extend(values[pos:end])
+            chunk.raw_bytes += sum(sizes[pos:end])
+            pos = end
+            if data_full(limits, len(chunk.rows), chunk.raw_bytes):
+                closed.append(self._close(recs.offsets[pos - 1] + 1))
         chunk = self.current
         if next_offset > chunk.end_offset:
             chunk.end_offset = next_offset

@@ -15,7 +15,7 @@ import io
 import json
 import zlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import zstandard
 
@@ -129,9 +129,9 @@ def render_file(fmt: Format, items: Sequence[Encoded]) -> bytes:
     """The complete file for `items` (zlib and zstd release the GIL: call it in a thread)."""
     if fmt.type == "parquet":
         return _parquet([i for i in items if isinstance(i, dict)], fmt.compression)
-    lines = [i for i in items if isinstance(i, bytes)]
+    lines = cast(Sequence[bytes], items)  # NDJSON and CSV encoders produce bytes only
     if fmt.type == "csv":
-        lines.insert(0, csv_line(list(fmt.columns or ())))
+        lines = [csv_line(list(fmt.columns or ())), *lines]
     body = b"\n".join(lines) + b"\n" if lines else b""
     return compress(body, fmt.compression)
 

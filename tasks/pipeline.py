@@ -33,6 +33,7 @@ from tasks.stats import TaskMeter
 from tasks.transforms.batch import (
     DeadRecord,
     Plan,
+    Rows,
     TransformOutput,
     compiled,
     transform_batch,
@@ -179,7 +180,7 @@ class PipelineRunner:
                 out = await asyncio.to_thread(transform_batch, self.plan, polled.rows)
         else:
             out = await asyncio.to_thread(transform_batch, self.plan, polled.rows)
-        polled.rows = []  # the raw values are no longer needed: free them early
+        polled.rows = Rows()  # the raw values are no longer needed: free them early
         return polled, out
 
     async def _transform(self) -> None:
@@ -270,7 +271,7 @@ class PipelineRunner:
             self.meter.dead_letters_total += len(records)
 
     async def _deliver(self, chunk: Chunk) -> None:
-        if chunk.items:
+        if chunk.records:
             refused = await self._retry("sink", lambda: self.sink.write(chunk))
             await self._dead(refused)
             self.meter.exported_total += chunk.records - len(refused)

@@ -27,5 +27,6 @@ def backoff_delay(attempt: int, *, base: float = 0.2, cap: float = 30.0,
 
 def rejected(chunk: Chunk, reason: str) -> list[DeadRecord]:
     """Every record of a chunk, dead-lettered with one reason (e.g. an HTTP 400)."""
+    rows = chunk.rows
     return [DeadRecord(offset, ts, item if isinstance(item, bytes) else repr(item).encode(), reason)
-            for offset, ts, item in chunk.items]
+            for offset, ts, item in zip(rows.offsets, rows.timestamps, rows.values, strict=True)]

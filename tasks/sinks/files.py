@@ -46,7 +46,7 @@ class FileSinkWriter:
     def _write(self, chunk: Chunk) -> None:
         path = self.path_for(chunk)
         try:
-            write_atomically(path, render_file(self.fmt, [i[2] for i in chunk.items]))
+            write_atomically(path, render_file(self.fmt, chunk.items))
         except OSError as exc:
             raise SinkError(f"cannot write {path}: {exc}", retryable=True, path=str(path)) from exc
 

@@ -50,7 +50,7 @@ class HttpSinkWriter:
         return self._session
 
     async def write(self, chunk: Chunk) -> list[DeadRecord]:
-        body = await asyncio.to_thread(render_file, self.fmt, [i[2] for i in chunk.items])
+        body = await asyncio.to_thread(render_file, self.fmt, chunk.items)
         headers, url = self.headers_for(chunk), str(self.spec.url)
         last = ""
         for attempt in range(self.spec.max_retries + 1):

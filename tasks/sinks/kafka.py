@@ -39,7 +39,7 @@ class KafkaSinkWriter:
 
     def _send(self, chunk: Chunk) -> None:
         self._errors.clear()
-        for _offset, ts, item in chunk.items:
+        for ts, item in zip(chunk.rows.timestamps, chunk.items, strict=True):
             value = item if isinstance(item, bytes) else repr(item).encode()
             for _ in range(1000):  # bounded: wait for room in the local queue
                 try:

@@ -96,7 +96,7 @@ class S3SinkWriter:
     def _write(self, chunk: Chunk) -> None:
         key = self.key_for(chunk)
         try:
-            body = render_file(self.fmt, [i[2] for i in chunk.items])
+            body = render_file(self.fmt, chunk.items)
             if len(body) > self.spec.multipart_threshold_bytes:
                 self._multipart(key, body)
             else:

@@ -1,7 +1,8 @@
 """The transform of one batch: sample → parse → where → select → add fields → encode.
 
-`transform_batch(plan, rows)` is pure and picklable: a `Plan` is a few strings, rows are plain
-(offset, timestamp ms, value) tuples, and the result holds encoded lines. The compiled form of a
+`transform_batch(plan, rows)` is pure and picklable: a `Plan` is a few strings, rows are three
+plain lists (offsets, timestamps, values: columns, so a passthrough touches no record one by
+one), and the result holds encoded lines in the same layout. The compiled form of a
 plan (parser, JMESPath expressions, encoder) is cached per process, so a worker pool compiles
 each job once. A record that fails any step becomes a `DeadRecord` with its reason.
 """
@@ -12,7 +13,7 @@ import datetime as dt
 import functools
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from tasks.errors import RecordError
 from tasks.formats import Encoded, make_encoder, wants_objects
@@ -20,8 +21,28 @@ from tasks.spec import Format, JobSpec, Transform
 from tasks.transforms.jmes import compile_expression, truthy
 from tasks.transforms.parsers import make_parser
 
-Row = tuple[int, int, bytes | None]
-"""A consumed record: offset, timestamp (ms since the epoch, -1 if none), value."""
+V = TypeVar("V")
+
+
+@dataclass(slots=True)
+class Columns(Generic[V]):
+    """Records as parallel lists: offsets, timestamps (ms since the epoch, -1 if none), values."""
+
+    offsets: list[int] = field(default_factory=list)
+    timestamps: list[int] = field(default_factory=list)
+    values: list[V] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def append(self, offset: int, timestamp: int, value: V) -> None:
+        self.offsets.append(offset)
+        self.timestamps.append(timestamp)
+        self.values.append(value)
+
+
+Rows = Columns[bytes | None]
+"""Consumed records (a tombstone's value is None)."""
 
 _MASK64 = (1 << 64) - 1
 
@@ -51,7 +72,7 @@ class DeadRecord:
 
 @dataclass(slots=True)
 class TransformOutput:
-    records: list[tuple[int, int, Encoded]] = field(default_factory=list)
+    records: Columns[Encoded] = field(default_factory=Columns)
     dead: list[DeadRecord] = field(default_factory=list)
     dropped: int = 0        # filtered out by `where` or not sampled
     in_bytes: int = 0       # bytes of the consumed values
@@ -104,16 +125,22 @@ class Compiled:
             record["_ingest_time"] = ingest
         return record
 
-    def run(self, rows: list[Row]) -> TransformOutput:
+    def run(self, rows: Rows) -> TransformOutput:
         out = TransformOutput()
-        out.in_bytes = sum(len(v) for _, _, v in rows if v is not None)
-        if self.passthrough and all(v is not None and b"\n" not in v for _, _, v in rows):
-            out.records = rows  # type: ignore[assignment]  # no None values: checked above
-            return out
+        values = rows.values
+        if None not in values:
+            out.in_bytes = sum(map(len, values))  # type: ignore[arg-type]
+            # Passthrough: the consumed lists are the output (a newline inside a value would
+            # break the line framing: such batches take the general path).
+            if self.passthrough and b"\n" not in b"".join(values):  # type: ignore[arg-type]
+                out.records = rows  # type: ignore[assignment]  # no None: checked above
+                return out
+        else:
+            out.in_bytes = sum(len(v) for v in values if v is not None)
         ingest = iso_utc(int(dt.datetime.now(dt.UTC).timestamp() * 1000))
         adds = bool(self.static) or self.add_source or self.add_ingest
         append, dead = out.records.append, out.dead.append
-        for offset, ts, value in rows:
+        for offset, ts, value in zip(rows.offsets, rows.timestamps, values, strict=True):
             if self.sample < 1.0 and sample_key(self.partition, offset) >= self.sample:
                 out.dropped += 1
                 continue
@@ -129,7 +156,7 @@ class Compiled:
                     record = self.select(record)
                 if adds:
                     record = self._added(record, offset, ts, ingest)
-                append((offset, ts, self.encode(record)))
+                append(offset, ts, self.encode(record))
             except RecordError as exc:
                 dead(DeadRecord(offset, ts, value, exc.message))
             except Exception as exc:  # a transform bug must not stop the task: dead-letter it
@@ -142,7 +169,7 @@ def compiled(plan: Plan) -> Compiled:
     return Compiled(plan)
 
 
-def transform_batch(plan: Plan, rows: list[Row]) -> TransformOutput:
+def transform_batch(plan: Plan, rows: Rows) -> TransformOutput:
     """Transform one batch; safe to run in a worker process (pure, picklable in and out)."""
     cpu0 = time.thread_time()
     out = compiled(plan).run(rows)

@@ -21,7 +21,7 @@ from tasks.sinks.s3 import sink_error
 from tasks.source import start_offset
 from tasks.spec import Format, parse_job_spec
 from tasks.stats import TaskMeter
-from tasks.transforms.batch import TransformOutput
+from tasks.transforms.batch import Columns, TransformOutput
 
 NOV22_07H = 1_795_330_800_000
 
@@ -75,7 +75,8 @@ def test_parquet_round_trip() -> None:
 
 
 def out(offsets: list[int], size: int = 10) -> TransformOutput:
-    return TransformOutput(records=[(o, 0, b"x" * size) for o in offsets])
+    return TransformOutput(records=Columns(list(offsets), [0] * len(offsets),
+                                           [b"x" * size for _ in offsets]))
 
 
 def test_rotation_by_records_depends_only_on_data() -> None:

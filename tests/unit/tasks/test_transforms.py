@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from tasks.errors import RecordError
 from tasks.spec import Parse, parse_job_spec
-from tasks.transforms.batch import Plan, sample_key, transform_batch
+from tasks.transforms.batch import Plan, Rows, sample_key, transform_batch
 from tasks.transforms.jmes import compile_expression, truthy
 from tasks.transforms.parsers import make_parser, parse_json, parse_nginx, regex_parser
 
@@ -88,14 +88,19 @@ def plan(**spec: Any) -> Plan:
     return Plan.of(job, 3)
 
 
-def rows(values: list[bytes]) -> list[tuple[int, int, bytes | None]]:
-    return [(100 + i, 1_000 + i, v) for i, v in enumerate(values)]
+def rows(values: list[bytes | None]) -> Rows:
+    return Rows([100 + i for i in range(len(values))], [1_000 + i for i in range(len(values))],
+                list(values))
 
 
 def test_raw_ndjson_is_a_passthrough() -> None:
-    out = transform_batch(plan(), rows([b'{"a":1}', b"plain"]))
-    assert [r[2] for r in out.records] == [b'{"a":1}', b"plain"]
+    batch = rows([b'{"a":1}', b"plain"])
+    out = transform_batch(plan(), batch)
+    assert out.records is batch  # nothing copied
+    assert out.records.values == [b'{"a":1}', b"plain"]
     assert out.in_bytes == 12
+    framed = transform_batch(plan(), rows([b"two\nlines", None]))
+    assert framed.records.values == [b'"two\\nlines"'] and len(framed.dead) == 1
 
 
 def test_filter_project_add_fields_and_dead_letters() -> None:
@@ -103,22 +108,22 @@ def test_filter_project_add_fields_and_dead_letters() -> None:
                         "select": "{s: status}",
                         "add_fields": {"source": True, "ingest_time": True,
                                        "static": {"env": "prod"}}})
-    batch = [*rows([b'{"status": 500}', b'{"status": 200}', b"{bad"]), (103, 0, None)]
-    out = transform_batch(p, batch)
+    out = transform_batch(p, rows([b'{"status": 500}', b'{"status": 200}', b"{bad", None]))
     assert out.dropped == 1
-    (rec,) = [json.loads(r[2]) for r in out.records]  # type: ignore[arg-type]
+    (rec,) = [json.loads(v) for v in out.records.values]  # type: ignore[arg-type]
     assert rec["s"] == 500 and rec["env"] == "prod"
     assert (rec["_topic"], rec["_partition"], rec["_offset"], rec["_timestamp"]) == ("t", 3, 100,
                                                                                      1000)
     assert rec["_ingest_time"].endswith("Z")
     assert [(d.offset, d.reason.split(":")[0]) for d in out.dead] == [
         (102, "invalid JSON"), (103, "null value (tombstone)")]
+    assert out.in_bytes == 34
 
 
 def test_csv_of_a_non_object_is_dead_lettered() -> None:
     p = plan(transform={"parse": {"format": "json"}}, format={"type": "csv", "columns": ["a"]})
     out = transform_batch(p, rows([b'{"a": "x,y"}', b"[1]"]))
-    assert [r[2] for r in out.records] == [b'"x,y"']
+    assert out.records.values == [b'"x,y"']
     assert out.dead[0].reason.startswith("csv needs an object")
 
 
@@ -126,6 +131,6 @@ def test_sampling_is_deterministic_and_about_the_rate() -> None:
     p = plan(transform={"sample": 0.25})
     batch = rows([b"x"] * 4000)
     first, again = transform_batch(p, batch), transform_batch(p, batch)
-    assert [r[0] for r in first.records] == [r[0] for r in again.records]
+    assert first.records.offsets == again.records.offsets
     assert 800 < len(first.records) < 1200
     assert all(0 <= sample_key(0, o) < 1 for o in range(1000))
