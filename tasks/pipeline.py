@@ -90,6 +90,7 @@ class PipelineRunner:
         return self._generation
 
     def stats(self) -> TaskStats:
+        self.meter.sink_cpu = self.sink.cpu.total
         return self.meter.snapshot(self._state)
 
     async def _in_source_thread(self, func: Callable[..., T], *args: Any) -> T:
@@ -221,7 +222,6 @@ class PipelineRunner:
                 item = await asyncio.wait_for(self._q_done.get(), timeout=tick)
             except TimeoutError:
                 item = None
-            cpu0 = time.thread_time()
             if isinstance(item, _End):
                 last = batcher.flush()
                 if last is not None:
@@ -233,13 +233,16 @@ class PipelineRunner:
                                     out.in_bytes, out.cpu_seconds)
                 self.meter.filtered_total += out.dropped
                 await self._dead(out.dead)
-                for chunk in batcher.add(out, polled.next_offset, time.monotonic()):
+                # Only synchronous work is timed: across an await, other tasks use this thread.
+                cpu0 = time.thread_time()
+                closed = batcher.add(out, polled.next_offset, time.monotonic())
+                self.meter.cpu_total += time.thread_time() - cpu0
+                for chunk in closed:
                     await self._deliver(chunk)
             if batcher.due(time.monotonic()):
                 due = batcher.flush()
                 if due is not None:
                     await self._deliver(due)
-            self.meter.cpu_total += time.thread_time() - cpu0
 
     # -- delivery -------------------------------------------------------------------------
 

@@ -24,7 +24,8 @@ class TaskMeter:
     exported_total: int = 0      # delivered to the sink
     dead_letters_total: int = 0
     filtered_total: int = 0
-    cpu_total: float = 0.0
+    cpu_total: float = 0.0       # consume, transform, chunking
+    sink_cpu: float = 0.0        # rendering and sending, as the sink's clock last said
     committed_offset: int = -1
     lag: int = -1
     last_error: str = ""
@@ -42,11 +43,12 @@ class TaskMeter:
     def snapshot(self, state: TaskState) -> TaskStats:
         now = self.clock()
         t0, r0, b0, c0 = self._mark
+        cpu = self.cpu_total + self.sink_cpu
         if now - t0 >= MIN_INTERVAL:
             span = now - t0
             self._rates = ((self.records_total - r0) / span, (self.bytes_total - b0) / span,
-                           (self.cpu_total - c0) / span)
-            self._mark = (now, self.records_total, self.bytes_total, self.cpu_total)
+                           (cpu - c0) / span)
+            self._mark = (now, self.records_total, self.bytes_total, cpu)
         rps, bps, cps = self._rates
         return TaskStats(state=state, records_per_s=rps, bytes_per_s=bps, cpu_seconds_per_s=cps,
                          consumer_lag=self.lag, committed_offset=self.committed_offset,

@@ -2,6 +2,6 @@
 raises SinkError saying whether a retry may succeed); records the destination refused for good
 come back as dead records."""
 
-from tasks.sinks.base import Sink, backoff_delay
+from tasks.sinks.base import CpuClock, Sink, backoff_delay
 
-__all__ = ["Sink", "backoff_delay"]
+__all__ = ["CpuClock", "Sink", "backoff_delay"]

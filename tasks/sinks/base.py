@@ -3,13 +3,38 @@
 from __future__ import annotations
 
 import random
-from typing import Protocol
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 from tasks.batching import Chunk
 from tasks.transforms.batch import DeadRecord
 
+T = TypeVar("T")
+
+
+class CpuClock:
+    """Thread CPU time of the work a sink runs in threads (rendering, compressing, sending), so
+    a task's CPU seconds include it even though it ran outside the event loop."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self._lock = threading.Lock()
+
+    def run(self, func: Callable[..., T], *args: object) -> T:
+        start = time.thread_time()
+        try:
+            return func(*args)
+        finally:
+            spent = time.thread_time() - start
+            with self._lock:
+                self.total += spent
+
 
 class Sink(Protocol):
+    cpu: CpuClock
+
     async def write(self, chunk: Chunk) -> list[DeadRecord]:
         """Deliver a non-empty chunk. Returns the records the destination rejected for good
         (they go to dead-letter); raises SinkError when the chunk was not delivered."""

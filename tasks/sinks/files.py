@@ -14,6 +14,7 @@ from tasks.batching import Chunk
 from tasks.errors import SinkError
 from tasks.formats import render_file
 from tasks.naming import extension, object_key
+from tasks.sinks.base import CpuClock
 from tasks.spec import FileSink, Format
 from tasks.transforms.batch import DeadRecord
 
@@ -37,6 +38,7 @@ class FileSinkWriter:
     def __init__(self, spec: FileSink, fmt: Format, *, topic: str, partition: int) -> None:
         self.root, self.spec, self.fmt = Path(spec.directory), spec, fmt
         self.topic, self.partition, self.ext = topic, partition, extension(fmt)
+        self.cpu = CpuClock()
 
     def path_for(self, chunk: Chunk) -> Path:
         return self.root / object_key(prefix="", template=self.spec.path, topic=self.topic,
@@ -51,7 +53,7 @@ class FileSinkWriter:
             raise SinkError(f"cannot write {path}: {exc}", retryable=True, path=str(path)) from exc
 
     async def write(self, chunk: Chunk) -> list[DeadRecord]:
-        await asyncio.to_thread(self._write, chunk)
+        await asyncio.to_thread(self.cpu.run, self._write, chunk)
         return []
 
     async def close(self) -> None:

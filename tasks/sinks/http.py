@@ -17,7 +17,7 @@ import aiohttp
 from tasks.batching import Chunk
 from tasks.errors import SinkError
 from tasks.formats import content_encoding, content_type, render_file
-from tasks.sinks.base import backoff_delay, rejected
+from tasks.sinks.base import CpuClock, backoff_delay, rejected
 from tasks.spec import Format, HttpSink
 from tasks.transforms.batch import DeadRecord
 
@@ -33,6 +33,7 @@ class HttpSinkWriter:
                  backoff_base: float = 0.2) -> None:
         self.spec, self.fmt, self.task_id = spec, fmt, task_id
         self.backoff_base = backoff_base
+        self.cpu = CpuClock()
         self._session: aiohttp.ClientSession | None = None
 
     def headers_for(self, chunk: Chunk) -> dict[str, str]:
@@ -50,7 +51,7 @@ class HttpSinkWriter:
         return self._session
 
     async def write(self, chunk: Chunk) -> list[DeadRecord]:
-        body = await asyncio.to_thread(render_file, self.fmt, chunk.items)
+        body = await asyncio.to_thread(self.cpu.run, render_file, self.fmt, chunk.items)
         headers, url = self.headers_for(chunk), str(self.spec.url)
         last = ""
         for attempt in range(self.spec.max_retries + 1):

@@ -15,6 +15,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from tasks.batching import Chunk
 from tasks.errors import SinkError
+from tasks.sinks.base import CpuClock
 from tasks.spec import KafkaSink
 from tasks.transforms.batch import DeadRecord
 
@@ -25,6 +26,7 @@ class KafkaSinkWriter:
     def __init__(self, spec: KafkaSink, *, bootstrap: str, client_id: str,
                  extra: Mapping[str, str | int] | None = None) -> None:
         self.topic = spec.topic
+        self.cpu = CpuClock()
         config: dict[str, str | int | float | bool] = {
             "bootstrap.servers": spec.bootstrap_servers or bootstrap,
             "client.id": client_id, "enable.idempotence": True, "acks": "all",
@@ -62,7 +64,7 @@ class KafkaSinkWriter:
                             retryable=True, failures=len(self._errors))
 
     async def write(self, chunk: Chunk) -> list[DeadRecord]:
-        await asyncio.to_thread(self._send, chunk)
+        await asyncio.to_thread(self.cpu.run, self._send, chunk)
         return []
 
     async def close(self) -> None:

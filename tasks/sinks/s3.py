@@ -20,6 +20,7 @@ from tasks.batching import Chunk
 from tasks.errors import SinkError
 from tasks.formats import content_encoding, content_type, render_file
 from tasks.naming import extension, object_key
+from tasks.sinks.base import CpuClock
 from tasks.spec import Format, S3Sink
 from tasks.transforms.batch import DeadRecord
 
@@ -58,6 +59,7 @@ class S3SinkWriter:
                  partition: int) -> None:
         self.spec, self.fmt, self.client = spec, fmt, client
         self.topic, self.partition, self.ext = topic, partition, extension(fmt)
+        self.cpu = CpuClock()
 
     def key_for(self, chunk: Chunk) -> str:
         return object_key(prefix=self.spec.prefix, template=self.spec.path, topic=self.topic,
@@ -106,7 +108,7 @@ class S3SinkWriter:
             raise sink_error(exc, key) from exc
 
     async def write(self, chunk: Chunk) -> list[DeadRecord]:
-        await asyncio.to_thread(self._write, chunk)
+        await asyncio.to_thread(self.cpu.run, self._write, chunk)
         return []
 
     async def close(self) -> None:

@@ -15,7 +15,7 @@ from tasks.errors import ValidationError
 from tasks.formats import compress, decompress, encode_csv, encode_ndjson, render_file
 from tasks.naming import extension, object_key, render_path
 from tasks.runner import TaskState
-from tasks.sinks.base import backoff_delay
+from tasks.sinks.base import CpuClock, backoff_delay
 from tasks.sinks.http import is_retryable_status
 from tasks.sinks.s3 import sink_error
 from tasks.source import start_offset
@@ -171,3 +171,14 @@ def test_meter_rates_over_the_report_interval() -> None:
     assert (stats.records_per_s, stats.bytes_per_s, stats.cpu_seconds_per_s) == (50, 500, 0.25)
     now[0] = 2.5  # under a second later: the previous rates stand
     assert meter.snapshot(TaskState.RUNNING).records_per_s == 50
+
+
+def test_meter_adds_the_sinks_thread_cpu() -> None:
+    now = [0.0]
+    meter = TaskMeter(clock=lambda: now[0])
+    clock = CpuClock()
+    assert clock.run(sum, range(100_000)) == sum(range(100_000))
+    assert clock.total > 0
+    meter.sink_cpu = 2.0
+    now[0] = 1.0
+    assert meter.snapshot(TaskState.RUNNING).cpu_seconds_per_s == 2.0
