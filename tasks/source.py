@@ -54,7 +54,9 @@ def columns(messages: list[Message]) -> Rows:
 
 def start_offset(committed: int, start: str, low: int, high: int,
                  by_timestamp: int | None) -> int:
-    """Where a task starts: the committed offset, else the spec's choice, clamped to the log."""
+    """Where a task starts: the committed offset, else the spec's choice. A committed offset
+    below the log start (retention) is kept: the first chunk keeps the name the crashed run
+    gave it, and librdkafka's `auto.offset.reset=earliest` skips the missing records."""
     if committed >= 0:
         return committed
     if start == "latest":
