@@ -1,16 +1,16 @@
-"""One task's pipeline: pull → transform → push, three asyncio stages on bounded queues.
+"""One task's pipeline: pull → transform → push, asyncio stages on bounded queues.
 
 - pull: batch `consume` from the task's partition in the source's own thread; puts batches on a
   queue of `queue_batches` entries. When the queue is full it waits: a slow sink slows the pull.
 - transform: runs `transform_batch` in a thread, or in the host's process pool (all cores), with
-  up to `transform_window` batches in flight; a collector keeps the results in order.
+  up to `transform_window` batches in flight; a collect stage keeps the results in order.
 - push: dead-letters the failed records, cuts chunks (tasks/batching.py), delivers each chunk to
   the sink with retries, then commits its end offset synchronously — before the next delivery
   begins. Nothing is committed that the sink has not acknowledged.
 
-Memory per task is bounded by librdkafka's prefetch (source.PREFETCH_KBYTES) + 2 queues of
-batches + the open chunk (rotation limits) + the file being rendered; see
-docs/architecture/pipeline.md.
+Memory per task is bounded by librdkafka's prefetch (source.PREFETCH_KBYTES) + at most
+(2 * queue_batches + transform_window + 3) batches + the open chunk (rotation limits) + the file
+being rendered; see docs/architecture/pipeline.md.
 """
 
 from __future__ import annotations
