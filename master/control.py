@@ -50,26 +50,47 @@ class _Standby:
 
 
 class StandbyReader:
-    """A periodically refreshed picture of the cluster from ZooKeeper alone."""
+    """A periodically refreshed picture of the cluster from ZooKeeper alone.
+
+    The `leader` node is read every interval; the full snapshot (every job, shard and
+    registration) only while someone reads it (within `idle_after` of the last read), so an
+    idle standby of a 100k-task cluster does not decode it every few seconds."""
 
     def __init__(self, store: Store, planner: Planner, config: Config,
-                 interval: float = 2.0) -> None:
+                 interval: float = 2.0, idle_after: float = 60.0) -> None:
         self.store = store
         self.planner = planner
         self.config = config
         self.interval = interval
-        self.current: _Standby | None = None
+        self.idle_after = idle_after
+        self._current: _Standby | None = None
+        self._used_at = time.monotonic()
 
-    def _read(self) -> _Standby:
-        snapshot = self.store.snapshot()
+    @property
+    def current(self) -> _Standby | None:
+        self._used_at = time.monotonic()
+        return self._current
+
+    @property
+    def has_view(self) -> bool:
+        return self._current is not None
+
+    @property
+    def leader(self) -> LeaderInfo | None:
+        return self._current.leader if self._current is not None else None
+
+    def _read(self, full: bool) -> _Standby:
         leader = current_leader(self.store.client, self.store.paths)
         now = time.monotonic()
-        state = LiveState(snapshot, now)
+        if not full and self._current is not None:
+            return _Standby(self._current.state, leader, self._current.plan, now)
+        state = LiveState(self.store.snapshot(), now)
         return _Standby(state, leader, self.planner(state.view(now, self.config)), now)
 
     async def refresh(self) -> None:
+        full = time.monotonic() - self._used_at < self.idle_after
         try:
-            self.current = await asyncio.to_thread(self._read)
+            self._current = await asyncio.to_thread(self._read, full)
         except KazooException as exc:
             log.warning("standby_read_failed", error=repr(exc))
 
@@ -123,19 +144,18 @@ class MasterControl:
             if not lead.ready.is_set():
                 return Readiness(False, ("leader loading state from ZooKeeper",))
             return Readiness(True)
-        cur = self.standby.current
         reasons: list[str] = []
-        if cur is None:
+        if not self.standby.has_view:
             reasons.append("no view of the cluster from ZooKeeper yet")
-        elif cur.leader is None:
+        elif self.standby.leader is None:
             reasons.append("no leader elected")
         return Readiness(not reasons, tuple(reasons))
 
     def leader(self) -> LeaderView:
         lead = self._lead()
         info = lead.term.info if lead is not None else None
-        if info is None and self.standby.current is not None:
-            info = self.standby.current.leader
+        if info is None:
+            info = self.standby.leader
         if info is None:
             raise Unavailable("no leader elected")
         return LeaderView(id=info.id, grpc=info.grpc, http=info.http, epoch=info.epoch,

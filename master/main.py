@@ -33,6 +33,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 async def run(settings: MasterSettings) -> int:
+    # The reconcile round builds and plans the view in a thread; a shorter GIL switch interval
+    # (default 5 ms) keeps the event loop (acks) from queueing behind it.
+    sys.setswitchinterval(0.0005)
     master = Master(settings, plan)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -62,6 +62,7 @@ class Leadership:
         self._changed = True
         self._planned_at = float("-inf")
         self._server_names: set[str] = set()
+        self._view_cache: decisions.ViewCache = {}
         self._names_event = asyncio.Event()
         self._write_lock = asyncio.Lock()
         self._loop = asyncio.get_running_loop()
@@ -161,8 +162,13 @@ class Leadership:
         servers, tasks = list(state.servers.values()), list(state.tasks.values())
         running, hints, config = state.running_jobs(), state.hints(), self.config
 
+        cache = self._view_cache
+
         def build_and_plan() -> Plan:
-            return self.planner(decisions.build_view(now, servers, tasks, running, hints, config))
+            if len(cache) > 2 * len(tasks) + 1000:
+                cache.clear()      # tasks of deleted jobs
+            return self.planner(decisions.build_view(now, servers, tasks, running, hints, config,
+                                                     cache))
 
         # Building the view of 100k tasks and planning it take a while: off the event loop, so
         # acks keep flowing. Reports may change records meanwhile (a handoff completing); the

@@ -139,6 +139,9 @@ class SessionService(pb_grpc.CoordinatorServicer):  # type: ignore[misc]
                 assert isinstance(item, pb.LeaderMessage)
                 yield item
         finally:
+            if reader.done() and not reader.cancelled() and reader.exception() is not None:
+                log.warning("session_read_failed", server=conn.server_id,
+                            error=repr(reader.exception()))
             reader.cancel()
             ended.cancel()
             if conn.server_id is not None and self._conns.get(conn.server_id) is conn:

@@ -83,7 +83,7 @@ class MasterSettings(SettingsModel):
     reconcile_interval: Duration = 1.0
     reconcile_min_gap: Duration = 0.05
     # With no event, a round re-plans (rebalance from drifting loads) only this often.
-    plan_interval: Duration = 10.0
+    plan_interval: Duration = 30.0
     # Weight of the newest sample in the per-task load EWMA.
     load_ewma_alpha: float = Field(default=0.3, gt=0, le=1)
     # Events kept per task for `get_task` / explain.

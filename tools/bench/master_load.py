@@ -121,6 +121,7 @@ async def run(servers: int, tasks: int, window: float) -> dict[str, Any]:
                 / elapsed, 3),
             "client_p50_report_ack_s": round(statistics.median(latencies), 4),
             "client_p99_report_ack_s": round(latencies[int(0.99 * (len(latencies) - 1))], 4),
+            "client_share_over_50ms": round(sum(x > 0.05 for x in latencies) / len(latencies), 4),
         }
     finally:
         for sim in sims:

@@ -143,3 +143,18 @@ def test_renew_all_restarts_live_leases() -> None:
     dead = ServerRecord("b", last_seen_at=1.0, dead=True)
     decisions.renew_all([alive, dead], 50.0)
     assert alive.last_seen_at == 50.0 and dead.last_seen_at == 1.0
+
+
+def test_view_cache_reuses_tasks_until_placement_or_load_changes() -> None:
+    t = _task("j:t:8", "a", gen=1)
+    t.load_cpu, t.load_net = 1.0, 1000.0
+    cache: decisions.ViewCache = {}
+    first = decisions.build_view(1.0, [], [t], {"job"}, {}, Config(), cache).tasks[0]
+    t.load_cpu = 1.01                        # within 5 %: same Task object
+    assert decisions.build_view(2.0, [], [t], {"job"}, {}, Config(), cache).tasks[0] is first
+    t.load_cpu = 1.5                         # a real change
+    changed = decisions.build_view(3.0, [], [t], {"job"}, {}, Config(), cache).tasks[0]
+    assert changed is not first and changed.load == Resources(1.5, 1000.0)
+    t.server = "b"                           # placement change
+    moved = decisions.build_view(4.0, [], [t], {"job"}, {}, Config(), cache).tasks[0]
+    assert moved.server == "b"
