@@ -39,7 +39,7 @@ _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 def encode_ndjson(record: Any) -> bytes:
     """One JSON line. A raw (bytes) record is written verbatim when it is a single line."""
     if isinstance(record, bytes):
-        if b"\n" not in record and b"\r" not in record:
+        if b"\n" not in record:
             return record
         record = record.decode("utf-8", "replace")
     try:
@@ -130,9 +130,15 @@ def render_file(fmt: Format, items: Sequence[Encoded]) -> bytes:
     if fmt.type == "parquet":
         return _parquet([i for i in items if isinstance(i, dict)], fmt.compression)
     lines = cast(Sequence[bytes], items)  # NDJSON and CSV encoders produce bytes only
+    if not lines:
+        return compress(b"", fmt.compression)
     if fmt.type == "csv":
         lines = [csv_line(list(fmt.columns or ())), *lines]
-    body = b"\n".join(lines) + b"\n" if lines else b""
+    body = b"\n".join(lines) + b"\n"
+    if fmt.type == "ndjson" and body.count(b"\n") != len(lines):
+        # A raw passthrough value held a newline: frame such values as JSON strings. Counting
+        # is cheaper than checking every value on the way in, and it is rare.
+        body = b"\n".join(encode_ndjson(line) for line in lines) + b"\n"
     return compress(body, fmt.compression)
 
 

@@ -130,9 +130,7 @@ class Compiled:
         values = rows.values
         if None not in values:
             out.in_bytes = sum(map(len, values))  # type: ignore[arg-type]
-            # Passthrough: the consumed lists are the output (a newline inside a value would
-            # break the line framing: such batches take the general path).
-            if self.passthrough and b"\n" not in b"".join(values):  # type: ignore[arg-type]
+            if self.passthrough:  # the consumed lists are the output (newlines: render_file)
                 out.records = rows  # type: ignore[assignment]  # no None: checked above
                 return out
         else:

@@ -62,6 +62,8 @@ def test_encoders() -> None:
     assert encode_csv({"a": None, "b": True, "c": {"x": 1}}, ["a", "b", "c"]) == \
         b',true,"{""x"":1}"'
     assert render_file(Format(), []) == b""
+    # a raw passthrough value with a newline is framed as a JSON string, the others verbatim
+    assert render_file(Format(), [b'{"a":1}', b"two\nlines"]) == b'{"a":1}\n"two\\nlines"\n'
     csv_file = render_file(Format(type="csv", columns=["a", "b"]), [b"1,2"])
     assert csv_file == b"a,b\n1,2\n"
 
