@@ -1,8 +1,12 @@
 """Pure placement logic: a `ClusterView` (frozen dataclasses) in, a `Plan` out.
 
 No I/O, no threads, no clock reads, no imports of kazoo/grpc/aiohttp/kafka. Same input, same plan.
+`plan` is the scheduler; `utilisation` and `estimates` are pure helpers for dry runs and
+`exportctl explain` (what the planner sees before it plans). The contract with the master is in
+the docstring of scheduler/planner.py and in docs/architecture/scheduler.md.
 """
 
+from scheduler.estimates import Estimate, estimates
 from scheduler.model import (
     ClusterView,
     Config,
@@ -17,10 +21,13 @@ from scheduler.model import (
     Server,
     Task,
 )
+from scheduler.planner import plan
+from scheduler.utilisation import utilisation
 
 __all__ = [
     "ClusterView",
     "Config",
+    "Estimate",
     "GroupAdvice",
     "Move",
     "MoveInFlight",
@@ -31,4 +38,7 @@ __all__ = [
     "Revocation",
     "Server",
     "Task",
+    "estimates",
+    "plan",
+    "utilisation",
 ]

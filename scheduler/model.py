@@ -56,7 +56,11 @@ class Task:
 
 @dataclass(frozen=True, slots=True)
 class MoveInFlight:
-    """A handoff already under way (revoked from `source`, not yet running on `target`)."""
+    """A handoff already under way (revoked from `source`, not yet running on `target`).
+
+    The master keeps one from the moment it acts on a `Move` until the task got a `Placement` or a
+    `Pending` in a later plan. While it is present the task's load counts on `target` and the
+    task is never moved again; see scheduler/planner.py for the whole contract."""
 
     task: str
     source: str | None
@@ -74,6 +78,14 @@ class Config:
     cooldown_s: float = 300.0
     default_estimate: Resources = Resources(cpu=0.05, net=256 * 1024)
     drain_budget: int = 50
+    # Rebalancing starts when a server is more than `imbalance_threshold` above its group's mean,
+    # and then brings it down to mean + (1 - hysteresis) * imbalance_threshold, so that small
+    # load drifts after a rebalance do not trigger the next one.
+    hysteresis: float = 0.5
+    # False: move_budget and drain_budget bound the moves decided per plan() call. True: moves
+    # still in flight use them up too, so they bound the handoffs under way at any time, however
+    # often the master plans (for a master that plans on every event).
+    budget_counts_in_flight: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +108,8 @@ class Placement:
 
 @dataclass(frozen=True, slots=True)
 class Move:
-    """Rebalance: revoke `task` from `source`, then (after it drains) assign it to `target`."""
+    """Revoke `task` from `source`, then (after it drains) assign it to `target`: rebalance,
+    drain and isolation repair are all this same direct handoff."""
 
     task: str
     source: str
@@ -106,7 +119,8 @@ class Move:
 
 @dataclass(frozen=True, slots=True)
 class Revocation:
-    """Stop `task` on `server` with nowhere to go yet (drain, cordon, job paused or deleted)."""
+    """Stop `task` on `server` with nowhere to go: its job is paused or deleted. (Drains are
+    `Move`s to a chosen target; a cordon stops nothing.)"""
 
     task: str
     server: str
@@ -115,6 +129,8 @@ class Revocation:
 
 @dataclass(frozen=True, slots=True)
 class Pending:
+    """An unplaced task that gets no server this round, and why."""
+
     task: str
     reason: str
 

@@ -1,0 +1,384 @@
+"""Placement: each unplaced task goes to the eligible server with the lowest resulting score.
+
+Eligible means: same isolation group, alive, not cordoned, not draining, and the task fits under
+the high watermark in *both* dimensions. The score of a server is its dominant utilisation
+max(cpu used / cpu capacity, net used / net capacity), so heterogeneous servers fill in proportion
+to their capacity and a network-heavy task avoids a server whose network is full even if its CPU
+is idle.
+
+`GroupPlacer` keeps one group's schedulable servers in a sorted list of (score, rank) pairs; the
+rank orders equal scores by size (largest first) then id, so ties are deterministic and big tasks
+land on big servers when everything is empty. Tasks are placed heaviest first (size in units of the
+group's average server, ties by task id), so the big ones find room while there is room.
+
+Finding a server is a branch-and-bound walk from the least loaded end. A server's resulting score
+is never below its current score, so the walk can stop once the next current score cannot beat the
+best resulting score found by more than `TOLERANCE`; after `CANDIDATES` servers it accepts
+`WIDE` instead, and after `MOST` it stops as soon as something fits. A small task (one that moves a
+score by less than `TOLERANCE`) costs one evaluation; a medium one a handful.
+
+A big task, one that lifts even the best server found by more than `WIDE` above the least loaded
+one, mostly wants capacity: a second walk goes through the servers by capacity in the task's
+dominant dimension, largest first, and stops when load / capacity (a lower bound of the resulting
+score) cannot beat the best any more, or after `BIG_WALK` servers. That finds the large servers
+that the least-loaded order can miss when backgrounds differ. A walk that stops on its bound is
+exact within the tolerance then in force; one that stops on its count is an approximation with a
+bounded cost.
+
+When nothing among the servers walked fits, the walk goes on to the end of the list; two caches
+keep that rare: an upper bound of the most free capacity in each dimension (a task larger than it
+fails in O(1)) and the last loads that failed (a task at least as large in both dimensions fails
+too, since loads only grow during placement). Per task the cost is O(CANDIDATES + log servers) in
+the common case, and never more than O(servers).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+
+from scheduler.estimates import MEASURED, SOURCE_NAMES
+from scheduler.model import Pending, Placement
+from scheduler.reasons import load, rate
+from scheduler.utilisation import BIG, EPS, Cluster
+
+CANDIDATES = 4      # servers evaluated per task before the wider tolerance applies
+TOLERANCE = 0.01    # a server is skipped when it cannot beat the best by more than this ...
+WIDE = 0.05         # ... or by more than this once CANDIDATES servers were evaluated
+MOST = 64           # and the walk stops after this many once something fits
+BIG_WALK = 64       # servers a big task's capacity walk evaluates at most
+_FAIL_MEMO = 8      # failed loads remembered per group
+_INF = float("inf")
+
+
+class GroupPlacer:
+    """The schedulable servers of one group, least loaded first (see the module docstring)."""
+
+    def __init__(self, cl: Cluster, group: str, members: list[int]) -> None:
+        self.cl = cl
+        self.group = group
+        self.hw = cl.cfg.high_watermark
+        n = len(members)
+        self.mean_cap_c = sum(cl.cap_c[i] for i in members) / n
+        self.mean_cap_n = sum(cl.cap_n[i] for i in members) / n
+        inv_mc = 1.0 / self.mean_cap_c if self.mean_cap_c > 0 else BIG
+        inv_mn = 1.0 / self.mean_cap_n if self.mean_cap_n > 0 else BIG
+        self.inv_mean_c, self.inv_mean_n = inv_mc, inv_mn
+
+        def size(i: int) -> float:
+            return min(cl.cap_c[i] * inv_mc, cl.cap_n[i] * inv_mn)
+
+        self.by_rank = sorted(members, key=lambda i: (-size(i), cl.sids[i]))
+        self.rank = {i: r for r, i in enumerate(self.by_rank)}
+        self.by_cpu = sorted(members, key=lambda i: (-cl.cap_c[i], cl.sids[i]))
+        self.by_net = sorted(members, key=lambda i: (-cl.cap_n[i], cl.sids[i]))
+        score = cl.score
+        self.order: list[tuple[float, int]] = sorted(
+            (score[i], r) for r, i in enumerate(self.by_rank)
+        )
+        self.total = sum(score[i] for i in self.by_rank)
+        self.free_c, self.free_n = self._exact_free()
+        self.fails: list[tuple[float, float]] = []
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def mean(self) -> float:
+        return self.total / len(self.order)
+
+    def size_of(self, lc: float, ln: float) -> float:
+        """A task's load in units of this group's average server (for heaviest-first order)."""
+        a = lc * self.inv_mean_c
+        b = ln * self.inv_mean_n
+        return a if a > b else b
+
+    def _exact_free(self) -> tuple[float, float]:
+        cl, hw = self.cl, self.hw
+        fc = max(hw * cl.cap_c[i] - cl.used_c[i] for i in self.by_rank)
+        fn = max(hw * cl.cap_n[i] - cl.used_n[i] for i in self.by_rank)
+        return fc, fn
+
+    def choose(self, lc: float, ln: float) -> tuple[int, int, float] | None:
+        """(position in `order`, server, resulting score) of the best server for a load, or None
+        when no schedulable server of the group can take it under the high watermark."""
+        if (lc > self.free_c * (1.0 + EPS) + EPS or ln > self.free_n * (1.0 + EPS) + EPS
+                or (self.fails and self.failed_before(lc, ln))):
+            return None
+        cl, hw = self.cl, self.hw
+        used_c, used_n, inv_c, inv_n = cl.used_c, cl.used_n, cl.inv_c, cl.inv_n
+        by_rank = self.by_rank
+        best, bj, bi = _INF, -1, -1
+        for j, (sc, r) in enumerate(self.order):
+            if sc >= best - (TOLERANCE if j < CANDIDATES else WIDE) or (j >= MOST and bj >= 0):
+                break
+            i = by_rank[r]
+            rc = (used_c[i] + lc) * inv_c[i]
+            rn = (used_n[i] + ln) * inv_n[i]
+            if rc <= hw and rn <= hw:
+                res = rc if rc > rn else rn
+                if res < best:
+                    best, bj, bi = res, j, i
+        if bj < 0:
+            self.note_failure(lc, ln)
+            return None
+        if best - self.order[0][0] > WIDE:
+            better, bi = self.big_walk(lc, ln, best, bi)
+            if better < best:
+                best, bj = better, bisect_left(self.order, (cl.score[bi], self.rank[bi]))
+        return bj, bi, best
+
+    def big_walk(self, lc: float, ln: float, best: float, bi: int) -> tuple[float, int]:
+        """A big task (it lifts even the best server found by more than WIDE over the least
+        loaded one) mostly wants capacity: walk the servers by capacity in the task's dominant
+        dimension, largest first. Its resulting score on a server is at least load / capacity
+        there, which only grows along the walk, so the walk stops once that bound cannot beat
+        the best by TOLERANCE (or after BIG_WALK servers)."""
+        cl, hw = self.cl, self.hw
+        used_c, used_n, inv_c, inv_n = cl.used_c, cl.used_n, cl.inv_c, cl.inv_n
+        if lc * self.inv_mean_c >= ln * self.inv_mean_n:
+            walk, inv_d, load_d = self.by_cpu, inv_c, lc
+        else:
+            walk, inv_d, load_d = self.by_net, inv_n, ln
+        for n, i in enumerate(walk):
+            if load_d * inv_d[i] >= best - TOLERANCE or n >= BIG_WALK:
+                break
+            rc = (used_c[i] + lc) * inv_c[i]
+            rn = (used_n[i] + ln) * inv_n[i]
+            if rc <= hw and rn <= hw:
+                res = rc if rc > rn else rn
+                if res < best:
+                    best, bi = res, i
+        return best, bi
+
+    def failed_before(self, lc: float, ln: float) -> bool:
+        """A load at least as large as one that found no room (since loads only grew)."""
+        return any(lc >= fc and ln >= fn for fc, fn in self.fails)
+
+    def note_failure(self, lc: float, ln: float) -> None:
+        """Nothing fits anywhere: tighten the free-capacity bounds and remember the load."""
+        self.free_c, self.free_n = self._exact_free()
+        self.fails.append((lc, ln))
+        if len(self.fails) > _FAIL_MEMO:
+            del self.fails[0]
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def commit(self, j: int, i: int, lc: float, ln: float, new_score: float) -> None:
+        """Add a load to server `i`, found at position `j` by `choose`."""
+        cl, order = self.cl, self.order
+        old, r = order[j]
+        del order[j]
+        cl.used_c[i] += lc
+        cl.used_n[i] += ln
+        cl.score[i] = new_score
+        insort(order, (new_score, r))
+        self.total += new_score - old
+
+    def shift(self, i: int, dc: float, dn: float) -> None:
+        """Change the load of member `i` by (dc, dn), either sign."""
+        cl, order = self.cl, self.order
+        r = self.rank[i]
+        old = cl.score[i]
+        j = bisect_left(order, (old, r))
+        del order[j]
+        cl.used_c[i] += dc
+        cl.used_n[i] += dn
+        new = cl.score[i] = cl.score_of(i)
+        insort(order, (new, r))
+        self.total += new - old
+        if dc < 0.0 or dn < 0.0:
+            self.fails.clear()
+            self.free_c = max(self.free_c, self.hw * cl.cap_c[i] - cl.used_c[i])
+            self.free_n = max(self.free_n, self.hw * cl.cap_n[i] - cl.used_n[i])
+
+
+def build_placers(cl: Cluster) -> dict[str, GroupPlacer]:
+    placers: dict[str, GroupPlacer] = {}
+    for group, members in cl.members.items():
+        sched = [i for i in members if cl.sched[i]]
+        if sched:
+            placers[group] = GroupPlacer(cl, group, sched)
+    return placers
+
+
+def no_server_reason(cl: Cluster, group: str) -> str:
+    """Why a group cannot take any task at all (no schedulable server)."""
+    members = cl.members.get(group, [])
+    if not members:
+        return f"no server in group {group}"
+    alive = [i for i in members if cl.alive[i]]
+    if not alive:
+        return f"no live server in group {group} ({len(members)} dead)"
+    draining = sum(1 for i in alive if cl.draining[i])
+    cordoned = len(alive) - draining
+    return (
+        f"no schedulable server in group {group}: {len(alive)} alive, "
+        f"{cordoned} cordoned, {draining} draining"
+    )
+
+
+class PlacementResult:
+    def __init__(self) -> None:
+        self.placements: list[Placement] = []
+        self.pending: list[Pending] = []
+        # group -> [tasks pending, cpu, net, of which "no room" (capacity) rather than "no server"]
+        self.pending_by_group: dict[str, list[float]] = {}
+
+    def add_pending(self, group: str, task: str, reason: str, lc: float, ln: float,
+                    for_room: bool) -> None:
+        self.pending.append(Pending(task, reason))
+        acc = self.pending_by_group.setdefault(group, [0, 0.0, 0.0, 0])
+        acc[0] += 1
+        acc[1] += lc
+        acc[2] += ln
+        if for_room:
+            acc[3] += 1
+
+
+def _reserved_problem(cl: Cluster, i: int, group: str, hw: float) -> str | None:
+    """Why a reserved target can no longer take its task (its load is already counted on it)."""
+    if not cl.alive[i]:
+        return f"{cl.sids[i]} is dead"
+    if cl.sgroup[i] != group:
+        return f"{cl.sids[i]} is in group {cl.sgroup[i]}"
+    if not cl.sched[i]:
+        return f"{cl.sids[i]} is {cl.state_word(i)}"
+    if cl.used_c[i] * cl.inv_c[i] > hw or cl.used_n[i] * cl.inv_n[i] > hw:
+        return f"{cl.sids[i]} would be above the high watermark {hw:.2f}"
+    return None
+
+
+def _prefix(origin: str) -> str:
+    """What happened to a pending task before it became pending ("" for a plain new task)."""
+    return "" if origin == "placed" else f"{origin}; pending: "
+
+
+def place_unplaced(cl: Cluster, placers: dict[str, GroupPlacer]) -> PlacementResult:
+    """Placements and pending entries for every unplaced task (module docstring)."""
+    out = PlacementResult()
+    tasks, load_c, load_n = cl.tasks, cl.load_c, cl.load_n
+    hw = cl.cfg.high_watermark
+    queues = {g: list(q) for g, q in cl.unplaced.items()}
+    origin = cl.origin
+
+    # 1. Moves in flight whose task has drained: their target already carries the load.
+    for u in cl.landing:
+        t = tasks[u.k]
+        target = u.flight.target
+        problem = (
+            f"{target} is dead or unknown" if u.reserved < 0
+            else _reserved_problem(cl, u.reserved, t.group, hw)
+        )
+        if problem is None:
+            out.placements.append(Placement(
+                t.id, target,
+                f"{u.origin}: reserved target {target} (score {cl.score[u.reserved]:.2f}) "
+                f"in group {t.group}",
+            ))
+            continue
+        if u.reserved >= 0:
+            release(cl, placers, u.reserved, load_c[u.k], load_n[u.k])
+            u.reserved = -1
+        origin[u.k] = f"{u.origin} abandoned ({problem})"
+        queues.setdefault(t.group, []).append(u.k)
+
+    # 2. Everything else, per group, heaviest first (ties by task id).
+    for group in sorted(queues):
+        queue = queues[group]
+        placer = placers.get(group)
+        if placer is None:
+            reason = no_server_reason(cl, group)
+            for k in queue:
+                out.add_pending(group, tasks[k].id, _prefix(origin.get(k, "placed")) + reason,
+                                load_c[k], load_n[k], False)
+            continue
+        _place_group(cl, placer, queue, out)
+    return out
+
+
+def _place_group(cl: Cluster, placer: GroupPlacer, queue: list[int],
+                 out: PlacementResult) -> None:
+    """`GroupPlacer.choose` + `commit` for a whole queue, inlined: this loop runs once per task."""
+    tasks, load_c, load_n, est, origin = cl.tasks, cl.load_c, cl.load_n, cl.est, cl.origin
+    used_c, used_n, inv_c, inv_n, score, sids = (
+        cl.used_c, cl.used_n, cl.inv_c, cl.inv_n, cl.score, cl.sids)
+    group, hw = placer.group, placer.hw
+    imc, imn = placer.inv_mean_c, placer.inv_mean_n
+    keys = [-max(load_c[k] * imc, load_n[k] * imn) for k in queue]
+    ordered = [k for _, k in sorted(zip(keys, queue, strict=True))]
+    order, by_rank = placer.order, placer.by_rank
+    total = placer.total
+    append = out.placements.append
+    tol, wide, cands, most, inf = TOLERANCE, WIDE, CANDIDATES, MOST, _INF
+    fails = placer.fails  # changed in place by note_failure
+    fc_lim = placer.free_c * (1.0 + EPS) + EPS
+    fn_lim = placer.free_n * (1.0 + EPS) + EPS
+    plain = "placed"
+    why = origin.get if origin else None
+    for k in ordered:
+        lc = load_c[k]
+        ln = load_n[k]
+        if lc > fc_lim or ln > fn_lim or (fails and placer.failed_before(lc, ln)):
+            _pending_for_room(cl, placer, k, origin.get(k, plain), out)
+            continue
+        best, bj, bi, br = inf, -1, -1, -1
+        for j, (sc, r) in enumerate(order):
+            if sc >= best - (tol if j < cands else wide) or (j >= most and bj >= 0):
+                break
+            i = by_rank[r]
+            rc = (used_c[i] + lc) * inv_c[i]
+            rn = (used_n[i] + ln) * inv_n[i]
+            if rc <= hw and rn <= hw:
+                res = rc if rc > rn else rn
+                if res < best:
+                    best, bj, bi, br = res, j, i, r
+        if bj < 0:
+            placer.note_failure(lc, ln)
+            fc_lim = placer.free_c * (1.0 + EPS) + EPS
+            fn_lim = placer.free_n * (1.0 + EPS) + EPS
+            _pending_for_room(cl, placer, k, origin.get(k, plain), out)
+            continue
+        if best - order[0][0] > wide:
+            better, bi = placer.big_walk(lc, ln, best, bi)
+            if better < best:
+                best, br = better, placer.rank[bi]
+                bj = bisect_left(order, (score[bi], br))
+        total += best - order[bj][0]
+        del order[bj]
+        used_c[bi] += lc
+        used_n[bi] += ln
+        score[bi] = best
+        insort(order, (best, br))
+        sid = sids[bi]
+        reason = (f"{why(k, plain) if why else plain}: lowest score {best:.2f} on {sid} "
+                  f"in group {group}")
+        e = est[k]
+        if e != MEASURED:
+            reason += f" (load from {SOURCE_NAMES[e]})"
+        append(Placement(tasks[k].id, sid, reason))
+    placer.total = total
+
+
+def _pending_for_room(cl: Cluster, placer: GroupPlacer, k: int, origin: str,
+                      out: PlacementResult) -> None:
+    lc, ln = cl.load_c[k], cl.load_n[k]
+    fc, fn = max(placer.free_c, 0.0), max(placer.free_n, 0.0)
+    out.add_pending(
+        placer.group, cl.tasks[k].id,
+        f"{_prefix(origin)}no room under the high watermark {placer.hw:.2f} in group "
+        f"{placer.group}: needs {load(lc, ln)}; the most free on one server is at most "
+        f"cpu {fc:.2f}, net {rate(fn)}; the group's advice asks for more servers",
+        lc, ln, True,
+    )
+
+
+def release(cl: Cluster, placers: dict[str, GroupPlacer], i: int, lc: float, ln: float) -> None:
+    """Take a load off server `i` (a task leaves it), keeping its group's placer in step."""
+    p = placers.get(cl.sgroup[i])
+    if p is not None and i in p.rank:
+        p.shift(i, -lc, -ln)
+    else:
+        cl.used_c[i] -= lc
+        cl.used_n[i] -= ln
+        cl.score[i] = cl.score_of(i)
