@@ -103,17 +103,17 @@ async def wait_for(condition: Callable[[], bool], what: str,
         await asyncio.sleep(0.05)
 
 
-async def run_until_committed(r: PipelineRunner, offset: int,
+async def run_until_committed(r: PipelineRunner, records: int, *, end: int | None = None,
                               timeout: float = DEADLINE) -> None:
-    """Start, wait until the records up to `offset` went through, drain (which flushes the
-    partial last chunk), and check that `offset` was committed."""
+    """Start, wait until `records` records went through, drain (which flushes the partial last
+    chunk), and check that offset `end` (default: `records`) was committed."""
     await r.start()
     try:
-        await wait_for(lambda: r.stats().records_total >= offset,
-                       f"records up to offset {offset} (stats: {r.stats()})", timeout)
+        await wait_for(lambda: r.stats().records_total >= records,
+                       f"{records} records (stats: {r.stats()})", timeout)
     finally:
         await r.stop(drain=True)
-    assert r.stats().committed_offset == offset, r.stats()
+    assert r.stats().committed_offset == (records if end is None else end), r.stats()
 
 
 async def with_runner(r: PipelineRunner, body: Callable[[], Awaitable[None]]) -> None:

@@ -140,3 +140,24 @@ async def test_max_seconds_flushes_a_quiet_partition(kafka: str, tmp_path: Path)
         await r.stop(drain=False)
     (only,) = [p for p in out.rglob("*") if p.is_file()]
     assert [rec["id"] for rec in lines([only.read_bytes()])] == list(range(10))
+
+
+async def test_start_at_a_timestamp_or_latest_without_a_committed_offset(
+        kafka: str, tmp_path: Path) -> None:
+    topic = create_topic(kafka, unique("start"))
+    produce(kafka, topic, json_records(0, 10), timestamp_ms=1_795_330_800_000)
+    produce(kafka, topic, json_records(10, 20), timestamp_ms=1_795_334_400_000)  # an hour later
+    out = tmp_path / "ts"
+    spec = job(topic, {"type": "file", "directory": str(out)},
+               source={"topic": topic, "start": "timestamp",
+                       "start_timestamp_ms": 1_795_334_400_000})
+    await run_until_committed(runner(environment(kafka, tmp_path), spec), 10, end=20)
+    assert [r["id"] for r in lines(p.read_bytes() for p in out.rglob("*.ndjson"))] == list(
+        range(10, 20))
+
+    latest = job(topic, {"type": "file", "directory": str(tmp_path / "latest")},
+                 source={"topic": topic, "start": "latest"})
+    r = runner(environment(kafka, tmp_path), latest)
+    await r.start()
+    await r.stop(drain=True)
+    assert r.stats().committed_offset == 20 and r.stats().records_total == 0
