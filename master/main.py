@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from master.process import Master
 from master.settings import MasterSettings
-from scheduler.planner import plan
+from scheduler import plan
 from tasks.errors import ExportdError
 from tasks.logs import configure_logging, get_logger
 from tasks.settings import load_settings, parse_set_flags

@@ -17,7 +17,7 @@ from kazoo.client import KazooClient
 
 from master.process import Master
 from master.settings import KafkaSettings, ListenSettings, MasterSettings, ZooKeeperSettings
-from scheduler.planner import plan
+from scheduler import plan
 from tasks.cluster import ZkPaths
 from tasks.spec import JobSpec, parse_job_spec
 from tools.bench.master_sim import SimServer
