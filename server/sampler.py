@@ -1,9 +1,11 @@
 """psutil sampler: what this machine offers (capacity) and uses (usage), once per heartbeat.
 
-CPU is the whole machine's busy fraction since the previous sample (a noisy neighbour reduces
-what the scheduler can place here, so it should count). Network rates are the machine's byte
-counters' deltas over the elapsed time. Memory is the resident size of this process and its
-worker processes, against the machine's total.
+CPU is what this process and its worker processes used since the previous sample, as a fraction
+of the cores the server offers: in a container the machine-wide figure would be the node's, and
+several servers on one host would each count all of them. Network rates are the host's (in a
+pod: the pod's) byte counters' deltas over the elapsed time, unless `shared_host` says the
+counters are shared, when only the tasks' own measured bytes count. Memory is the resident size
+of this process and its workers, against the machine's total.
 """
 
 from __future__ import annotations
@@ -42,11 +44,26 @@ class _Counters:
     at: float
     bytes_recv: int
     bytes_sent: int
+    cpu_seconds: float
 
 
-def _net_counters() -> _Counters:
+def _tree_cpu_seconds(process: psutil.Process) -> float:
+    total = 0.0
+    for proc in [process, *process.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:  # a worker exited between listing and reading
+            continue
+        total += times.user + times.system
+    return total
+
+
+def _counters(process: psutil.Process, shared_host: bool) -> _Counters:
+    cpu = _tree_cpu_seconds(process)
+    if shared_host:
+        return _Counters(time.monotonic(), 0, 0, cpu)
     counters = psutil.net_io_counters()
-    return _Counters(time.monotonic(), counters.bytes_recv, counters.bytes_sent)
+    return _Counters(time.monotonic(), counters.bytes_recv, counters.bytes_sent, cpu)
 
 
 class Sampler:
@@ -56,8 +73,8 @@ class Sampler:
         self.capacity = pb.Resources(cpu_cores=cpu_cores(capacity),
                                      net_bytes_per_s=capacity.net_bytes_per_s)
         self._process = psutil.Process()
-        self._last = _net_counters()
-        psutil.cpu_percent(interval=None)   # primes the delta; the first answer is meaningless
+        self._shared_host = capacity.shared_host
+        self._last = _counters(self._process, self._shared_host)
 
     def _rss(self) -> int:
         total = 0
@@ -69,10 +86,13 @@ class Sampler:
         return total
 
     def sample(self) -> pb.Usage:
-        now = _net_counters()
+        now = _counters(self._process, self._shared_host)
         elapsed = now.at - self._last.at
+        # A worker that exited takes its CPU seconds with it: the sum may go back; rate() gives 0.
+        cores_used = rate(int(self._last.cpu_seconds * 1e6), int(now.cpu_seconds * 1e6),
+                          elapsed) / 1e6
         usage = pb.Usage(
-            cpu_fraction=min(max(psutil.cpu_percent(interval=None) / 100.0, 0.0), 1.0),
+            cpu_fraction=min(max(cores_used / max(self.capacity.cpu_cores, 1e-9), 0.0), 1.0),
             net_in_bytes_per_s=rate(self._last.bytes_recv, now.bytes_recv, elapsed),
             net_out_bytes_per_s=rate(self._last.bytes_sent, now.bytes_sent, elapsed),
             memory_rss_bytes=self._rss(),

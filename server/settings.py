@@ -53,6 +53,9 @@ class CapacitySettings(SettingsModel):
     net_bytes_per_s: float = Field(default=125_000_000.0, gt=0)
     # Worker processes for CPU-bound transforms; None: one per core.
     worker_processes: int | None = Field(default=None, gt=0)
+    # Several servers on one host (`make dev`, tests): the host's network counters belong to
+    # all of them, so report no network usage beyond what our tasks measure themselves.
+    shared_host: bool = False
 
 
 class LeaseSettings(SettingsModel):

@@ -23,22 +23,24 @@ from confluent_kafka.cimpl import NewTopic
 
 from tools.devcluster.__main__ import s3_client
 from tools.devcluster.cluster import BIN, LocalCluster, ServerSpec, wait_for
-from tools.devcluster.producer import produce_lines
+from tools.devcluster.producer import DemoProducer, produce_lines
 
 TOPIC, PARTITIONS, BUCKET, JOB = "e2e-access", 6, "exportd-e2e", "e2e-nginx"
+NET = 50_000.0
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    # Small CPU capacities and a low imbalance threshold make the light test load count for the
-    # scheduler, so the new server is given tasks by rebalancing; a short cool-down lets tasks
-    # that moved during the drain move again.
+    # Servers offer 50 KB/s of network each, so the test's steady 100 records/s (~20 KB/s) is a
+    # load the scheduler sees (a new task is estimated at 1 KB/s until measured), and the new
+    # server is given tasks by rebalancing; a short cool-down lets tasks that moved during the
+    # drain move again.
     local = LocalCluster(
-        servers=[ServerSpec("server-1", "default", 0.25), ServerSpec("server-2", "default", 0.25),
-                 ServerSpec("server-3", "heavy", 0.25)],
+        servers=[ServerSpec("server-1", "default", net_bytes_per_s=NET),
+                 ServerSpec("server-2", "default", net_bytes_per_s=NET),
+                 ServerSpec("server-3", "heavy", net_bytes_per_s=NET)],
         cluster=f"e2e-{uuid.uuid4().hex[:6]}",
-        master_overrides={"scheduler": {"imbalance_threshold": 0.02, "min_gain": 0.001,
-                                        "cooldown": "5s", "default_cpu_estimate": 0.02}},
+        master_overrides={"scheduler": {"cooldown": "5s", "default_net_estimate": 1000}},
     )
     with local:
         yield local
@@ -85,7 +87,28 @@ def test_operator_drives_a_real_cluster(cluster: LocalCluster, tmp_path: Path) -
     admin.create_topics([NewTopic(TOPIC, num_partitions=PARTITIONS,
                                   replication_factor=1)])[TOPIC].result(30)
     s3_client(endpoints["s3"]).create_bucket(Bucket=BUCKET)
-    produced = len(produce_lines(endpoints["kafka"], TOPIC, 3000))
+    backlog = len(produce_lines(endpoints["kafka"], TOPIC, 1200))
+    steady = DemoProducer(endpoints["kafka"], TOPIC, rate=100, max_records=60_000,
+                          max_seconds=600, seed=11)
+    steady.start()
+    try:
+        produced = backlog + drive_the_cluster(cluster, tmp_path, steady)
+    finally:
+        steady.stop()
+
+    # Every record produced is in S3, exactly once.
+    def all_exported() -> bool:
+        return len(exported_records(endpoints["s3"])) >= produced
+
+    wait_for(all_exported, 120, f"{produced} records in S3", interval=1.0)
+    records = exported_records(endpoints["s3"])
+    coordinates = [(r["_partition"], r["_offset"]) for r in records]
+    assert len(coordinates) == produced
+    assert len(set(coordinates)) == produced
+
+
+def drive_the_cluster(cluster: LocalCluster, tmp_path: Path, steady: DemoProducer) -> int:
+    """Submit, drain, fail over, scale out; stop the steady producer and return its count."""
     masters = cluster.master_urls()
 
     # Submit the job from a YAML file, as on-call would.
@@ -127,13 +150,5 @@ def test_operator_drives_a_real_cluster(cluster: LocalCluster, tmp_path: Path) -
                          for s in ctl_json(dead_first, "servers")), 60, "server-4 registered")
     wait_for(lambda: any(t["server"] == "server-4" and t["state"] == "running"
                          for t in job_tasks(dead_first)), 120, "server-4 running a task")
-
-    # Every record produced is in S3, exactly once.
-    def all_exported() -> bool:
-        return len(exported_records(endpoints["s3"])) >= produced
-
-    wait_for(all_exported, 120, f"{produced} records in S3", interval=1.0)
-    records = exported_records(endpoints["s3"])
-    coordinates = [(r["_partition"], r["_offset"]) for r in records]
-    assert len(coordinates) == produced
-    assert len(set(coordinates)) == produced
+    steady.stop()
+    return steady.produced

@@ -38,6 +38,7 @@ class ServerSpec:
     id: str
     group: str = "default"
     cpu_cores: float = 2.0
+    net_bytes_per_s: float = 125_000_000.0
 
 
 @dataclass
@@ -190,7 +191,9 @@ class LocalCluster:
             "s3": {"endpoint_url": self.endpoints["s3"], "access_key_id": "dev",
                    "secret_access_key": "dev"},
             "work_dir": str(self.workdir / "servers" / spec.id),
-            "capacity": {"cpu_cores": spec.cpu_cores, "worker_processes": 1},
+            # All servers share this host's network counters: count only the tasks' own bytes.
+            "capacity": {"cpu_cores": spec.cpu_cores, "net_bytes_per_s": spec.net_bytes_per_s,
+                         "worker_processes": 1, "shared_host": True},
             "log_format": "json",
         }
         path = self._write_config(spec.id, config)

@@ -109,7 +109,11 @@ def start_kafka(workdir: Path, *, tied_to_parent: bool = True) -> tuple[ManagedP
         )
     )
     jvm = [*_jvm(768), f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath("kafka")]
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:22]
+    # A Kafka cluster id is 16 random bytes in URL-safe base64; one starting with '-' would be
+    # read as an option by kafka-storage's argument parser.
+    cluster_id = "-"
+    while cluster_id.startswith("-"):
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:22]
     fmt = ManagedProcess(
         "kafka-storage-format",
         [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
