@@ -106,6 +106,9 @@ class LocalCluster:
             wait_for(lambda: self.leader_url() is not None, 60, "a master leading")
             for spec in self.servers:
                 self.start_server(spec)
+            # Jobs submitted before every server reports would all land on the first ones.
+            wait_for(lambda: self.alive_servers() >= {s.id for s in self.servers}, 60,
+                     "every server reporting to the leader")
         except BaseException:
             self.keep_workdir = True
             self.stop()
@@ -216,6 +219,12 @@ class LocalCluster:
                 if leader.get("http"):
                     return str(leader["http"])
         return None
+
+    def alive_servers(self) -> set[str]:
+        url = self.leader_url()
+        if url is None:
+            return set()
+        return {s["id"] for s in http_json(url + "/api/v1/servers") if s.get("alive")}
 
     def leader_master(self) -> MasterProc | None:
         url = self.leader_url()
