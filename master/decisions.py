@@ -43,6 +43,12 @@ def heartbeat_interval(servers: int, budget: float, minimum: float) -> float:
     return max(minimum, servers / budget) if budget > 0 else minimum
 
 
+def plan_interval(last_plan_s: float, share: float, low: float, high: float) -> float:
+    """How long timer rounds wait before re-planning with no event: planning may take `share` of
+    the time, within [low, high]."""
+    return min(high, max(low, last_plan_s / share))
+
+
 def ewma(old: float | None, sample: float, alpha: float) -> float:
     return sample if old is None else old + alpha * (sample - old)
 

@@ -61,6 +61,7 @@ class Leadership:
         self._kick = asyncio.Event()
         self._changed = True
         self._planned_at = float("-inf")
+        self._plan_interval = settings.plan_interval_min
         self._server_names: set[str] = set()
         self._view_cache: decisions.ViewCache = {}
         self._names_event = asyncio.Event()
@@ -141,9 +142,9 @@ class Leadership:
             if died:
                 log.warning("servers_dead", servers=died, epoch=self.term.epoch)
                 self._changed = True
-            # Timer rounds with no event only re-plan every plan_interval (measured loads
-            # drift slowly; a plan over 100k tasks is not free).
-            if self._changed or now - self._planned_at >= self.settings.plan_interval:
+            # Timer rounds with no event re-plan less often (measured loads drift slowly; a plan
+            # over 100k tasks is not free).
+            if self._changed or now - self._planned_at >= self._plan_interval:
                 self._changed = False
                 self._planned_at = now
                 await self._plan(state, now)
@@ -177,7 +178,11 @@ class Leadership:
         if self.state is not state or not self.term.active:
             return
         applied = state.apply(plan, time.monotonic(), time.time())
-        metrics.PLAN_SECONDS.observe(time.perf_counter() - started)
+        took = time.perf_counter() - started
+        metrics.PLAN_SECONDS.observe(took)
+        cfg = self.settings
+        self._plan_interval = decisions.plan_interval(
+            took, cfg.plan_time_share, cfg.plan_interval_min, cfg.plan_interval_max)
         self.last_plan = plan
         metrics.PLANS.inc()
         for kind, count in applied.moves.items():

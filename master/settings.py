@@ -82,8 +82,12 @@ class MasterSettings(SettingsModel):
     # A reconcile round runs on every event, at most this often, and at least every interval.
     reconcile_interval: Duration = 1.0
     reconcile_min_gap: Duration = 0.05
-    # With no event, a round re-plans (rebalance from drifting loads) only this often.
-    plan_interval: Duration = 30.0
+    # With no event, a round re-plans (rebalance from drifting loads) every
+    # plan_seconds / plan_time_share, kept within [plan_interval_min, plan_interval_max]: a small
+    # cluster re-plans every few seconds, a 100k-task one (~0.5 s a plan) every 30 s.
+    plan_interval_min: Duration = 5.0
+    plan_interval_max: Duration = 30.0
+    plan_time_share: float = Field(default=0.02, gt=0, le=1)
     # Weight of the newest sample in the per-task load EWMA.
     load_ewma_alpha: float = Field(default=0.3, gt=0, le=1)
     # Events kept per task for `get_task` / explain.

@@ -31,6 +31,12 @@ def test_heartbeat_interval_from_budget() -> None:
     assert decisions.heartbeat_interval(10, 0, 1.5) == 1.5
 
 
+def test_plan_interval_scales_with_plan_time() -> None:
+    assert decisions.plan_interval(0.001, 0.02, 5.0, 30.0) == 5.0
+    assert decisions.plan_interval(0.3, 0.02, 5.0, 30.0) == 15.0
+    assert decisions.plan_interval(2.0, 0.02, 5.0, 30.0) == 30.0
+
+
 def test_ewma() -> None:
     assert decisions.ewma(None, 2.0, 0.3) == 2.0
     assert abs(decisions.ewma(2.0, 4.0, 0.5) - 3.0) < 1e-9
