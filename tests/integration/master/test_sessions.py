@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 import pytest
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewPartitions, NewTopic
 from kazoo.client import KazooClient
 
 from master.api.ports import TaskFilter
@@ -164,3 +167,19 @@ async def test_standby_reads_from_zookeeper_and_refuses_writes(
     await standby.wait_leading(30)
     assert time.monotonic() - started < 10
     assert control.is_leader() and control.leader().epoch > 0
+
+
+async def test_partitions_added_later_get_tasks(
+        start_master: StartMaster, start_sim: StartSim, kafka: str) -> None:
+    name = f"grow-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": kafka})
+    admin.create_topics([NewTopic(name, 2, 1)])[name].result(timeout=60)
+    master = await start_master("m1")
+    await master.wait_leading(30)
+    a = await start_sim("srv-a")
+    view = await master.control.create_job(job_spec("growing", name))
+    assert len(view.tasks) == 2
+    admin.create_partitions([NewPartitions(name, 3)])[name].result(timeout=60)
+    await until(lambda: task_id("growing", name, 2) in a.desired, 60,
+                "the new partition's task placed")
+    assert len(master.control.get_job("growing").tasks) == 3
