@@ -73,12 +73,25 @@ def _set_path(tree: dict[str, Any], path: Sequence[str], value: Any) -> None:
     node[path[-1]] = value
 
 
+def _value(raw: str) -> Any:
+    """A variable's or flag's value: YAML for lists, mappings and quoted strings, else the
+    string itself.
+
+    Plain scalars stay strings and the model converts them by the field's type ("15" to 15.0
+    for a number, "true" for a bool): parsing them as YAML would turn a group named `2024` into
+    a number and a secret like `0x1F` or `no` into something else.
+    """
+    if raw.lstrip().startswith(("[", "{", '"', "'")):
+        return yaml.safe_load(raw)
+    return raw
+
+
 def _env_overrides(environ: Mapping[str, str], prefix: str) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for name, raw in environ.items():
         if name.startswith(prefix) and len(name) > len(prefix):
             path = name[len(prefix):].lower().split("__")
-            _set_path(tree, path, yaml.safe_load(raw) if raw else raw)
+            _set_path(tree, path, _value(raw))
     return tree
 
 
@@ -129,11 +142,11 @@ def load_settings(
 
 
 def parse_set_flags(pairs: Sequence[str]) -> dict[str, Any]:
-    """`--set a.b=1 --set c=x` -> {"a.b": 1, "c": "x"} (values parsed as YAML scalars)."""
+    """`--set a.b=1 --set c=x` -> {"a.b": "1", "c": "x"}; lists and mappings as YAML."""
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set takes key=value, got {pair!r}")
-        out[key.strip()] = yaml.safe_load(raw)
+        out[key.strip()] = _value(raw)
     return out

@@ -69,3 +69,17 @@ def test_unknown_key_is_a_clear_error(tmp_path: Path) -> None:
 def test_bad_duration_names_the_field() -> None:
     with pytest.raises(ConfigError, match="interval"):
         load_settings(Example, environ={"EXPORTD_INTERVAL": "soon"})
+
+
+class Typed(SettingsModel):
+    group: str = "default"
+    count: int = 1
+    enabled: bool = False
+    tokens: list[str] = []
+
+
+def test_variables_keep_strings_and_convert_by_field_type() -> None:
+    env = {"EXPORTD_GROUP": "2024", "EXPORTD_COUNT": "15", "EXPORTD_ENABLED": "true",
+           "EXPORTD_TOKENS": '["a", "b"]'}
+    got = load_settings(Typed, environ=env, overrides=parse_set_flags(["group=007"]))
+    assert got == Typed(group="007", count=15, enabled=True, tokens=["a", "b"])
