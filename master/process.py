@@ -26,7 +26,6 @@ from master.session import SessionService
 from master.settings import MasterSettings
 from master.store import Store
 from proto import exportd_pb2_grpc as pb_grpc
-from tasks.cluster import ZkPaths
 from tasks.errors import Unavailable
 from tasks.logs import get_logger
 
@@ -47,7 +46,7 @@ class Master:
         self.settings = settings
         self.planner = planner
         zk = settings.zookeeper
-        self.paths = ZkPaths.for_cluster(zk.cluster, zk.base_path)
+        self.paths = zk.paths()
         self.client = KazooClient(hosts=zk.hosts, timeout=zk.session_timeout)
         self.store = Store(self.client, self.paths, settings.assignment_shards)
         self.partitions = PartitionSource(settings.kafka.bootstrap_servers,

@@ -7,28 +7,18 @@ are chosen together with the server's (docs/architecture/master.md, "Lease timin
 
 from __future__ import annotations
 
-import secrets
 import socket
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from master.api.settings import ApiSettings
-from tasks.settings import Duration, SettingsModel
+from tasks.cluster import ZooKeeperSettings
+from tasks.settings import Duration, SettingsModel, instance_id
 
 
 def default_master_id() -> str:
-    host = socket.gethostname().split(".")[0].lower() or "master"
-    cleaned = "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in host).strip("-")
-    return f"{cleaned or 'master'}-{secrets.token_hex(3)}"
-
-
-class ZooKeeperSettings(SettingsModel):
-    hosts: str = "127.0.0.1:2181"
-    cluster: str = "local"
-    base_path: str = "/exportd"
-    # A crashed leader is replaced after about this long (its session must expire first).
-    session_timeout: Duration = 6.0
+    return instance_id("master")
 
 
 class ListenSettings(SettingsModel):
@@ -68,7 +58,8 @@ class SchedulerSettings(SettingsModel):
 
 class MasterSettings(SettingsModel):
     id: str = Field(default_factory=default_master_id, min_length=1, max_length=128)
-    zookeeper: ZooKeeperSettings = ZooKeeperSettings()
+    # A crashed leader is replaced after about its session timeout: shorter than a server's.
+    zookeeper: ZooKeeperSettings = ZooKeeperSettings(session_timeout=6.0)
     grpc: ListenSettings = ListenSettings(port=9400)
     http: ListenSettings = ListenSettings(port=8080)
     kafka: KafkaSettings = KafkaSettings()

@@ -17,8 +17,7 @@ from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
 from kazoo.protocol.states import ZnodeStat
 
-from server.settings import ZooKeeperSettings
-from tasks.cluster import LeaderInfo, ServerRegistration, ZkPaths
+from tasks.cluster import LeaderInfo, ServerRegistration, ZooKeeperSettings
 from tasks.errors import Conflict, Unavailable
 from tasks.logs import get_logger
 
@@ -44,7 +43,7 @@ class Registration:
     def __init__(self, settings: ZooKeeperSettings, payload: ServerRegistration,
                  on_leader: LeaderCallback) -> None:
         self._settings = settings
-        self.paths = ZkPaths.for_cluster(settings.cluster, settings.base_path)
+        self.paths = settings.paths()
         self.payload = payload
         self._on_leader = on_leader
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -11,20 +11,13 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from tasks.cluster import ZooKeeperSettings
 from tasks.settings import Duration, SettingsModel, instance_id
 
 
 def default_server_id() -> str:
     """`<hostname>-<6 hex>`: unique per process even when two servers share a host."""
     return instance_id("server")
-
-
-class ZooKeeperSettings(SettingsModel):
-    hosts: str = "127.0.0.1:2181"
-    cluster: str = "local"
-    base_path: str = "/exportd"
-    # Bounds how long a crashed server's registration outlives it.
-    session_timeout: Duration = 10.0
 
 
 class HttpSettings(SettingsModel):

@@ -10,6 +10,21 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tasks.settings import Duration, SettingsModel
+
+
+class ZooKeeperSettings(SettingsModel):
+    """Where a process finds the cluster in ZooKeeper; the same block for masters and servers."""
+
+    hosts: str = "127.0.0.1:2181"
+    cluster: str = "local"
+    base_path: str = "/exportd"
+    # How long a crashed process's ephemeral nodes (leadership, registration) outlive it.
+    session_timeout: Duration = 10.0
+
+    def paths(self) -> ZkPaths:
+        return ZkPaths.for_cluster(self.cluster, self.base_path)
+
 
 @dataclass(frozen=True, slots=True)
 class ZkPaths:

@@ -8,11 +8,14 @@ server fails to start. Tests under tests/unit are marked `unit`, under tests/int
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kazoo.client import KazooClient
 
+from tasks.cluster import ZkPaths
 from tools.infra import Infra, start_infra
 
 
@@ -51,3 +54,26 @@ def s3() -> Iterator[str]:
     """endpoint URL of moto's S3 server (any access key and secret work)."""
     for infra in _start("s3"):
         yield infra.s3
+
+
+@pytest.fixture
+def cluster() -> str:
+    """A cluster name of the test's own, so its ZooKeeper root is fresh."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def paths(cluster: str) -> ZkPaths:
+    return ZkPaths.for_cluster(cluster)
+
+
+@pytest.fixture
+def zk(zookeeper: str) -> Iterator[KazooClient]:
+    """A kazoo client on the real ZooKeeper, stopped after the test."""
+    client = KazooClient(hosts=zookeeper, timeout=5.0)
+    client.start(timeout=30)
+    try:
+        yield client
+    finally:
+        client.stop()
+        client.close()

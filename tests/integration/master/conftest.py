@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -16,9 +16,9 @@ from confluent_kafka.cimpl import NewTopic
 from kazoo.client import KazooClient
 
 from master.process import Master
-from master.settings import KafkaSettings, ListenSettings, MasterSettings, ZooKeeperSettings
+from master.settings import KafkaSettings, ListenSettings, MasterSettings
 from scheduler import plan
-from tasks.cluster import ZkPaths
+from tasks.cluster import ZkPaths, ZooKeeperSettings
 from tasks.spec import JobSpec, parse_job_spec
 from tools.bench.master_sim import SimServer
 
@@ -35,27 +35,6 @@ async def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.05)
-
-
-@pytest.fixture
-def cluster() -> str:
-    return f"m{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def paths(cluster: str) -> ZkPaths:
-    return ZkPaths.for_cluster(cluster)
-
-
-@pytest.fixture
-def zk(zookeeper: str) -> Iterator[KazooClient]:
-    client = KazooClient(hosts=zookeeper, timeout=5.0)
-    client.start(timeout=30)
-    try:
-        yield client
-    finally:
-        client.stop()
-        client.close()
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ in-test task runners. Each is stopped at the end even when the test fails."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from kazoo.client import KazooClient
@@ -16,31 +16,9 @@ from server.settings import (
     LeaseSettings,
     ServerSettings,
     SessionSettings,
-    ZooKeeperSettings,
 )
-from tasks.cluster import ZkPaths
+from tasks.cluster import ZkPaths, ZooKeeperSettings
 from tests.integration.server.harness import Coordinator, FakeFactory, write_leader
-
-
-@pytest.fixture
-def cluster() -> str:
-    return f"t{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def paths(cluster: str) -> ZkPaths:
-    return ZkPaths.for_cluster(cluster)
-
-
-@pytest.fixture
-def zk(zookeeper: str) -> Iterator[KazooClient]:
-    client = KazooClient(hosts=zookeeper, timeout=5.0)
-    client.start(timeout=30)
-    try:
-        yield client
-    finally:
-        client.stop()
-        client.close()
 
 
 def server_settings(zookeeper: str, cluster: str, *, session_timeout: float = 4.0,
