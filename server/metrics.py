@@ -1,5 +1,7 @@
 """Prometheus metrics of an export server (per-task rate, lag, errors; lease state). The names
-here are the contract with the Grafana dashboard (see master/metrics.py)."""
+here are the contract with the Grafana dashboard (see master/metrics.py). Per-task metrics are
+labelled `export_job` and `task`: a label named `job` would collide with the one Prometheus
+gives every scrape target."""
 
 from __future__ import annotations
 
@@ -9,18 +11,18 @@ REGISTRY = CollectorRegistry()
 
 SERVER_TASKS = Gauge("exportd_server_tasks", "Tasks on this server by state", ["state"],
                      registry=REGISTRY)
-TASK_RECORDS = Counter("exportd_task_records_total", "Records exported", ["job", "task"],
+TASK_RECORDS = Counter("exportd_task_records_total", "Records exported", ["export_job", "task"],
                        registry=REGISTRY)
 TASK_RECORDS_PER_SECOND = Gauge("exportd_task_records_per_second", "Records per second",
-                                ["job", "task"], registry=REGISTRY)
+                                ["export_job", "task"], registry=REGISTRY)
 TASK_BYTES_PER_SECOND = Gauge("exportd_task_bytes_per_second", "Bytes per second",
-                              ["job", "task"], registry=REGISTRY)
+                              ["export_job", "task"], registry=REGISTRY)
 TASK_LAG = Gauge("exportd_task_consumer_lag", "Records behind the partition's end",
-                 ["job", "task"], registry=REGISTRY)
-TASK_ERRORS = Counter("exportd_task_errors_total", "Sink or source errors", ["job", "task"],
+                 ["export_job", "task"], registry=REGISTRY)
+TASK_ERRORS = Counter("exportd_task_errors_total", "Sink or source errors", ["export_job", "task"],
                       registry=REGISTRY)
 TASK_DEAD_LETTERS = Counter("exportd_task_dead_letters_total", "Records sent to dead-letter",
-                            ["job", "task"], registry=REGISTRY)
+                            ["export_job", "task"], registry=REGISTRY)
 LEASE_REMAINING = Gauge("exportd_server_lease_remaining_seconds",
                         "Seconds until this server self-fences without an ack", registry=REGISTRY)
 SELF_FENCES = Counter("exportd_server_self_fences_total",
