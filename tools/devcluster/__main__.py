@@ -90,7 +90,7 @@ Ctrl-C stops everything.
 def run(rate: float) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    cluster = LocalCluster()
+    cluster = LocalCluster(record_infra=True)
     print("starting ZooKeeper, Kafka, S3, 2 masters and 3 servers ...", flush=True)
     with cluster:
         prepare_data(cluster)

@@ -29,6 +29,7 @@ import yaml
 from tools.infra import Infra, start_infra
 from tools.infra.ports import free_port
 from tools.infra.process import ManagedProcess
+from tools.infra.state import STATE_FILE, InfraState
 
 BIN = Path(sys.executable).parent
 
@@ -91,6 +92,8 @@ class LocalCluster:
     master_overrides: dict[str, Any] = field(default_factory=dict)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="exportd-dev-")))
     keep_workdir: bool = False
+    # Record the infra where `python -m tools.infra status|down` look (make dev; not tests).
+    record_infra: bool = False
     infra: Infra | None = None
     master_procs: list[MasterProc] = field(default_factory=list)
     server_procs: list[ServerProc] = field(default_factory=list)
@@ -101,6 +104,8 @@ class LocalCluster:
         atexit.register(self.stop)
         try:
             self.infra = start_infra(workdir=self.workdir / "infra")
+            if self.record_infra:  # `python -m tools.infra status` then shows these servers
+                InfraState.of(self.infra).save()
             for i in range(self.masters):
                 self.start_master(f"master-{i + 1}")
             wait_for(lambda: self.leader_url() is not None, 60, "a master leading")
@@ -123,6 +128,8 @@ class LocalCluster:
         self.server_procs.clear()
         self.master_procs.clear()
         if self.infra is not None:
+            if self.record_infra:
+                STATE_FILE.unlink(missing_ok=True)
             self.infra.keep_workdir = True  # it lives inside ours
             self.infra.stop()
             self.infra = None

@@ -16,20 +16,8 @@ from pathlib import Path
 
 from tools.infra.errors import InfraError, PrerequisiteMissing
 from tools.infra.health import healthy
-from tools.infra.servers import Infra, start_infra
-from tools.infra.state import STATE_FILE, InfraState, ProcessRecord, pid_runs, terminate
-
-MARKERS = {"zookeeper": "zoo.cfg", "kafka": "kafka.properties", "s3": "moto.server"}
-
-
-def _record(infra: Infra) -> InfraState:
-    state = InfraState(workdir=str(infra.workdir))
-    for name, proc in infra.processes.items():
-        marker = MARKERS[name] if name != "s3" else f"-p {infra.s3.rsplit(':', 1)[1]}"
-        state.processes.append(
-            ProcessRecord(name, proc.pid, getattr(infra, name), str(proc.log_path), marker)
-        )
-    return state
+from tools.infra.servers import start_infra
+from tools.infra.state import STATE_FILE, InfraState, pid_runs, terminate
 
 
 def _print_endpoints(state: InfraState) -> None:
@@ -44,7 +32,7 @@ def cmd_up(foreground: bool) -> int:
         _print_endpoints(existing)
         return 1
     infra = start_infra(tied_to_parent=foreground)
-    state = _record(infra)
+    state = InfraState.of(infra)
     state.save()
     print("infra up:")
     _print_endpoints(state)

@@ -15,8 +15,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tools.infra.jars import CACHE_DIR
+from tools.infra.servers import Infra
 
 STATE_FILE = CACHE_DIR / "infra" / "state.json"
+MARKERS = {"zookeeper": "zoo.cfg", "kafka": "kafka.properties", "s3": "moto.server"}
 
 
 @dataclass
@@ -32,6 +34,17 @@ class ProcessRecord:
 class InfraState:
     workdir: str
     processes: list[ProcessRecord] = field(default_factory=list)
+
+    @staticmethod
+    def of(infra: Infra) -> InfraState:
+        """The record of running servers, so `status` and `down` find them from elsewhere."""
+        state = InfraState(workdir=str(infra.workdir))
+        for name, proc in infra.processes.items():
+            marker = MARKERS[name] if name != "s3" else f"-p {infra.s3.rsplit(':', 1)[1]}"
+            state.processes.append(
+                ProcessRecord(name, proc.pid, getattr(infra, name), str(proc.log_path), marker)
+            )
+        return state
 
     def save(self, path: Path = STATE_FILE) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
