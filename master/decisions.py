@@ -131,6 +131,7 @@ def revoke(index: dict[str, set[str]], task: TaskRecord, target: str | None, rea
     task.draining_on = source
     task.absent_reports = 0
     task.move_target = target
+    task.move_source = source if target is not None else None
     task.move_started_at = now if target is not None else None
     if target is not None:
         task.last_moved_at = now
@@ -153,6 +154,7 @@ def assign(index: dict[str, set[str]], task: TaskRecord, server: str, reason: st
     set_server(index, task, server)
     task.generation += 1
     task.move_target = None
+    task.move_source = None
     task.move_started_at = None
     task.pending_reason = ""
     task.reported_state = ""
@@ -262,7 +264,7 @@ def build_view(now: float, servers: Iterable[ServerRecord], tasks: Iterable[Task
             if cache is not None:
                 cache[t.id] = (key, task)
         if t.move_target is not None:
-            flights.append(MoveInFlight(t.id, t.draining_on, t.move_target,
+            flights.append(MoveInFlight(t.id, t.draining_on or t.move_source, t.move_target,
                                         t.move_started_at if t.move_started_at else now))
     server_list: list[Server] = []
     for s in servers:

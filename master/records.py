@@ -32,6 +32,7 @@ class TaskRecord:
     absent_reports: int = 0
     # An in-flight move: where the task goes once it has drained, and since when.
     move_target: str | None = None
+    move_source: str | None = None      # kept after the drain, for the move's reason
     move_started_at: float | None = None
     last_moved_at: float | None = None
     # What the running server last said about the task at the current generation.
