@@ -10,11 +10,13 @@ the same chunks again. Only `max_seconds` (and a drain) cut by wall-clock.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import accumulate
 
 from tasks.formats import Encoded, encoded_size
 from tasks.spec import HttpSink, JobSpec
+from tasks.spool import FileBody
 from tasks.transforms.batch import Columns, TransformOutput
 
 
@@ -46,37 +48,49 @@ def time_due(limits: Limits, opened_at: float | None, now: float) -> bool:
 
 @dataclass(slots=True)
 class Chunk:
+    """A range of source offsets and its records: either as rows (HTTP, Kafka, Parquet), or, for
+    NDJSON/CSV files, already rendered into `body` (tasks/spool.py) as the records arrived."""
+
     start_offset: int
     end_offset: int
     rows: Columns[Encoded] = field(default_factory=Columns)
     raw_bytes: int = 0
+    records: int = 0
+    first_timestamp_ms: int = 0
+    body: FileBody | None = None
 
     @property
     def items(self) -> list[Encoded]:
-        """The encoded records, in order."""
+        """The encoded records, in order (empty when they went into `body`)."""
         return self.rows.values
 
-    @property
-    def first_timestamp_ms(self) -> int:
-        return self.rows.timestamps[0] if self.rows.timestamps else 0
-
-    @property
-    def records(self) -> int:
-        return len(self.rows)
+    def release(self) -> None:
+        """Free the body (memory or temporary file) once the chunk is delivered."""
+        if self.body is not None:
+            self.body.close()
 
 
 class Batcher:
-    """Accumulates transformed batches; hands back chunks when a limit is reached."""
+    """Accumulates transformed batches; hands back chunks when a limit is reached. With a
+    `body_factory`, each chunk's lines go straight into its file body instead of rows."""
 
-    def __init__(self, limits: Limits, start_offset: int) -> None:
+    def __init__(self, limits: Limits, start_offset: int,
+                 body_factory: Callable[[], FileBody] | None = None) -> None:
         self.limits = limits
-        self.current = Chunk(start_offset, start_offset)
+        self.body_factory = body_factory
+        self.current = self._open(start_offset)
         self.opened_at: float | None = None
+
+    def _open(self, start: int) -> Chunk:
+        body = self.body_factory() if self.body_factory is not None else None
+        return Chunk(start, start, body=body)
 
     def _close(self, end: int) -> Chunk:
         done = self.current
         done.end_offset = end
-        self.current = Chunk(end, end)
+        if done.body is not None:
+            done.body.finish()
+        self.current = self._open(end)
         self.opened_at = None
         return done
 
@@ -86,10 +100,10 @@ class Batcher:
         closed: list[Chunk] = []
         recs, limits = out.records, self.limits
         values, count = recs.values, len(recs)
-        if values and isinstance(values[0], bytes):  # lines: each counts with its newline
-            sizes = [len(v) + 1 for v in values]
-        else:
-            sizes = [encoded_size(v) for v in values]
+        lines = bool(values) and isinstance(values[0], bytes)
+        sizes: list[int] | None = None  # per-record sizes, only where a byte limit may cut
+        total = (sum(map(len, values)) + count if lines
+                 else sum(encoded_size(v) for v in values))
         pos = 0
         while pos < count:
             chunk = self.current
@@ -97,19 +111,32 @@ class Batcher:
                 self.opened_at = now
             take = count - pos
             if limits.max_records is not None:
-                take = min(take, limits.max_records - len(chunk.rows))
-            if (limits.max_bytes is not None
-                    and chunk.raw_bytes + sum(sizes[pos:pos + take]) >= limits.max_bytes):
+                take = min(take, limits.max_records - chunk.records)
+            if limits.max_bytes is not None and chunk.raw_bytes + total >= limits.max_bytes:
+                if sizes is None:  # lines: each counts with its newline
+                    sizes = ([len(v) + 1 for v in values] if lines
+                             else [encoded_size(v) for v in values])
                 running = list(accumulate(sizes[pos:pos + take], initial=chunk.raw_bytes))[1:]
                 take = min(take, bisect_left(running, limits.max_bytes) + 1)
             take = max(take, 1)  # a chunk that is not full has room for one more
             end = pos + take
-            chunk.rows.offsets.extend(recs.offsets[pos:end])
-            chunk.rows.timestamps.extend(recs.timestamps[pos:end])
-            chunk.rows.values.extend(values[pos:end])
-            chunk.raw_bytes += sum(sizes[pos:end])
+            taken = (total if take == count else
+                     sum(sizes[pos:end]) if sizes is not None else
+                     sum(map(len, values[pos:end])) + take if lines
+                     else sum(encoded_size(v) for v in values[pos:end]))
+            if chunk.records == 0:
+                chunk.first_timestamp_ms = recs.timestamps[pos]
+            if chunk.body is not None:
+                chunk.body.add(values[pos:end])  # type: ignore[arg-type]  # lines: checked
+            else:
+                chunk.rows.offsets.extend(recs.offsets[pos:end])
+                chunk.rows.timestamps.extend(recs.timestamps[pos:end])
+                chunk.rows.values.extend(values[pos:end])
+            chunk.records += take
+            chunk.raw_bytes += taken
+            total -= taken
             pos = end
-            if data_full(limits, len(chunk.rows), chunk.raw_bytes):
+            if data_full(limits, chunk.records, chunk.raw_bytes):
                 closed.append(self._close(recs.offsets[pos - 1] + 1))
         chunk = self.current
         if next_offset > chunk.end_offset:

@@ -5,11 +5,13 @@ A host (the export server, a test, the benchmark) describes what it offers once 
 optionally a process pool — and calls `runner_factory(env)(assignment)` per task. With a
 `ProcessPoolExecutor` (e.g. one worker per core), parse + filter + project run in the pool, so
 CPU-bound jobs use every core of the server; without one they run in a thread of the host process.
+The environment's `MemoryBudget` is shared by the file bodies of all its tasks (tasks/spool.py):
+one per host, so the memory that open files take does not grow with the number of tasks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,7 @@ from tasks.sinks.kafka import KafkaSinkWriter
 from tasks.sinks.s3 import S3SinkWriter, s3_client
 from tasks.source import KafkaSource
 from tasks.spec import FileSink, HttpSink, KafkaSink, S3Sink
+from tasks.spool import FileBody, MemoryBudget, body_factory
 from tasks.transforms.batch import Plan
 
 
@@ -45,6 +48,8 @@ class TaskEnvironment:
     drain_timeout: float = 60.0
     backoff_base: float = 0.2
     backoff_cap: float = 10.0
+    # In-memory bytes of all open S3/file bodies together; beyond it they spill to state_dir.
+    memory_budget: MemoryBudget = field(default_factory=MemoryBudget, compare=False)
 
 
 def _sink(env: TaskEnvironment, a: Assignment) -> Sink:
@@ -74,6 +79,13 @@ def _dead_letter(env: TaskEnvironment, a: Assignment) -> DeadLetterSink:
                            task_id=a.task_id, extra=env.kafka_config)
 
 
+def _bodies(env: TaskEnvironment, a: Assignment) -> Callable[[], FileBody] | None:
+    """S3 and file sinks get their files rendered as chunks fill; HTTP and Kafka take rows."""
+    if isinstance(a.job.sink, S3Sink | FileSink):
+        return body_factory(a.job.format, env.memory_budget, env.state_dir / "spool")
+    return None
+
+
 def build_runner(env: TaskEnvironment, assignment: Assignment) -> PipelineRunner:
     job = assignment.job
     source = KafkaSource(job.source, bootstrap=job.source.bootstrap_servers or env.kafka_bootstrap,
@@ -85,7 +97,7 @@ def build_runner(env: TaskEnvironment, assignment: Assignment) -> PipelineRunner
         plan=Plan.of(job, assignment.partition), limits=limits_for(job),
         pool=env.process_pool, queue_batches=env.queue_batches,
         drain_timeout=env.drain_timeout, backoff_base=env.backoff_base,
-        backoff_cap=env.backoff_cap)
+        backoff_cap=env.backoff_cap, body_factory=_bodies(env, assignment))
 
 
 def runner_factory(env: TaskEnvironment) -> RunnerFactory:

@@ -4,13 +4,15 @@
   queue of `queue_batches` entries. When the queue is full it waits: a slow sink slows the pull.
 - transform: runs `transform_batch` in a thread, or in the host's process pool (all cores), with
   up to `transform_window` batches in flight; a collect stage keeps the results in order.
-- push: dead-letters the failed records, cuts chunks (tasks/batching.py), delivers each chunk to
-  the sink with retries, then commits its end offset synchronously — before the next delivery
-  begins. Nothing is committed that the sink has not acknowledged.
+- push: dead-letters the failed records, cuts chunks (tasks/batching.py) in its own thread (for
+  S3 and file sinks that also compresses the lines into the chunk's file body, tasks/spool.py),
+  delivers each chunk to the sink with retries, then commits its end offset synchronously —
+  before the next delivery begins. Nothing is committed that the sink has not acknowledged.
 
 Memory per task is bounded by librdkafka's prefetch (source.PREFETCH_KBYTES) + at most
-(2 * queue_batches + transform_window + 3) batches + the open chunk (rotation limits) + the file
-being rendered; see docs/architecture/pipeline.md.
+(2 * queue_batches + transform_window + 3) batches; file bodies share the host's MemoryBudget and
+spill to temporary files beyond it (HTTP and Kafka chunks are held as rows, bounded by their
+batch limits); see docs/architecture/pipeline.md.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from tasks.logs import get_logger
 from tasks.runner import TaskState, TaskStats
 from tasks.sinks.base import Sink, backoff_delay
 from tasks.source import KafkaSource, Polled
+from tasks.spool import FileBody
 from tasks.stats import TaskMeter
 from tasks.transforms.batch import (
     DeadRecord,
@@ -57,10 +60,12 @@ class PipelineRunner:
                  dead_letter: DeadLetterSink, plan: Plan, limits: Limits,
                  pool: Executor | None = None, queue_batches: int = 2,
                  transform_window: int = 2, drain_timeout: float = 60.0,
-                 backoff_base: float = 0.2, backoff_cap: float = 10.0) -> None:
+                 backoff_base: float = 0.2, backoff_cap: float = 10.0,
+                 body_factory: Callable[[], FileBody] | None = None) -> None:
         self._task_id, self._generation = task_id, generation
         self.source, self.sink, self.dead_letter = source, sink, dead_letter
         self.plan, self.limits, self.pool = plan, limits, pool
+        self.body_factory = body_factory
         self._inline = compiled(plan).passthrough
         self.transform_window = transform_window
         self.drain_timeout, self.backoff_base, self.backoff_cap = (drain_timeout, backoff_base,
@@ -77,6 +82,9 @@ class PipelineRunner:
         self._tasks: list[asyncio.Task[None]] = []
         # One thread owns the consumer: consume, commit, and close after the last consume.
         self._source_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="source")
+        # One thread cuts and compresses (zlib/zstd release the GIL): off the event loop, which
+        # all tasks of the process share. Stopping waits for it before freeing the open chunk.
+        self._push_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="push")
         self._batcher: Batcher | None = None
         self._closed = False
         self.log = get_logger("tasks.pipeline").bind(task=task_id, generation=generation)
@@ -104,7 +112,7 @@ class PipelineRunner:
             self._fail(exc)
             await self._close()
             raise
-        self._batcher = Batcher(self.limits, start)
+        self._batcher = Batcher(self.limits, start, self.body_factory)
         self.meter.committed_offset = start  # where a restart would resume
         self.log.info("task started", start_offset=start)
         for stage in (self._pull(), self._transform(), self._collect(), self._push()):
@@ -141,6 +149,10 @@ class PipelineRunner:
         with contextlib.suppress(Exception):
             await self._in_source_thread(self.source.close)
         self._source_thread.shutdown(wait=False)
+        # A cancelled push stage may have left a batch being added in the push thread.
+        await asyncio.to_thread(self._push_thread.shutdown, wait=True)
+        if self._batcher is not None:
+            self._batcher.current.release()
 
     def _fail(self, exc: BaseException) -> None:
         self._state = TaskState.FAILED
@@ -233,10 +245,10 @@ class PipelineRunner:
                                     out.in_bytes, out.cpu_seconds)
                 self.meter.filtered_total += out.dropped
                 await self._dead(out.dead)
-                # Only synchronous work is timed: across an await, other tasks use this thread.
-                cpu0 = time.thread_time()
-                closed = batcher.add(out, polled.next_offset, time.monotonic())
-                self.meter.cpu_total += time.thread_time() - cpu0
+                closed, cpu = await asyncio.wrap_future(self._push_thread.submit(
+                    _timed, batcher.add, out, polled.next_offset, time.monotonic()))
+                self.meter.cpu_total += cpu
+                del item, polled, out  # the batch is in the chunk now: do not hold it meanwhile
                 for chunk in closed:
                     await self._deliver(chunk)
             if batcher.due(time.monotonic()):
@@ -274,11 +286,21 @@ class PipelineRunner:
             self.meter.dead_letters_total += len(records)
 
     async def _deliver(self, chunk: Chunk) -> None:
-        if chunk.records:
-            refused = await self._retry("sink", lambda: self.sink.write(chunk))
-            await self._dead(refused)
-            self.meter.exported_total += chunk.records - len(refused)
+        try:
+            if chunk.records:
+                refused = await self._retry("sink", lambda: self.sink.write(chunk))
+                await self._dead(refused)
+                self.meter.exported_total += chunk.records - len(refused)
+        finally:
+            chunk.release()
         end = chunk.end_offset
         # In the source's thread: a commit waits for a running consume anyway (librdkafka).
         await self._retry("commit", lambda: self._in_source_thread(self.source.commit, end))
         self.meter.committed_offset = end
+
+
+def _timed(func: Callable[..., T], *args: Any) -> tuple[T, float]:
+    """Call `func` and return its result with the thread CPU time it took."""
+    cpu0 = time.thread_time()
+    result = func(*args)
+    return result, time.thread_time() - cpu0

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 from pathlib import Path
+from typing import BinaryIO
 
 from tasks.batching import Chunk
 from tasks.errors import SinkError
@@ -18,12 +20,18 @@ from tasks.sinks.base import CpuClock
 from tasks.spec import FileSink, Format
 from tasks.transforms.batch import DeadRecord
 
+COPY_BLOCK = 1024 * 1024
 
-def write_atomically(path: Path, data: bytes) -> None:
+
+def write_atomically(path: Path, data: bytes | BinaryIO) -> None:
+    """Write `data` (bytes, or a file object read to its end) under `path`, atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as fh:
-        fh.write(data)
+        if isinstance(data, bytes):
+            fh.write(data)
+        else:
+            shutil.copyfileobj(data, fh, COPY_BLOCK)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -48,7 +56,11 @@ class FileSinkWriter:
     def _write(self, chunk: Chunk) -> None:
         path = self.path_for(chunk)
         try:
-            write_atomically(path, render_file(self.fmt, chunk.items))
+            if chunk.body is not None:  # rendered while the chunk filled (tasks/spool.py)
+                with chunk.body.reader() as body:
+                    write_atomically(path, body)
+            else:
+                write_atomically(path, render_file(self.fmt, chunk.items))
         except OSError as exc:
             raise SinkError(f"cannot write {path}: {exc}", retryable=True, path=str(path)) from exc
 

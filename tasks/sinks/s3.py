@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+import io
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import boto3
 import botocore.config
@@ -73,17 +74,20 @@ class S3SinkWriter:
             extra["ContentEncoding"] = encoding
         return extra
 
-    def _multipart(self, key: str, body: bytes) -> None:
+    def _multipart(self, key: str, body: BinaryIO) -> None:
         part = self.spec.multipart_threshold_bytes
         upload = self.client.create_multipart_upload(Bucket=self.spec.bucket, Key=key,
                                                      **self._extra())  # type: ignore[arg-type]
         upload_id = upload["UploadId"]
         try:
             parts = []
-            for number, pos in enumerate(range(0, len(body), part), start=1):
+            for number in range(1, 10_001):  # S3 allows at most 10,000 parts
+                data = body.read(part)  # one part in memory at a time
+                if not data:
+                    break
                 done = self.client.upload_part(Bucket=self.spec.bucket, Key=key,
                                                UploadId=upload_id, PartNumber=number,
-                                               Body=body[pos:pos + part])
+                                               Body=data)
                 parts.append({"ETag": done["ETag"], "PartNumber": number})
             self.client.complete_multipart_upload(Bucket=self.spec.bucket, Key=key,
                                                   UploadId=upload_id,
@@ -95,15 +99,23 @@ class S3SinkWriter:
                                                    UploadId=upload_id)
             raise
 
+    def _upload(self, key: str, body: BinaryIO, size: int) -> None:
+        if size > self.spec.multipart_threshold_bytes:
+            self._multipart(key, body)
+        else:
+            self.client.put_object(Bucket=self.spec.bucket, Key=key, Body=body.read(),
+                                   **self._extra())  # type: ignore[arg-type]
+
     def _write(self, chunk: Chunk) -> None:
         key = self.key_for(chunk)
         try:
-            body = render_file(self.fmt, chunk.items)
-            if len(body) > self.spec.multipart_threshold_bytes:
-                self._multipart(key, body)
+            if chunk.body is not None:  # rendered while the chunk filled (tasks/spool.py)
+                with chunk.body.reader() as reader:
+                    self._upload(key, reader, chunk.body.size)
             else:
-                self.client.put_object(Bucket=self.spec.bucket, Key=key, Body=body,
-                                       **self._extra())  # type: ignore[arg-type]
+                body = render_file(self.fmt, chunk.items)
+                with io.BytesIO(body) as reader:
+                    self._upload(key, reader, len(body))
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise sink_error(exc, key) from exc
 
