@@ -81,8 +81,10 @@ def _dead_letter(env: TaskEnvironment, a: Assignment) -> DeadLetterSink:
 
 def _bodies(env: TaskEnvironment, a: Assignment) -> Callable[[], FileBody] | None:
     """S3 and file sinks get their files rendered as chunks fill; HTTP and Kafka take rows."""
-    if isinstance(a.job.sink, S3Sink | FileSink):
+    if isinstance(a.job.sink, S3Sink):
         return body_factory(a.job.format, env.memory_budget, env.state_dir / "spool")
+    if isinstance(a.job.sink, FileSink):  # it goes to disk anyway: memory would buy nothing
+        return body_factory(a.job.format, None, env.state_dir / "spool")
     return None
 
 

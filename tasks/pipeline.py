@@ -7,12 +7,13 @@
 - push: dead-letters the failed records, cuts chunks (tasks/batching.py) in its own thread (for
   S3 and file sinks that also compresses the lines into the chunk's file body, tasks/spool.py),
   delivers each chunk to the sink with retries, then commits its end offset synchronously —
-  before the next delivery begins. Nothing is committed that the sink has not acknowledged.
+  before the next delivery begins; the next chunk fills meanwhile. Nothing is committed that the
+  sink has not acknowledged.
 
 Memory per task is bounded by librdkafka's prefetch (source.PREFETCH_KBYTES) + at most
-(2 * queue_batches + transform_window + 3) batches; file bodies share the host's MemoryBudget and
-spill to temporary files beyond it (HTTP and Kafka chunks are held as rows, bounded by their
-batch limits); see docs/architecture/pipeline.md.
+(2 * queue_batches + transform_window + 3) batches + two closed chunks. S3 file bodies share the
+host's MemoryBudget and spill to temporary files beyond it, file-sink bodies go to disk at once,
+HTTP and Kafka chunks are rows bounded by their batch limits; see docs/architecture/pipeline.md.
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ class PipelineRunner:
         # all tasks of the process share. Stopping waits for it before freeing the open chunk.
         self._push_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="push")
         self._batcher: Batcher | None = None
+        self._delivery: asyncio.Task[None] | None = None  # the chunk being delivered + committed
+        self._dead_lock = asyncio.Lock()
         self._closed = False
         self.log = get_logger("tasks.pipeline").bind(task=task_id, generation=generation)
 
@@ -129,9 +132,10 @@ class PipelineRunner:
             push = self._tasks[-1]
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(push), self.drain_timeout + 5)
-        for task in self._tasks:
+        stages = [*self._tasks, *([self._delivery] if self._delivery is not None else [])]
+        for task in stages:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*stages, return_exceptions=True)
         self._cancel_inflight()
         await self._close()
         if self._state != TaskState.FAILED:
@@ -234,10 +238,13 @@ class PipelineRunner:
                 item = await asyncio.wait_for(self._q_done.get(), timeout=tick)
             except TimeoutError:
                 item = None
+            if self._delivery is not None and self._delivery.done():
+                await self._delivered()  # surfaces a failed delivery: the task fails
             if isinstance(item, _End):
                 last = batcher.flush()
                 if last is not None:
-                    await self._deliver(last)
+                    await self._handoff(last)
+                await self._delivered()
                 return
             if item is not None:
                 polled, out = item
@@ -250,11 +257,11 @@ class PipelineRunner:
                 self.meter.cpu_total += cpu
                 del item, polled, out  # the batch is in the chunk now: do not hold it meanwhile
                 for chunk in closed:
-                    await self._deliver(chunk)
+                    await self._handoff(chunk)
             if batcher.due(time.monotonic()):
                 due = batcher.flush()
                 if due is not None:
-                    await self._deliver(due)
+                    await self._handoff(due)
 
     # -- delivery -------------------------------------------------------------------------
 
@@ -282,8 +289,25 @@ class PipelineRunner:
 
     async def _dead(self, records: list[DeadRecord]) -> None:
         if records:
-            await self._retry("dead-letter", lambda: self.dead_letter.write(records))
+            # The push stage and a delivery (HTTP refusals) may both write: one at a time.
+            async with self._dead_lock:
+                await self._retry("dead-letter", lambda: self.dead_letter.write(records))
             self.meter.dead_letters_total += len(records)
+
+    async def _handoff(self, chunk: Chunk) -> None:
+        """Start delivering `chunk` once the previous delivery and its commit are done. The push
+        stage goes on filling the next chunk meanwhile, so a file's fixed cost (write, fsync or
+        PUT, commit) no longer stalls the task; the next upload still begins only after the
+        previous chunk's commit, and at most two closed chunks exist per task."""
+        await self._delivered()
+        self._delivery = asyncio.create_task(self._deliver(chunk))
+
+    async def _delivered(self) -> None:
+        """Wait for the delivery in progress, if any; re-raises its failure."""
+        if self._delivery is not None:
+            delivery = self._delivery
+            await delivery  # cancelling the push stage here cancels the delivery too
+            self._delivery = None
 
     async def _deliver(self, chunk: Chunk) -> None:
         try:

@@ -82,7 +82,9 @@ def _compressor(compression: str) -> _Raw | zlib._Compress | zstandard.ZstdCompr
 class FileBody:
     """An NDJSON or CSV file under construction. Not thread-safe: one push stage writes it."""
 
-    def __init__(self, fmt: Format, budget: MemoryBudget, spool_dir: Path | None = None) -> None:
+    def __init__(self, fmt: Format, budget: MemoryBudget | None,
+                 spool_dir: Path | None = None) -> None:
+        """Without a budget the body goes to a temporary file from the start."""
         self.fmt, self.budget, self.spool_dir = fmt, budget, spool_dir
         self._comp = _compressor(fmt.compression)
         self._mem: bytearray | None = bytearray()
@@ -91,6 +93,8 @@ class FileBody:
         self.size = 0           # bytes of the finished (compressed) file so far
         self.lines = 0
         self.finished = False
+        if budget is None:
+            self._spill()
 
     @property
     def spilled(self) -> bool:
@@ -118,7 +122,7 @@ class FileBody:
         if not out:
             return
         if self._mem is not None:
-            if self.budget.take(len(out)):
+            if self.budget is not None and self.budget.take(len(out)):
                 self._held += len(out)
                 self._mem += out
                 self.size += len(out)
@@ -141,7 +145,7 @@ class FileBody:
         self._release()
 
     def _release(self) -> None:
-        if self._held:
+        if self._held and self.budget is not None:
             self.budget.give(self._held)
             self._held = 0
 
@@ -177,10 +181,10 @@ class FileBody:
             self._disk = None
 
 
-def body_factory(fmt: Format, budget: MemoryBudget,
+def body_factory(fmt: Format, budget: MemoryBudget | None,
                  spool_dir: Path | None) -> Callable[[], FileBody] | None:
     """How chunks of a file-like sink (S3, files) build their bodies; None for Parquet, which is
-    written from rows when the file closes."""
+    written from rows when the file closes. Without a budget, bodies go straight to disk."""
     if fmt.type == "parquet":
         return None
     return lambda: FileBody(fmt, budget, spool_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import itertools
+from pathlib import Path
 from typing import Literal
 
 import zstandard
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from tasks.batching import Batcher, Limits
 from tasks.formats import decompress, render_file
+from tasks.sinks.files import write_atomically
 from tasks.spec import Format
 from tasks.spool import FileBody, MemoryBudget, body_factory
 from tasks.transforms.batch import Columns, TransformOutput
@@ -110,4 +112,15 @@ def test_plain_gzip_readers_read_bodies() -> None:
     body = FileBody(Format(compression="gzip"), MemoryBudget())
     body.add([b"1", b"2"])
     assert gzip.decompress(body.getvalue()) == b"1\n2\n"
+    body.close()
+
+
+def test_a_body_without_budget_is_on_disk_from_the_start_and_copies_whole(tmp_path: Path) -> None:
+    body = FileBody(Format(), None, tmp_path / "spool")
+    body.add([b"a" * 100, b"b"])
+    assert body.spilled
+    target = tmp_path / "out" / "f.ndjson"
+    with body.reader() as reader:
+        write_atomically(target, reader)
+    assert target.read_bytes() == b"a" * 100 + b"\nb\n"
     body.close()
