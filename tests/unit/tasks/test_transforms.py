@@ -134,3 +134,38 @@ def test_sampling_is_deterministic_and_about_the_rate() -> None:
     assert first.records.offsets == again.records.offsets
     assert 800 < len(first.records) < 1200
     assert all(0 <= sample_key(0, o) < 1 for o in range(1000))
+
+
+def _loads_outcome(value: bytes) -> tuple[str, Any]:
+    try:
+        return "ok", json.loads(value)
+    except (ValueError, TypeError) as exc:
+        return "error", f"invalid JSON: {exc}"
+
+
+def _parse_outcome(value: bytes) -> tuple[str, Any]:
+    try:
+        return "ok", parse_json(value)
+    except RecordError as exc:
+        return "error", exc.message
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=10)
+encodings = st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-32"])
+padding = st.sampled_from(["", " ", "\n", " \t\r\n"])
+
+
+@given(json_values, encodings, padding, padding, st.booleans())
+def test_json_fast_path_agrees_with_json_loads(value: Any, encoding: str, before: str,
+                                               after: str, ascii_only: bool) -> None:
+    """parse_json returns what json.loads does, and fails where it fails, with its message."""
+    raw = (before + json.dumps(value, ensure_ascii=ascii_only) + after).encode(encoding)
+    assert _parse_outcome(raw) == _loads_outcome(raw)
+
+
+@given(st.binary(max_size=30))
+def test_json_fast_path_agrees_on_arbitrary_bytes(raw: bytes) -> None:
+    assert _parse_outcome(raw) == _loads_outcome(raw)
