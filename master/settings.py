@@ -8,12 +8,12 @@ are chosen together with the server's (docs/architecture/master.md, "Lease timin
 from __future__ import annotations
 
 import socket
-from typing import Literal
 
 from pydantic import Field, model_validator
 
 from master.api.settings import ApiSettings
 from tasks.cluster import ZooKeeperSettings
+from tasks.entrypoint import ProcessSettings
 from tasks.settings import Duration, SettingsModel, instance_id
 
 
@@ -56,7 +56,7 @@ class SchedulerSettings(SettingsModel):
     default_net_estimate: float = Field(default=256 * 1024, ge=0)
 
 
-class MasterSettings(SettingsModel):
+class MasterSettings(ProcessSettings):
     id: str = Field(default_factory=default_master_id, min_length=1, max_length=128)
     # A crashed leader is replaced after about its session timeout: shorter than a server's.
     zookeeper: ZooKeeperSettings = ZooKeeperSettings(session_timeout=6.0)
@@ -87,8 +87,6 @@ class MasterSettings(SettingsModel):
     assignment_shards: int = Field(default=64, ge=1, le=4096)
     scheduler: SchedulerSettings = SchedulerSettings()
     api: ApiSettings = ApiSettings()
-    log_format: Literal["json", "console"] = "json"
-    log_level: str = "info"
 
     @model_validator(mode="after")
     def _check(self) -> MasterSettings:

@@ -10,7 +10,6 @@ shared by all tasks, so CPU-bound transforms use every core.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import importlib
 import multiprocessing
@@ -25,20 +24,12 @@ import structlog
 from server.host import ServerHost
 from server.sampler import worker_processes
 from server.settings import ServerSettings
-from tasks.errors import ConfigError, ExportdError
-from tasks.logs import configure_logging, get_logger
+from tasks.entrypoint import process_main
+from tasks.errors import ConfigError
+from tasks.logs import get_logger
 from tasks.runner import RunnerFactory
-from tasks.settings import load_settings, parse_set_flags
 
 log = get_logger(__name__)
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="exportd-server", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", help="YAML settings file")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one setting, e.g. --set zookeeper.hosts=127.0.0.1:2181")
-    return parser.parse_args(argv)
 
 
 def build_factory(settings: ServerSettings, pool: ProcessPoolExecutor) -> RunnerFactory:
@@ -90,22 +81,7 @@ async def run(settings: ServerSettings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        settings = load_settings(ServerSettings, config_file=args.config,
-                                 overrides=parse_set_flags(args.set))
-    except ConfigError as exc:
-        print(f"exportd-server: {exc.message}", file=sys.stderr)
-        return 2
-    configure_logging(json=settings.log_format == "json", level=settings.log_level)
-    try:
-        return asyncio.run(run(settings))
-    except ExportdError as exc:
-        log.error("server_failed", error=exc.message, **exc.details)
-        return 1
-    except OSError as exc:   # e.g. the HTTP port is taken
-        log.error("server_failed", error=str(exc))
-        return 1
+    return process_main("exportd-server", __doc__, ServerSettings, run, argv)
 
 
 if __name__ == "__main__":

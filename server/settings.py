@@ -7,11 +7,10 @@ defaults a job falls back to when its spec names none.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field, model_validator
 
 from tasks.cluster import ZooKeeperSettings
+from tasks.entrypoint import ProcessSettings
 from tasks.settings import Duration, SettingsModel, instance_id
 
 
@@ -68,7 +67,7 @@ class SessionSettings(SettingsModel):
     restart_backoff: Duration = 5.0
 
 
-class ServerSettings(SettingsModel):
+class ServerSettings(ProcessSettings):
     id: str = Field(default_factory=default_server_id, min_length=1, max_length=128)
     group: str = "default"
     labels: dict[str, str] = Field(default_factory=dict)
@@ -83,8 +82,6 @@ class ServerSettings(SettingsModel):
     # "module:function" building the RunnerFactory from (settings, process pool); empty: the
     # pipeline's (tasks.factory). For embedding other task kinds, and for tests.
     runner_factory: str = ""
-    log_format: Literal["json", "console"] = "json"
-    log_level: str = "info"
 
     @model_validator(mode="after")
     def _id_is_a_znode_name(self) -> ServerSettings:

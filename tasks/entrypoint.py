@@ -1,0 +1,55 @@
+"""What every exportd process's `main()` does the same way: flags, settings, logging, exit codes.
+
+`exportd-master` and `exportd-server` each pass their settings model and an async `run`; this
+module parses `--config FILE` and repeated `--set key=value`, loads the settings (YAML, then
+`EXPORTD_*` variables, then flags), configures structlog, runs, and maps failures to exit codes:
+2 for settings that cannot be loaded (one line on stderr), 1 for an error while running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Literal, TypeVar
+
+from tasks.errors import ExportdError
+from tasks.logs import configure_logging, get_logger
+from tasks.settings import SettingsModel, load_settings, parse_set_flags
+
+log = get_logger(__name__)
+
+
+class ProcessSettings(SettingsModel):
+    """Settings every long-running process has."""
+
+    log_format: Literal["json", "console"] = "json"
+    log_level: str = "info"
+
+
+P = TypeVar("P", bound=ProcessSettings)
+
+
+def process_main(prog: str, doc: str, model: type[P], run: Callable[[P], Coroutine[Any, Any, int]],
+                 argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=doc.strip().split("\n")[0])
+    parser.add_argument("--config", help="YAML settings file")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one setting, e.g. --set zookeeper.hosts=127.0.0.1:2181")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(model, config_file=args.config,
+                                 overrides=parse_set_flags(args.set))
+    except ExportdError as exc:
+        print(f"{prog}: {exc.message}", file=sys.stderr)
+        return 2
+    configure_logging(json=settings.log_format == "json", level=settings.log_level)
+    try:
+        return asyncio.run(run(settings))
+    except ExportdError as exc:
+        log.error("process_failed", process=prog, error=exc.message, **exc.details)
+        return 1
+    except OSError as exc:   # e.g. a port is taken
+        log.error("process_failed", process=prog, error=str(exc))
+        return 1
