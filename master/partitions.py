@@ -40,3 +40,8 @@ class PartitionSource:
         if found is None or found.error is not None:
             return None
         return len(found.partitions)
+
+    def close(self) -> None:
+        """Drop the clients: librdkafka keeps reconnecting (and logging) while one lives."""
+        with self._lock:
+            self._clients.clear()

@@ -141,6 +141,7 @@ class Master:
         if self._http is not None:
             await self._http.cleanup()
         await asyncio.to_thread(self._close_zk)
+        self.partitions.close()
         log.info("master_stopped", master=self.settings.id)
 
     def _close_zk(self) -> None:
