@@ -7,31 +7,16 @@ are chosen together with the server's (docs/architecture/master.md, "Lease timin
 
 from __future__ import annotations
 
-import socket
-
 from pydantic import Field, model_validator
 
 from master.api.settings import ApiSettings
 from tasks.cluster import ZooKeeperSettings
-from tasks.entrypoint import ProcessSettings
+from tasks.entrypoint import ListenSettings, ProcessSettings
 from tasks.settings import Duration, SettingsModel, instance_id
 
 
 def default_master_id() -> str:
     return instance_id("master")
-
-
-class ListenSettings(SettingsModel):
-    host: str = "127.0.0.1"
-    port: int = Field(default=0, ge=0, le=65535)     # 0: any free port
-    # What the `leader` node advertises; empty: `host`, or the hostname when host is 0.0.0.0.
-    advertise_host: str = ""
-
-    def advertised(self, port: int) -> str:
-        host = self.advertise_host or self.host
-        if host in {"0.0.0.0", "::", ""}:
-            host = socket.gethostname()
-        return f"{host}:{port}"
 
 
 class KafkaSettings(SettingsModel):

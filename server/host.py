@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import Callable, Coroutine
 from importlib import metadata
@@ -52,11 +51,7 @@ def _version() -> str:
 
 
 def advertised_host(settings: ServerSettings) -> str:
-    if settings.http.advertise_host:
-        return settings.http.advertise_host
-    if settings.http.host in ("", "0.0.0.0", "::"):
-        return socket.gethostname()
-    return settings.http.host
+    return settings.http.advertised_host()
 
 
 class ServerHost:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from tasks.cluster import ZooKeeperSettings
-from tasks.entrypoint import ProcessSettings
+from tasks.entrypoint import ListenSettings, ProcessSettings
 from tasks.settings import Duration, SettingsModel, instance_id
 
 
@@ -19,11 +19,11 @@ def default_server_id() -> str:
     return instance_id("server")
 
 
-class HttpSettings(SettingsModel):
-    host: str = "127.0.0.1"
+class HttpSettings(ListenSettings):
+    """The server's /metrics and /healthz endpoint; its advertised address is what the master
+    is told to reach it at."""
+
     port: int = Field(default=8090, ge=0, le=65535)   # 0: any free port
-    # What the master is told to reach us at; empty: `host`, or the hostname when host is 0.0.0.0.
-    advertise_host: str = ""
 
 
 class KafkaSettings(SettingsModel):

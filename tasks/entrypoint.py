@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal, TypeVar
+
+from pydantic import Field
 
 from tasks.errors import ExportdError
 from tasks.logs import configure_logging, get_logger
@@ -26,6 +29,22 @@ class ProcessSettings(SettingsModel):
 
     log_format: Literal["json", "console"] = "json"
     log_level: str = "info"
+
+
+class ListenSettings(SettingsModel):
+    """Where a process listens, and the address it gives others to reach it there."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535)     # 0: any free port
+    # What others are told; empty: `host`, or the hostname when host is a wildcard.
+    advertise_host: str = ""
+
+    def advertised_host(self) -> str:
+        host = self.advertise_host or self.host
+        return socket.gethostname() if host in {"0.0.0.0", "::", ""} else host
+
+    def advertised(self, port: int) -> str:
+        return f"{self.advertised_host()}:{port}"
 
 
 P = TypeVar("P", bound=ProcessSettings)

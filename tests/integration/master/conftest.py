@@ -16,9 +16,10 @@ from confluent_kafka.cimpl import NewTopic
 from kazoo.client import KazooClient
 
 from master.process import Master
-from master.settings import KafkaSettings, ListenSettings, MasterSettings
+from master.settings import KafkaSettings, MasterSettings
 from scheduler import plan
 from tasks.cluster import ZkPaths, ZooKeeperSettings
+from tasks.entrypoint import ListenSettings
 from tasks.spec import JobSpec, parse_job_spec
 from tools.bench.master_sim import SimServer
 
