@@ -4,7 +4,7 @@ Every error we raise on purpose derives from `ExportdError`. Each class names th
 maps to (`http_status`, `grpc_code` as the grpc.StatusCode name); the mapping to the wire is done
 in one place per transport from these attributes, never ad hoc: gRPC in master/wire_errors.py,
 HTTP in master/api/errors.py.
-Subsystems add subclasses next to their code (e.g. master/errors.py), always under one of these.
+Subsystems add subclasses next to their code, always under one of these.
 """
 
 from __future__ import annotations
