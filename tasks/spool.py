@@ -48,6 +48,13 @@ class MemoryBudget:
         self.peak = 0
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, int]:
+        """Pickled (to a worker process) as an unused budget of the same limit."""
+        return {"limit": self.limit}
+
+    def __setstate__(self, state: dict[str, int]) -> None:
+        self.__init__(state["limit"])  # type: ignore[misc]
+
     def take(self, n: int) -> bool:
         with self._lock:
             if self.used + n > self.limit:

@@ -1,0 +1,187 @@
+"""A task worker process: runs the PipelineRunners a server hands it, on its own asyncio loop.
+
+`worker_main` is the process's entry point (multiprocessing). A thread reads the server's
+requests from the pipe and passes them to the loop; each start or stop runs as its own asyncio
+task and is answered with a `Done`; every STATS_PERIOD_S the worker sends all its tasks' stats.
+
+When the pipe closes without a `Shutdown` — the server process died, e.g. kill -9 — the worker
+stops every task at once, without draining: nothing more is delivered or committed, exactly as
+if the worker had died with it, and the consumers are closed instead of lingering. (The server's
+lease has not been renewed either; the leader reassigns the tasks after it expires.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import threading
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import structlog
+
+from tasks.factory import TaskEnvironment, runner_factory
+from tasks.logs import configure_logging, get_logger
+from tasks.runner import TaskRunner, TaskState, TaskStats
+from tasks.workers.protocol import (
+    STATS_PERIOD_S,
+    Done,
+    FromWorker,
+    Shutdown,
+    StartTask,
+    StatsReport,
+    StopTask,
+    TaskKey,
+)
+from tasks.workers.tuning import tune_worker_process
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """What a worker process is started with (pickled to it)."""
+
+    index: int
+    env: TaskEnvironment
+    log_json: bool = True
+    log_level: str = "info"
+    log_context: tuple[tuple[str, str], ...] = ()
+
+
+def error_text(exc: BaseException) -> str:
+    message = getattr(exc, "message", None) or str(exc)
+    return f"{type(exc).__name__}: {message}"
+
+
+class Worker:
+    """The worker's state: its runners, and the pipe back to the server."""
+
+    def __init__(self, conn: Connection, env: TaskEnvironment) -> None:
+        self.conn = conn
+        self.make = runner_factory(env)
+        self.runners: dict[TaskKey, TaskRunner] = {}
+        self.ops: set[asyncio.Task[None]] = set()
+        self._send_lock = threading.Lock()
+
+    def send(self, message: FromWorker) -> None:
+        with self._send_lock, contextlib.suppress(OSError, ValueError):
+            self.conn.send(message)   # the server is gone: nobody to tell
+
+    def _spawn(self, coro: Any) -> None:
+        op = asyncio.ensure_future(coro)
+        self.ops.add(op)
+        op.add_done_callback(self.ops.discard)
+
+    def handle(self, message: object) -> bool:
+        """Dispatch one request; False when the worker should exit."""
+        if isinstance(message, StartTask):
+            self._spawn(self._start(message))
+        elif isinstance(message, StopTask):
+            self._spawn(self._stop(message))
+        elif isinstance(message, Shutdown):
+            return False
+        else:
+            log.warning("unknown_request", type=type(message).__name__)
+        return True
+
+    async def _start(self, req: StartTask) -> None:
+        a = req.assignment
+        key = (a.task_id, a.generation)
+        try:
+            runner = self.make(a)
+            self.runners[key] = runner
+            await runner.start()
+        except Exception as exc:
+            self.runners.pop(key, None)  # a runner that failed to start has closed itself
+            self.send(Done(req.request, error_text(exc)))
+            return
+        self.send(Done(req.request))
+
+    async def _stop(self, req: StopTask) -> None:
+        runner = self.runners.get(req.key)
+        if runner is None:  # never started, or already stopped
+            self.send(Done(req.request, stats=TaskStats(TaskState.STOPPED)))
+            return
+        try:
+            await runner.stop(drain=req.drain)
+        except Exception as exc:
+            self.send(Done(req.request, error_text(exc), stats=_stats(runner)))
+            return
+        finally:
+            self.runners.pop(req.key, None)
+        self.send(Done(req.request, stats=_stats(runner)))
+
+    def report(self) -> None:
+        self.send(StatsReport({key: _stats(r) for key, r in self.runners.items()}))
+
+    async def abort_all(self) -> None:
+        for op in list(self.ops):
+            op.cancel()
+        await asyncio.gather(*self.ops, return_exceptions=True)
+        await asyncio.gather(*(r.stop(drain=False) for r in self.runners.values()),
+                             return_exceptions=True)
+        self.runners.clear()
+
+
+def _stats(runner: TaskRunner) -> TaskStats:
+    try:
+        return runner.stats()
+    except Exception as exc:  # a runner's bug must not break the worker
+        return TaskStats(TaskState.FAILED, last_error=f"stats() failed: {exc!r}")
+
+
+def _read(conn: Connection, loop: asyncio.AbstractEventLoop,
+          inbox: asyncio.Queue[object | None]) -> None:
+    """The reader thread: requests to the loop; None once the pipe is closed."""
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            loop.call_soon_threadsafe(inbox.put_nowait, None)
+            return
+        loop.call_soon_threadsafe(inbox.put_nowait, message)
+        if isinstance(message, Shutdown):
+            return
+
+
+async def _report(worker: Worker) -> None:
+    while True:
+        await asyncio.sleep(STATS_PERIOD_S)
+        worker.report()
+
+
+async def serve(conn: Connection, env: TaskEnvironment) -> None:
+    loop = asyncio.get_running_loop()
+    inbox: asyncio.Queue[object | None] = asyncio.Queue()
+    worker = Worker(conn, env)
+    threading.Thread(target=_read, args=(conn, loop, inbox), name="requests",
+                     daemon=True).start()
+    reporter = asyncio.create_task(_report(worker))
+    try:
+        while True:
+            message = await inbox.get()
+            if message is None:
+                log.warning("server_gone", tasks=len(worker.runners))
+                break
+            if not worker.handle(message):
+                break
+    finally:
+        reporter.cancel()
+        await worker.abort_all()
+        worker.report()
+
+
+def worker_main(conn: Connection, config: WorkerConfig) -> None:
+    """The process's entry point."""
+    # The server decides when tasks stop (drain on SIGTERM, abort on a lost lease): a Ctrl-C or
+    # a SIGTERM sent to the whole process group must not kill its workers under it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    configure_logging(json=config.log_json, level=config.log_level)
+    structlog.contextvars.bind_contextvars(**dict(config.log_context), worker=config.index)
+    tune_worker_process()
+    asyncio.run(serve(conn, config.env))
+    conn.close()
