@@ -43,7 +43,7 @@ class CapacitySettings(SettingsModel):
     cpu_cores: float | None = Field(default=None, gt=0)
     # 125 MB/s: a 1 Gbit/s NIC. The NIC speed psutil reports is often 0 or wrong in VMs.
     net_bytes_per_s: float = Field(default=125_000_000.0, gt=0)
-    # Worker processes for CPU-bound transforms; None: one per core.
+    # Processes the server's tasks run in (tasks/workers); None: one per core.
     worker_processes: int | None = Field(default=None, gt=0)
     # Several servers on one host (`make dev`, tests): the host's network counters belong to
     # all of them, so report no network usage beyond what our tasks measure themselves.
@@ -79,8 +79,8 @@ class ServerSettings(ProcessSettings):
     capacity: CapacitySettings = CapacitySettings()
     lease: LeaseSettings = LeaseSettings()
     session: SessionSettings = SessionSettings()
-    # "module:function" building the RunnerFactory from (settings, process pool); empty: the
-    # pipeline's (tasks.factory). For embedding other task kinds, and for tests.
+    # "module:function" building the RunnerFactory from the settings; empty: the pipeline's,
+    # in worker processes (tasks/workers). For embedding other task kinds, and for tests.
     runner_factory: str = ""
 
     @model_validator(mode="after")

@@ -10,7 +10,6 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,7 +104,7 @@ class FakeFactory:
         return {(r.task_id, r.generation) for r in self.runners if r.state is TaskState.RUNNING}
 
 
-def fake_factory(settings: ServerSettings, pool: ProcessPoolExecutor) -> RunnerFactory:
+def fake_factory(settings: ServerSettings) -> RunnerFactory:
     """`runner_factory` entry for a real `exportd-server` process in tests."""
     return FakeFactory()
 
