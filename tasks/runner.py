@@ -42,6 +42,8 @@ class TaskStats:
     last_error: str = ""
     records_total: int = 0
     dead_letters_total: int = 0
+    bytes_total: int = 0        # consumed value bytes
+    exported_total: int = 0     # records the sink acknowledged
 
 
 class TaskRunner(Protocol):

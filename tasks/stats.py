@@ -53,4 +53,5 @@ class TaskMeter:
         return TaskStats(state=state, records_per_s=rps, bytes_per_s=bps, cpu_seconds_per_s=cps,
                          consumer_lag=self.lag, committed_offset=self.committed_offset,
                          last_error=self.last_error, records_total=self.records_total,
-                         dead_letters_total=self.dead_letters_total)
+                         dead_letters_total=self.dead_letters_total,
+                         bytes_total=self.bytes_total, exported_total=self.exported_total)

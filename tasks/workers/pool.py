@@ -31,7 +31,9 @@ from tasks.runner import Assignment, RunnerFactory, TaskRunner, TaskState, TaskS
 from tasks.spool import MemoryBudget
 from tasks.workers.process import WorkerConfig, worker_main
 from tasks.workers.protocol import (
+    STATS_PERIOD_S,
     Done,
+    Ready,
     Shutdown,
     StartTask,
     StatsReport,
@@ -67,6 +69,7 @@ class WorkerProcess:
         self.stats: dict[TaskKey, TaskStats] = {}
         self.tasks: set[TaskKey] = set()
         self.exit_reason = ""
+        self.ready = asyncio.Event()
         conn, child = ctx.Pipe(duplex=True)
         self._conn: Connection = conn
         self.process = ctx.Process(  # type: ignore[attr-defined]
@@ -99,7 +102,9 @@ class WorkerProcess:
                 self._loop.call_soon_threadsafe(self._receive, message)
 
     def _receive(self, message: object) -> None:
-        if isinstance(message, StatsReport):
+        if isinstance(message, Ready):
+            self.ready.set()
+        elif isinstance(message, StatsReport):
             self.stats = {k: v for k, v in message.stats.items() if k in self.tasks}
         elif isinstance(message, Done):
             future = self._pending.pop(message.request, None)
@@ -116,6 +121,7 @@ class WorkerProcess:
             if not future.done():
                 future.set_exception(WorkerError(self.exit_reason))
         self._pending.clear()
+        self.ready.set()   # nobody waits for a dead worker
 
     async def request(self, make: type[StartTask] | type[StopTask], *args: object) -> Done:
         if not self.alive:
@@ -150,7 +156,8 @@ class WorkerPool:
 
     def __init__(self, env: TaskEnvironment, processes: int, *, log_json: bool = True,
                  log_level: str = "info", log_context: dict[str, str] | None = None,
-                 start_method: str = "forkserver") -> None:
+                 start_method: str = "forkserver",
+                 stats_period_s: float = STATS_PERIOD_S) -> None:
         if processes < 1:
             raise ValueError("a worker pool needs at least one process")
         ctx = multiprocessing.get_context(start_method)
@@ -161,6 +168,7 @@ class WorkerPool:
         share = MemoryBudget(max(env.memory_budget.limit // processes, 1))
         self._env = dataclasses.replace(env, process_pool=None, memory_budget=share)
         self._log = (log_json, log_level, tuple(sorted((log_context or {}).items())))
+        self._stats_period_s = stats_period_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self.size = processes
         self.workers: list[WorkerProcess] = []
@@ -170,10 +178,15 @@ class WorkerPool:
         self._loop = asyncio.get_running_loop()
         self.workers = [self._spawn(i) for i in range(self.size)]
 
+    async def wait_ready(self) -> None:
+        """Until every worker has imported the pipeline (or died); tasks may start before."""
+        await asyncio.gather(*(w.ready.wait() for w in self.workers))
+
     def _spawn(self, index: int) -> WorkerProcess:
         assert self._loop is not None, "WorkerPool.start() first"
         log_json, log_level, context = self._log
-        config = WorkerConfig(index, self._env, log_json, log_level, context)
+        config = WorkerConfig(index, self._env, log_json, log_level, context,
+                              self._stats_period_s)
         return WorkerProcess(index, self._ctx, config, self._loop)
 
     def pick(self) -> WorkerProcess:

@@ -2,7 +2,7 @@
 
 `worker_main` is the process's entry point (multiprocessing). A thread reads the server's
 requests from the pipe and passes them to the loop; each start or stop runs as its own asyncio
-task and is answered with a `Done`; every STATS_PERIOD_S the worker sends all its tasks' stats.
+task and is answered with a `Done`; every `stats_period_s` the worker sends its tasks' stats.
 
 When the pipe closes without a `Shutdown` — the server process died, e.g. kill -9 — the worker
 stops every task at once, without draining: nothing more is delivered or committed, exactly as
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import threading
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from tasks.workers.protocol import (
     STATS_PERIOD_S,
     Done,
     FromWorker,
+    Ready,
     Shutdown,
     StartTask,
     StatsReport,
@@ -49,6 +51,7 @@ class WorkerConfig:
     log_json: bool = True
     log_level: str = "info"
     log_context: tuple[tuple[str, str], ...] = ()
+    stats_period_s: float = STATS_PERIOD_S
 
 
 def error_text(exc: BaseException) -> str:
@@ -147,19 +150,21 @@ def _read(conn: Connection, loop: asyncio.AbstractEventLoop,
             return
 
 
-async def _report(worker: Worker) -> None:
+async def _report(worker: Worker, period: float) -> None:
     while True:
-        await asyncio.sleep(STATS_PERIOD_S)
+        await asyncio.sleep(period)
         worker.report()
 
 
-async def serve(conn: Connection, env: TaskEnvironment) -> None:
+async def serve(conn: Connection, env: TaskEnvironment,
+                stats_period_s: float = STATS_PERIOD_S) -> None:
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue[object | None] = asyncio.Queue()
     worker = Worker(conn, env)
     threading.Thread(target=_read, args=(conn, loop, inbox), name="requests",
                      daemon=True).start()
-    reporter = asyncio.create_task(_report(worker))
+    worker.send(Ready(os.getpid()))
+    reporter = asyncio.create_task(_report(worker, stats_period_s))
     try:
         while True:
             message = await inbox.get()
@@ -183,5 +188,5 @@ def worker_main(conn: Connection, config: WorkerConfig) -> None:
     configure_logging(json=config.log_json, level=config.log_level)
     structlog.contextvars.bind_contextvars(**dict(config.log_context), worker=config.index)
     tune_worker_process()
-    asyncio.run(serve(conn, config.env))
+    asyncio.run(serve(conn, config.env, config.stats_period_s))
     conn.close()

@@ -1,9 +1,9 @@
 """Messages between a server and its task worker processes (pickled over a multiprocessing Pipe).
 
-The server sends `StartTask`, `StopTask` and `Shutdown`; the worker answers each request with a
-`Done` carrying the same request number, and sends every task's `TaskStats` in a `StatsReport`
-each STATS_PERIOD_S, so the host reads stats without a round trip. Tasks are keyed by (task id,
-generation): a new generation of a task may start while the old one still drains.
+The server sends `StartTask`, `StopTask` and `Shutdown`; the worker says `Ready` once, answers
+each request with a `Done` carrying the same request number, and sends every task's `TaskStats`
+in a `StatsReport` each STATS_PERIOD_S, so the host reads stats without a round trip. Tasks
+are keyed by (task id, generation): a new generation may start while the old one still drains.
 """
 
 from __future__ import annotations
@@ -47,9 +47,16 @@ class Done:
 
 
 @dataclass(frozen=True, slots=True)
+class Ready:
+    """Sent once, when the worker has imported the pipeline and can start tasks."""
+
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
 class StatsReport:
     stats: dict[TaskKey, TaskStats] = field(default_factory=dict)
 
 
 ToWorker = StartTask | StopTask | Shutdown
-FromWorker = Done | StatsReport
+FromWorker = Done | Ready | StatsReport

@@ -9,8 +9,10 @@ are its own (pool workers included):
 (a) baseline: one confluent-kafka consumer assigned to all partitions, batch `consume`, records
     discarded;
 (b) exportd passthrough: one task per partition (raw → NDJSON) to the file sink;
-(c) exportd transform: json parse + JMESPath `where` and `select` + NDJSON gzip to S3 (moto),
-    parse/filter/project in a process pool of one worker per core.
+(c) exportd transform: json parse + JMESPath `where` and `select` + NDJSON gzip to S3 (moto).
+
+The exportd phases run their tasks the way exportd-server does: in a WorkerPool (tasks/workers)
+of one process per core (`--workers`), the phase's own process only starting and watching them.
 
 (a) runs again at the end: the broker shares the machine, so the baseline varies; the ratios use
 the faster of the two baseline runs (the harder comparison).
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -30,9 +33,9 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -88,13 +91,40 @@ def fill(bootstrap: str, topic: str, n: int) -> tuple[int, float]:
     return total, total / n
 
 
+class TreeMemory:
+    """Peak RSS of this process and all its descendants together (worker processes included),
+    sampled every 50 ms in a thread until stopped."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.wait(0.05):
+            total = 0
+            for proc in [me, *me.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):   # a process that just exited
+                    total += proc.memory_info().rss
+            self.peak = max(self.peak, total)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak / 2**20
+
+
 def usage() -> dict[str, float]:
-    """CPU of the process and its (joined) pool workers; peak RSS of the process plus its largest
-    worker (getrusage keeps only the maximum over children)."""
+    """CPU of the process and its (exited, joined) worker processes; peak RSS of the process
+    alone (getrusage), which the exportd phases replace with the whole tree's."""
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {"cpu_s": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
-            "peak_rss_mb": (me.ru_maxrss + kids.ru_maxrss) / 1024}
+            "peak_rss_mb": me.ru_maxrss / 1024}
 
 
 def phase_baseline(bootstrap: str, topic: str, n: int) -> dict[str, Any]:
@@ -116,40 +146,53 @@ def phase_baseline(bootstrap: str, topic: str, n: int) -> dict[str, Any]:
 
 async def _run_tasks(bootstrap: str, topic: str, n: int, sink: dict[str, Any],
                      transform: dict[str, Any], fmt: dict[str, Any], s3: str | None,
-                     pool: ProcessPoolExecutor | None, workdir: Path) -> dict[str, Any]:
-    from tasks.factory import TaskEnvironment, build_runner
+                     workers: int, workdir: Path) -> dict[str, Any]:
+    from tasks.factory import TaskEnvironment
     from tasks.runner import Assignment, task_id
     from tasks.spec import parse_job_spec
+    from tasks.workers.pool import WorkerPool
 
     job = parse_job_spec({"id": f"bench-{uuid.uuid4().hex[:8]}",
                           "source": {"topic": topic, "batch_size": BATCH}, "sink": sink,
                           "transform": transform, "format": fmt, "rotation": ROTATION})
     env = TaskEnvironment(kafka_bootstrap=bootstrap, state_dir=workdir, s3_endpoint=s3,
-                          s3_access_key="bench", s3_secret_key="bench", process_pool=pool)
-    runners = [build_runner(env, Assignment(task_id(job.id, topic, p), 1, job, p))
+                          s3_access_key="bench", s3_secret_key="bench")
+    memory = TreeMemory()
+    # spawn: the workers are this process's children, so getrusage counts their CPU once
+    # they are joined. Stats every 20 ms: the phase's end is seen from them.
+    pool = WorkerPool(env, workers, log_level="warning", start_method="spawn",
+                      stats_period_s=0.02)
+    pool.start()
+    await pool.wait_ready()   # process start-up is not part of the phase
+    runners = [pool.factory(Assignment(task_id(job.id, topic, p), 1, job, p))
                for p in range(PARTITIONS)]
-    start = time.monotonic()
-    await asyncio.gather(*(r.start() for r in runners))
-    started = time.monotonic()
-    while time.monotonic() - start < PHASE_TIMEOUT:
-        if sum(r.stats().records_total for r in runners) >= n:
-            break
-        await asyncio.sleep(0.02)
-    consumed = time.monotonic()
-    await asyncio.gather(*(r.stop(drain=True) for r in runners))
-    wall = time.monotonic() - start
+    try:
+        start = time.monotonic()
+        await asyncio.gather(*(r.start() for r in runners))
+        started = time.monotonic()
+        while time.monotonic() - start < PHASE_TIMEOUT:
+            if sum(r.stats().records_total for r in runners) >= n:
+                break
+            await asyncio.sleep(0.01)
+        consumed = time.monotonic()
+        await asyncio.gather(*(r.stop(drain=True) for r in runners))
+        wall = time.monotonic() - start
+    finally:
+        await pool.aclose()
     stats = [r.stats() for r in runners]
     return {"records": sum(s.records_total for s in stats), "wall_s": wall,
             "start_s": started - start, "drain_s": wall - (consumed - start),
-            "bytes": sum(r.meter.bytes_total for r in runners),
-            "exported": sum(r.meter.exported_total for r in runners),
+            "bytes": sum(s.bytes_total for s in stats),
+            "exported": sum(s.exported_total for s in stats),
             "committed": sum(s.committed_offset for s in stats),
-            "errors": [s.last_error for s in stats if s.last_error]}
+            "errors": [s.last_error for s in stats if s.last_error],
+            "tree_peak_rss_mb": memory.stop()}
 
 
-def phase_passthrough(bootstrap: str, topic: str, n: int, workdir: Path) -> dict[str, Any]:
+def phase_passthrough(bootstrap: str, topic: str, n: int, workdir: Path,
+                      workers: int) -> dict[str, Any]:
     sink = {"type": "file", "directory": str(workdir / "files")}
-    return asyncio.run(_run_tasks(bootstrap, topic, n, sink, {}, {}, None, None, workdir))
+    return asyncio.run(_run_tasks(bootstrap, topic, n, sink, {}, {}, None, workers, workdir))
 
 
 def phase_transform(bootstrap: str, topic: str, n: int, workdir: Path, s3: str,
@@ -162,10 +205,8 @@ def phase_transform(bootstrap: str, topic: str, n: int, workdir: Path, s3: str,
     sink = {"type": "s3", "bucket": bucket}
     transform = {"parse": {"format": "json"}, "where": WHERE, "select": SELECT}
     fmt = {"type": "ndjson", "compression": "gzip"}
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        result = asyncio.run(_run_tasks(bootstrap, topic, n, sink, transform, fmt, s3, pool,
-                                        workdir))
-    return result
+    return asyncio.run(_run_tasks(bootstrap, topic, n, sink, transform, fmt, s3, workers,
+                                  workdir))
 
 
 def run_phase(argv: list[str]) -> dict[str, Any]:
@@ -233,11 +274,14 @@ def main() -> None:
         if args.phase == "a":
             res = phase_baseline(args.kafka, args.topic, args.records)
         elif args.phase == "b":
-            res = phase_passthrough(args.kafka, args.topic, args.records, workdir)
+            res = phase_passthrough(args.kafka, args.topic, args.records, workdir, args.workers)
         else:
             res = phase_transform(args.kafka, args.topic, args.records, workdir, args.s3,
                                   args.workers)
-        print(json.dumps({**res, **usage()}))
+        used = usage()
+        if "tree_peak_rss_mb" in res:
+            used["peak_rss_mb"] = res.pop("tree_peak_rss_mb")
+        print(json.dumps({**res, **used}))
         return
 
     from tools.infra import start_infra
