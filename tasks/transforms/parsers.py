@@ -1,6 +1,8 @@
 """Parsers from a Kafka record's value (bytes) to a record: json, nginx combined log, regex, raw.
 
 Each raises RecordError with the reason when a value does not parse; the caller dead-letters it.
+JSON is parsed by orjson (~3x faster than the stdlib), falling back to the stdlib wherever the
+two could disagree, so results and errors are exactly json.loads's (property-tested).
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ import json
 import re
 from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 from tasks.errors import RecordError
 from tasks.spec import Parse
@@ -30,16 +34,34 @@ def _text(value: bytes) -> str:
         raise RecordError(f"not UTF-8: {exc}") from exc
 
 
-# json.loads(bytes) detects the encoding, decodes, and skips whitespace in Python before its C
-# scanner runs: ~0.5 µs a record. The usual value (UTF-8, no surrounding whitespace) goes to the
-# scanner directly; anything else, valid or not, takes json.loads, so results and errors are
-# exactly json.loads's (property-tested).
+# orjson.loads is exact where it succeeds, except for integers outside [-2**63, 2**64), which it
+# reads as floats (json.loads keeps them as ints), and nesting between json.loads's recursion
+# limit (~990 deep, less the caller's stack) and orjson's 1024. Everything else it accepts parses
+# to the same value (floats are correctly rounded; duplicate keys: the last wins, at the first's
+# place; -0 is int 0); what it rejects (NaN, Infinity, 1e400, a BOM, UTF-16/32, lone surrogates
+# in \u escapes or encoded, invalid JSON) goes to the stdlib, which has the last word.
+#
+# One translation finds both (~0.3 µs a 280 B record, half of orjson's own time):
+# - Integers: digits and "-" become "0", so a run of 20 is a number of 20 digits, or a negative
+#   one of 19, that may not fit; a run inside a string or a long mantissa only costs the stdlib
+#   path. (ns timestamps have 19 digits: they stay on orjson.)
+# - Nesting: "[" and "{" become "[". A value with fewer than _DEEP of them nests less than _DEEP
+#   deep, which json.loads parses unless its caller is already ~(1000 - _DEEP) frames deep. They
+#   are counted only in a value long enough to hold _DEEP pairs (a count costs ~0.7 ns a byte).
+_SHAPE = bytes(0x30 if i in b"0123456789-" else 0x5B if i in b"[{" else 0x20 for i in range(256))
+_LONG_NUMBER = b"0" * 20
+_DEEP = 512
+
+
+# The stdlib path. json.loads(bytes) detects the encoding, decodes, and skips whitespace in
+# Python before its C scanner runs: ~0.5 µs a record. The usual value (UTF-8, no surrounding
+# whitespace) goes to the scanner directly; anything else, valid or not, takes json.loads.
 # (scan_once is set in JSONDecoder.__init__; typeshed does not declare it.)
 _scan_once: Callable[[str, int], tuple[Any, int]] = (
     json.JSONDecoder().scan_once)  # type: ignore[attr-defined]
 
 
-def parse_json(value: bytes) -> Any:
+def _parse_json_stdlib(value: bytes) -> Any:
     try:
         text = value.decode("utf-8")
         record, end = _scan_once(text, 0)
@@ -51,6 +73,17 @@ def parse_json(value: bytes) -> Any:
         return json.loads(value)
     except (ValueError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError are both
         raise RecordError(f"invalid JSON: {exc}") from exc
+
+
+def parse_json(value: bytes) -> Any:
+    """`json.loads(value)`, by orjson where that gives the same (see above)."""
+    shape = value.translate(_SHAPE)
+    if shape.find(_LONG_NUMBER) < 0 and (len(value) < 2 * _DEEP or shape.count(0x5B) < _DEEP):
+        try:
+            return orjson.loads(value)
+        except Exception:  # whatever orjson rejects, json.loads decides
+            pass
+    return _parse_json_stdlib(value)
 
 
 def parse_nginx(value: bytes) -> dict[str, Any]:

@@ -137,18 +137,43 @@ def test_sampling_is_deterministic_and_about_the_rate() -> None:
     assert all(0 <= sample_key(0, o) < 1 for o in range(1000))
 
 
+def _canonical(value: Any) -> list[tuple[str, object]]:
+    """Strictly comparable (1, 1.0 and True differ, so do key orders and -0.0), and iterative:
+    repr or == would hit the recursion limit on the deepest values the tests parse."""
+    out: list[tuple[str, object]] = []
+    stack: list[tuple[bool, Any]] = [(False, value)]
+    while stack:
+        is_key, item = stack.pop()
+        if is_key:
+            out.append(("key", item))
+        elif isinstance(item, dict):
+            out.append(("dict", len(item)))
+            for key, child in reversed(item.items()):
+                stack += [(False, child), (True, key)]
+        elif isinstance(item, list):
+            out.append(("list", len(item)))
+            stack += [(False, child) for child in reversed(item)]
+        else:
+            out.append((type(item).__name__, repr(item)))
+    return out
+
+
 def _loads_outcome(value: bytes) -> tuple[str, Any]:
     try:
-        return "ok", json.loads(value)
+        return "ok", _canonical(json.loads(value))
     except (ValueError, TypeError) as exc:
         return "error", f"invalid JSON: {exc}"
+    except RecursionError:
+        return "recursion", None
 
 
 def _parse_outcome(value: bytes) -> tuple[str, Any]:
     try:
-        return "ok", parse_json(value)
+        return "ok", _canonical(parse_json(value))
     except RecordError as exc:
         return "error", exc.message
+    except RecursionError:
+        return "recursion", None
 
 
 json_values = st.recursive(
@@ -169,6 +194,79 @@ def test_json_fast_path_agrees_with_json_loads(value: Any, encoding: str, before
 
 @given(st.binary(max_size=30))
 def test_json_fast_path_agrees_on_arbitrary_bytes(raw: bytes) -> None:
+    assert _parse_outcome(raw) == _loads_outcome(raw)
+
+
+# Where orjson (the fast path) and json.loads could disagree: integers beyond 64 bits, number
+# spellings, duplicate keys, \u escapes of surrogates, control characters, nesting.
+BOUNDARY_INTS = [2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1, -(2**64),
+                 10**19 - 1, 10**19, -(10**18), -(10**19), 1_795_330_800_000_000_000]
+number_texts = st.one_of(
+    st.sampled_from([str(i) for i in BOUNDARY_INTS]),
+    st.integers(-(2**80), 2**80).map(str),
+    st.floats(allow_nan=False).map(repr),
+    st.builds(lambda sign, whole, frac, exp: f"{sign}{whole}{frac}{exp}",
+              st.sampled_from(["", "-"]),
+              st.sampled_from(["0", "1", "9", "123456789012345678901234"])
+              | st.integers(1, 10**25).map(str),
+              st.sampled_from(["", ".0", ".5", ".000001", ".99999999999999999999"])
+              | st.integers(0, 10**30).map(lambda n: f".{n}"),
+              st.sampled_from(["", "e0", "E+2", "e-7", "e308", "e309", "e400", "e-320", "e-400"])
+              | st.integers(-400, 400).map(lambda n: f"e{n}")),
+    st.sampled_from(["-0", "-0.0", "0e0", "NaN", "Infinity", "-Infinity", "1.", ".1", "01",
+                     "+1", "-", "1e", "nan", "1_0"]),
+)
+escapes = st.lists(
+    st.integers(0xD7F0, 0xE010) | st.integers(0, 0xFFFF)
+    | st.sampled_from([0, 0x1F, 0x22, 0x5C, 0x7F, 0x2028, 0xFEFF]),
+    max_size=4,
+).map(lambda codes: "".join(f"\\u{c:04x}" for c in codes))
+string_texts = st.one_of(
+    st.text(max_size=8).map(lambda t: json.dumps(t, ensure_ascii=False)),
+    escapes.map(lambda t: f'"{t}"'),
+    st.builds(lambda a, b: f'"{a}{b}"', st.sampled_from(["", "x", "\\ud83d", "\\udc00"]),
+              st.sampled_from(["", "\\ude00", "\\ud800", "\t", "\x01", "\x7f", "é"])),
+)
+tokens = number_texts | string_texts | st.sampled_from(["true", "false", "null", "[]", "{}"])
+
+
+@given(st.lists(tokens, max_size=6), padding)
+def test_json_fast_path_agrees_on_numbers_strings_and_escapes(items: list[str], pad: str) -> None:
+    raw = (pad + "[" + ",".join(items) + "]").encode("utf-8", "surrogatepass")
+    assert _parse_outcome(raw) == _loads_outcome(raw)
+    for item in items:  # each alone, too: a top-level scalar
+        one = item.encode("utf-8", "surrogatepass")
+        assert _parse_outcome(one) == _loads_outcome(one)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "\\u0061", "é", "\\u00e9", ""]), tokens),
+                max_size=6))
+def test_json_fast_path_agrees_on_duplicate_keys(pairs: list[tuple[str, str]]) -> None:
+    """The last value wins, at the first key's place, as json.loads has it."""
+    raw = ("{" + ",".join(f'"{k}":{v}' for k, v in pairs) + "}").encode("utf-8", "surrogatepass")
+    assert _parse_outcome(raw) == _loads_outcome(raw)
+
+
+@given(st.text(alphabet="\ud800\udc00\udbff\udfffa\u00e9\U0001f600", max_size=6))
+def test_json_fast_path_agrees_on_encoded_surrogates(text: str) -> None:
+    """json.loads decodes UTF-8 with surrogatepass: encoded surrogates become str surrogates."""
+    raw = ('{"k":"' + text + '"}').encode("utf-8", "surrogatepass")
+    assert _parse_outcome(raw) == _loads_outcome(raw)
+
+
+# Not hypothesis: it raises the recursion limit while a test runs, which moves json.loads's.
+@pytest.mark.parametrize("depth", [1, 100, 511, 512, 513, 700, 1010, 1023, 1024, 1025, 1500])
+@pytest.mark.parametrize("opener", ["[", '{"a":', '[{"b":'])
+@pytest.mark.parametrize("wide", [False, True])
+def test_json_fast_path_agrees_on_nesting(depth: int, opener: str, wide: bool) -> None:
+    """orjson nests to 1024, json.loads to its recursion limit (~990 less the caller's stack):
+    deep values (or many brackets) are left to json.loads, RecursionError included."""
+    closer = "".join("]" if c == "[" else "}" for c in reversed(opener))
+    if wide:  # many brackets, shallow: the stdlib path, same value
+        text = "[" + ",".join([opener + "1" + closer] * depth) + "]"
+    else:
+        text = opener * depth + "1" + closer * depth
+    raw = text.encode()
     assert _parse_outcome(raw) == _loads_outcome(raw)
 
 
