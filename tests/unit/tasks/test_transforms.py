@@ -11,7 +11,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tasks.errors import RecordError
-from tasks.formats import encode_ndjson
 from tasks.spec import Parse, parse_job_spec
 from tasks.transforms.batch import Plan, Rows, sample_key, transform_batch
 from tasks.transforms.jmes import compile_expression, truthy
@@ -268,30 +267,3 @@ def test_json_fast_path_agrees_on_nesting(depth: int, opener: str, wide: bool) -
         text = opener * depth + "1" + closer * depth
     raw = text.encode()
     assert _parse_outcome(raw) == _loads_outcome(raw)
-
-
-def _dumps_outcome(value: Any) -> tuple[str, Any]:
-    try:
-        return "ok", json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-    except (TypeError, ValueError) as exc:
-        return "error", f"cannot encode as JSON: {exc}"
-
-
-def _encode_outcome(value: Any) -> tuple[str, Any]:
-    try:
-        return "ok", encode_ndjson(value)
-    except RecordError as exc:
-        return "error", exc.message
-
-
-@given(st.recursive(json_values | st.floats() | st.sets(st.integers(), max_size=2),
-                    lambda inner: st.lists(inner, max_size=4)
-                    | st.dictionaries(st.text() | st.integers() | st.booleans(), inner,
-                                      max_size=4),
-                    max_leaves=10))
-def test_record_encoder_agrees_with_json_dumps(value: Any) -> None:
-    """Same bytes as json.dumps (compact, not ASCII-only), and the same errors (a set, NaN is
-    allowed as json.dumps allows it, lone surrogates fail to encode as UTF-8)."""
-    if isinstance(value, bytes):
-        return
-    assert _encode_outcome(value) == _dumps_outcome(value)
