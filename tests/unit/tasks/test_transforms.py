@@ -7,7 +7,7 @@ from typing import Any
 
 import jmespath
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tasks.errors import RecordError
@@ -69,6 +69,70 @@ def test_closures_agree_with_jmespath(record: dict[str, Any]) -> None:
         except TypeError:
             continue  # jmespath itself fails (e.g. 'a' > 1): the record is dead-lettered
         assert compile_expression(text)(record) == expected, text
+
+
+# The specialised shapes (plain-field multi-selects, field-vs-literal comparisons, field paths)
+# against jmespath, on records with missing fields, bools next to 0/1, numeric strings, None,
+# nested objects, and on non-object records.
+FIELDS = ["a", "b", "c", "a.b", "a.b.c", "b.a"]
+LITERALS = ["`0`", "`1`", "`0.0`", "`1.0`", "`2`", "`-1.5`", "`true`", "`false`", "`null`",
+            "'a'", "'1'", "'0'", "`\"\"`", "`[]`", "`{}`", "`[1]`", "`{\"b\": 1}`"]
+OPS = ["==", "!=", "<", "<=", ">", ">="]
+leaf_values: st.SearchStrategy[Any] = st.one_of(
+    st.none(), st.booleans(), st.sampled_from([0, 1, 0.0, 1.0, -0.0, 2, -1.5]), st.integers(),
+    st.floats(allow_nan=False), st.sampled_from(["", "a", "0", "1", "b"]), st.just([]),
+    st.just([1]))
+field_values = st.recursive(
+    leaf_values,
+    lambda inner: st.dictionaries(st.sampled_from(["a", "b", "c"]), inner, max_size=3),
+    max_leaves=6)
+names = st.sampled_from(["a", "b", "c", "d"])
+records = (st.dictionaries(names, leaf_values, max_size=4)  # flat, the usual record
+           | st.dictionaries(names, field_values, max_size=4) | leaf_values)
+comparisons = st.builds(lambda f, op, lit, flip: f"{lit} {op} {f}" if flip else f"{f} {op} {lit}",
+                        st.sampled_from(FIELDS), st.sampled_from(OPS), st.sampled_from(LITERALS),
+                        st.booleans())
+selects = st.one_of(
+    st.lists(st.tuples(st.sampled_from(["x", "y", "z"]), st.sampled_from(["a", "b", "c", "d"])),
+             min_size=1, max_size=4).map(
+        lambda pairs: "{" + ", ".join(f"{k}: {f}" for k, f in pairs) + "}"),
+    st.lists(st.sampled_from(["a", "b", "d"]), min_size=1, max_size=3).map(
+        lambda names: "[" + ", ".join(names) + "]"),
+    st.sampled_from(FIELDS),
+)
+expressions = st.one_of(
+    comparisons, selects,
+    st.builds(lambda x, op, y: f"{x} {op} {y}", comparisons, st.sampled_from(["&&", "||"]),
+              comparisons),
+    comparisons.map(lambda c: f"!({c})"),
+)
+
+
+def _outcome(func: Any, *args: Any) -> tuple[str, str]:
+    try:
+        return "ok", repr(func(*args))  # repr: True and 1, 0 and 0.0 differ
+    except TypeError as exc:  # e.g. 'a' < 1: the record is dead-lettered
+        return "error", str(exc)
+
+
+@settings(max_examples=300)
+@given(expressions, records)
+def test_specialised_closures_agree_with_jmespath(text: str, record: Any) -> None:
+    assert _outcome(compile_expression(text), record) == _outcome(jmespath.search, text, record)
+
+
+# Every comparison shape at once on each record: drawn one by one, the few that matter (say
+# `1` < a with a number a) would be too rare.
+ALL_COMPARISONS = [
+    (text, compile_expression(text), jmespath.compile(text))
+    for f in FIELDS for op in OPS for lit in LITERALS
+    for text in (f"{f} {op} {lit}", f"{lit} {op} {f}")]
+
+
+@given(records)
+def test_every_field_literal_comparison_agrees_with_jmespath(record: Any) -> None:
+    for text, ours, theirs in ALL_COMPARISONS:
+        assert _outcome(ours, record) == _outcome(theirs.search, record), text
 
 
 def test_unsupported_nodes_fall_back_to_jmespath() -> None:
