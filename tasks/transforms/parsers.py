@@ -1,8 +1,9 @@
 """Parsers from a Kafka record's value (bytes) to a record: json, nginx combined log, regex, raw.
 
 Each raises RecordError with the reason when a value does not parse; the caller dead-letters it.
-JSON is parsed by orjson (~3x faster than the stdlib), falling back to the stdlib wherever the
-two could disagree, so results and errors are exactly json.loads's (property-tested).
+JSON is parsed by orjson (itself ~2.7x faster than the stdlib, ~1.5x with the checks that keep
+it exact), falling back to the stdlib wherever the two could disagree, so results and errors are
+exactly json.loads's (property-tested).
 """
 
 from __future__ import annotations
