@@ -100,7 +100,11 @@ def encode_ndjson(record: Any) -> bytes:
             return record
         record = record.decode("utf-8", "replace")
     try:
-        return orjson.dumps(record, option=_ORJSON_OPTIONS)
+        # A copy (~0.1 µs): orjson allocates each result from a >=1 KiB buffer with malloc and
+        # shrinks it in place, so thousands of short lines alive in a task's queues left the heap
+        # fragmented: 500 MB instead of 170 for two tasks. The copy is an exact-size small
+        # object from Python's own allocator, and the original is freed at once.
+        return memoryview(orjson.dumps(record, option=_ORJSON_OPTIONS)).tobytes()
     except Exception:  # orjson.JSONEncodeError (a TypeError), or anything else: the stdlib decides
         pass
     try:

@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -92,11 +93,13 @@ def fill(bootstrap: str, topic: str, n: int) -> tuple[int, float]:
 
 
 class TreeMemory:
-    """Peak RSS of this process and all its descendants together (worker processes included),
-    sampled every 50 ms in a thread until stopped."""
+    """Peak RSS of this process and its worker processes together, sampled every 100 ms in a
+    thread until stopped. The pids come from the pool: scanning /proc for descendants each time
+    would take CPU from the phase being measured."""
 
-    def __init__(self) -> None:
+    def __init__(self, pids: Callable[[], list[int]]) -> None:
         self.peak = 0
+        self._pids = pids
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -104,12 +107,12 @@ class TreeMemory:
     def _run(self) -> None:
         import psutil
 
-        me = psutil.Process()
-        while not self._stop.wait(0.05):
+        procs: dict[int, psutil.Process] = {}
+        while not self._stop.wait(0.1):
             total = 0
-            for proc in [me, *me.children(recursive=True)]:
+            for pid in self._pids():
                 with contextlib.suppress(psutil.Error):   # a process that just exited
-                    total += proc.memory_info().rss
+                    total += procs.setdefault(pid, psutil.Process(pid)).memory_info().rss
             self.peak = max(self.peak, total)
 
     def stop(self) -> float:
@@ -157,12 +160,12 @@ async def _run_tasks(bootstrap: str, topic: str, n: int, sink: dict[str, Any],
                           "transform": transform, "format": fmt, "rotation": ROTATION})
     env = TaskEnvironment(kafka_bootstrap=bootstrap, state_dir=workdir, s3_endpoint=s3,
                           s3_access_key="bench", s3_secret_key="bench")
-    memory = TreeMemory()
     # spawn: the workers are this process's children, so getrusage counts their CPU once
-    # they are joined. Stats every 20 ms: the phase's end is seen from them.
+    # they are joined. Stats every 50 ms: the phase's end is seen from them.
     pool = WorkerPool(env, workers, log_level="warning", start_method="spawn",
-                      stats_period_s=0.02)
+                      stats_period_s=0.05)
     pool.start()
+    memory = TreeMemory(lambda: [os.getpid(), *(w.process.pid or 0 for w in pool.workers)])
     await pool.wait_ready()   # process start-up is not part of the phase
     runners = [pool.factory(Assignment(task_id(job.id, topic, p), 1, job, p))
                for p in range(PARTITIONS)]
