@@ -5,8 +5,8 @@ push stage only joins bytes: an NDJSON or CSV record travels as its encoded line
 newline (a raw passthrough value is then the consumed bytes themselves, not a copy). NDJSON lines
 are written by orjson, or by the stdlib encoder for what orjson refuses (see encode_ndjson).
 Parquet rows travel as dicts and are written at once when the file closes. Every output is
-deterministic for the same records (gzip header mtime 0, fixed levels), so a rewrite after a crash
-is byte-identical.
+deterministic for the same records (gzip header mtime 0, a level fixed by the job), so a rewrite
+after a crash is byte-identical.
 """
 
 from __future__ import annotations
@@ -169,12 +169,19 @@ def encoded_size(item: Encoded) -> int:
     return len(json.dumps(item, separators=(",", ":"), ensure_ascii=False, default=str)) + 1
 
 
-def compress(data: bytes, compression: str) -> bytes:
+def level_of(compression: str, level: int | None = None) -> int:
+    """The level a file is compressed at: the job's, else the default for the codec."""
+    if level is not None:
+        return level
+    return ZSTD_LEVEL if compression == "zstd" else GZIP_LEVEL
+
+
+def compress(data: bytes, compression: str, level: int | None = None) -> bytes:
     if compression == "gzip":
-        comp = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+        comp = zlib.compressobj(level_of(compression, level), zlib.DEFLATED, 31)
         return comp.compress(data) + comp.flush()
     if compression == "zstd":
-        return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(data)
+        return zstandard.ZstdCompressor(level=level_of(compression, level)).compress(data)
     return data
 
 
@@ -186,23 +193,25 @@ def decompress(data: bytes, compression: str) -> bytes:
     return data
 
 
-def _parquet(rows: Sequence[Row], compression: str) -> bytes:
+def _parquet(rows: Sequence[Row], compression: str, level: int | None) -> bytes:
     import pyarrow as pa  # optional extra: imported only when Parquet is used
     import pyarrow.parquet as pq
 
     table = pa.Table.from_pylist(list(rows))
     out = io.BytesIO()
-    pq.write_table(table, out, compression="none" if compression == "none" else compression)
+    pq.write_table(table, out, compression="none" if compression == "none" else compression,
+                   compression_level=level)
     return out.getvalue()
 
 
 def render_file(fmt: Format, items: Sequence[Encoded]) -> bytes:
     """The complete file for `items` (zlib and zstd release the GIL: call it in a thread)."""
     if fmt.type == "parquet":
-        return _parquet([i for i in items if isinstance(i, dict)], fmt.compression)
+        return _parquet([i for i in items if isinstance(i, dict)], fmt.compression,
+                        fmt.compression_level)
     lines = cast(Sequence[bytes], items)  # NDJSON and CSV encoders produce bytes only
     if not lines:
-        return compress(b"", fmt.compression)
+        return compress(b"", fmt.compression, fmt.compression_level)
     if fmt.type == "csv":
         lines = [csv_line(list(fmt.columns or ())), *lines]
     body = b"\n".join(lines) + b"\n"
@@ -210,7 +219,7 @@ def render_file(fmt: Format, items: Sequence[Encoded]) -> bytes:
         # A raw passthrough value held a newline: frame such values as JSON strings. Counting
         # is cheaper than checking every value on the way in, and it is rare.
         body = b"\n".join(encode_ndjson(line) for line in lines) + b"\n"
-    return compress(body, fmt.compression)
+    return compress(body, fmt.compression, fmt.compression_level)
 
 
 def content_type(fmt: Format) -> str:

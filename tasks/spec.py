@@ -110,9 +110,16 @@ class Transform(SpecModel):
     _select = field_validator("select")(_check_jmespath)
 
 
+# The compression levels a job may choose; None takes the default (gzip 6, zstd 3).
+COMPRESSION_LEVELS = {"gzip": range(1, 10), "zstd": range(1, 20)}
+
+
 class Format(SpecModel):
     type: Literal["ndjson", "csv", "parquet"] = "ndjson"
     compression: Literal["none", "gzip", "zstd"] = "none"
+    # Lower is cheaper in CPU, higher writes smaller files: gzip 1-9 (default 6: at 1, gzip costs
+    # a quarter of the CPU for files ~25 % larger), zstd 1-19 (default 3).
+    compression_level: int | None = None
     # CSV: the columns, in order (required for csv).
     columns: list[str] | None = None
 
@@ -120,6 +127,13 @@ class Format(SpecModel):
     def _columns(self) -> Format:
         if self.type == "csv" and not self.columns:
             raise ValueError("csv needs columns: the field names, in order")
+        if self.compression_level is not None:
+            levels = COMPRESSION_LEVELS.get(self.compression)
+            if levels is None:
+                raise ValueError("compression_level needs compression gzip or zstd")
+            if self.compression_level not in levels:
+                raise ValueError(f"{self.compression} compression_level must be "
+                                 f"{levels.start}-{levels.stop - 1}")
         return self
 
 

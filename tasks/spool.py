@@ -29,7 +29,7 @@ from typing import BinaryIO
 
 import zstandard
 
-from tasks.formats import GZIP_LEVEL, ZSTD_LEVEL, csv_line, encode_ndjson
+from tasks.formats import csv_line, encode_ndjson, level_of
 from tasks.spec import Format
 
 # Bodies of all tasks of a host keep at most this much in memory together; the rest spills to
@@ -78,11 +78,12 @@ class _Raw:
         return b""
 
 
-def _compressor(compression: str) -> _Raw | zlib._Compress | zstandard.ZstdCompressionObj:
-    if compression == "gzip":
-        return zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # wbits 31: gzip, mtime 0
-    if compression == "zstd":
-        return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
+def _compressor(fmt: Format) -> _Raw | zlib._Compress | zstandard.ZstdCompressionObj:
+    level = level_of(fmt.compression, fmt.compression_level)
+    if fmt.compression == "gzip":
+        return zlib.compressobj(level, zlib.DEFLATED, 31)  # wbits 31: gzip, mtime 0
+    if fmt.compression == "zstd":
+        return zstandard.ZstdCompressor(level=level).compressobj()
     return _Raw()
 
 
@@ -93,7 +94,7 @@ class FileBody:
                  spool_dir: Path | None = None) -> None:
         """Without a budget the body goes to a temporary file from the start."""
         self.fmt, self.budget, self.spool_dir = fmt, budget, spool_dir
-        self._comp = _compressor(fmt.compression)
+        self._comp = _compressor(fmt)
         self._mem: bytearray | None = bytearray()
         self._disk: BinaryIO | None = None
         self._held = 0          # bytes taken from the budget

@@ -8,6 +8,7 @@ import itertools
 from pathlib import Path
 from typing import Literal
 
+import pytest
 import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -124,3 +125,30 @@ def test_a_body_without_budget_is_on_disk_from_the_start_and_copies_whole(tmp_pa
         write_atomically(target, reader)
     assert target.read_bytes() == b"a" * 100 + b"\nb\n"
     body.close()
+
+
+@settings(max_examples=30)
+@given(lines_strategy, st.lists(st.integers(0, 60), max_size=6),
+       st.sampled_from([("gzip", 1), ("gzip", 9), ("zstd", 1), ("zstd", 19)]))
+def test_a_jobs_compression_level_keeps_bodies_independent_of_the_batches(
+        lines: list[bytes], cuts: list[int], codec: tuple[str, int]) -> None:
+    compression, level = codec
+    fmt = Format.model_validate({"compression": compression, "compression_level": level})
+    data = body_of(fmt, split(lines, cuts), MemoryBudget())
+    assert data == body_of(fmt, [lines], MemoryBudget())
+    if compression == "gzip" and lines:  # a zstd stream's header lacks only the content size
+        assert data == render_file(fmt, lines)
+    assert decompress(data, compression) == b"".join(line + b"\n" for line in lines)
+
+
+def test_compression_level_changes_the_output_and_is_checked() -> None:
+    lines = [b'{"id":%d,"path":"/api/items/%d"}' % (i, i * 7) for i in range(2000)]
+    fast = render_file(Format(compression="gzip", compression_level=1), lines)
+    default = render_file(Format(compression="gzip"), lines)
+    assert fast != default and len(fast) > len(default)
+    assert gzip.decompress(fast) == gzip.decompress(default)
+    for bad in ({"compression": "gzip", "compression_level": 10},
+                {"compression": "zstd", "compression_level": 0},
+                {"compression": "none", "compression_level": 3}):
+        with pytest.raises(ValueError, match="compression_level"):
+            Format.model_validate(bad)
