@@ -137,28 +137,42 @@ class Compiled:
             out.in_bytes = sum(len(v) for v in values if v is not None)
         ingest = iso_utc(int(dt.datetime.now(dt.UTC).timestamp() * 1000))
         adds = bool(self.static) or self.add_source or self.add_ingest
-        append, dead = out.records.append, out.dead.append
+        # Everything the loop touches is a local: it runs once per record, and attribute and
+        # method lookups were a tenth of its cost.
+        parse, where, select, encode = self.parse, self.where, self.select, self.encode
+        sample, partition = self.sample, self.partition
+        recs = out.records
+        keep_offset, keep_ts, keep = (recs.offsets.append, recs.timestamps.append,
+                                      recs.values.append)
+        dead = out.dead.append
+        dropped = 0
         for offset, ts, value in zip(rows.offsets, rows.timestamps, values, strict=True):
-            if self.sample < 1.0 and sample_key(self.partition, offset) >= self.sample:
-                out.dropped += 1
+            if sample < 1.0 and sample_key(partition, offset) >= sample:
+                dropped += 1
                 continue
             if value is None:
                 dead(DeadRecord(offset, ts, b"", "null value (tombstone)"))
                 continue
             try:
-                record = self.parse(value)
-                if self.where is not None and not truthy(self.where(record)):
-                    out.dropped += 1
+                record = parse(value)
+                if where is not None and not truthy(where(record)):
+                    dropped += 1
                     continue
-                if self.select is not None:
-                    record = self.select(record)
+                if select is not None:
+                    record = select(record)
                 if adds:
                     record = self._added(record, offset, ts, ingest)
-                append(offset, ts, self.encode(record))
+                line = encode(record)
             except RecordError as exc:
                 dead(DeadRecord(offset, ts, value, exc.message))
+                continue
             except Exception as exc:  # a transform bug must not stop the task: dead-letter it
                 dead(DeadRecord(offset, ts, value, f"{type(exc).__name__}: {exc}"))
+                continue
+            keep_offset(offset)
+            keep_ts(ts)
+            keep(line)
+        out.dropped = dropped
         return out
 
 
