@@ -84,7 +84,8 @@ def _bodies(env: TaskEnvironment, a: Assignment) -> Callable[[], FileBody] | Non
     if isinstance(a.job.sink, S3Sink):
         return body_factory(a.job.format, env.memory_budget, env.state_dir / "spool")
     if isinstance(a.job.sink, FileSink):  # it goes to disk anyway: memory would buy nothing
-        return body_factory(a.job.format, None, env.state_dir / "spool")
+        # In the sink's directory: the finished body is linked there, not copied (sinks/files.py).
+        return body_factory(a.job.format, None, Path(a.job.sink.directory))
     return None
 
 

@@ -87,6 +87,22 @@ def _compressor(fmt: Format) -> _Raw | zlib._Compress | zstandard.ZstdCompressio
     return _Raw()
 
 
+def unnamed_file(directory: Path | None) -> BinaryIO:
+    """An anonymous read-write file: nothing to clean up after a crash. On Linux an O_TMPFILE
+    without O_EXCL, which the file sink can later give a name by a hard link instead of copying
+    it (sinks/files.py); elsewhere a TemporaryFile, unlinked at once where the OS allows."""
+    where = str(directory) if directory is not None else tempfile.gettempdir()
+    flag = getattr(os, "O_TMPFILE", 0)
+    if flag:
+        try:
+            fd = os.open(where, flag | os.O_RDWR, 0o666)   # the umask applies, as for open()
+        except OSError:
+            pass   # a file system without O_TMPFILE
+        else:
+            return os.fdopen(fd, "w+b")
+    return tempfile.TemporaryFile(dir=directory)
+
+
 class FileBody:
     """An NDJSON or CSV file under construction. Not thread-safe: one push stage writes it."""
 
@@ -145,8 +161,7 @@ class FileBody:
         assert self._mem is not None
         if self.spool_dir is not None:
             self.spool_dir.mkdir(parents=True, exist_ok=True)
-        # Anonymous (unlinked at once where the OS allows): nothing to clean up after a crash.
-        disk = tempfile.TemporaryFile(dir=self.spool_dir)  # noqa: SIM115 - kept open, closed in close()
+        disk = unnamed_file(self.spool_dir)
         disk.write(self._mem)
         self._mem = None
         self._disk = disk

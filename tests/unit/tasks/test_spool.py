@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -152,3 +153,21 @@ def test_compression_level_changes_the_output_and_is_checked() -> None:
                 {"compression": "none", "compression_level": 3}):
         with pytest.raises(ValueError, match="compression_level"):
             Format.model_validate(bad)
+
+
+def test_a_file_sink_body_is_linked_into_place_not_copied(tmp_path: Path) -> None:
+    """An O_TMPFILE body becomes the exported file by a hard link (Linux); a retried delivery
+    of the same body leaves one file and no temporary name."""
+    body = FileBody(Format(compression="gzip"), None, tmp_path)
+    body.add([b'{"a":1}'] * 100)
+    target = tmp_path / "out" / "t+0+00000000000000000000.ndjson.gz"
+    for _ in range(2):
+        with body.reader() as reader:
+            write_atomically(target, reader)
+    with body.reader() as reader:
+        linked = os.fstat(reader.fileno()).st_ino == os.stat(target).st_ino
+    body.close()
+    assert sorted(os.listdir(tmp_path / "out")) == [target.name]
+    assert gzip.decompress(target.read_bytes()) == b'{"a":1}\n' * 100
+    assert linked or not getattr(os, "O_TMPFILE", 0)
+    assert os.stat(target).st_nlink == 1
