@@ -14,10 +14,14 @@ are its own (pool workers included):
 The exportd phases run their tasks the way exportd-server does: in a WorkerPool (tasks/workers)
 of one process per core (`--workers`), the phase's own process only starting and watching them.
 
-(a) runs again at the end: the broker shares the machine, so the baseline varies; the ratios use
-the faster of the two baseline runs (the harder comparison).
+Before the phases, one unmeasured read of the whole topic warms the broker (its JIT, and the
+log segments in the page cache): without it the first phase paid for the broker's warm-up, 2-3x
+its later CPU for the same reads. (a) runs again at the end: the broker shares the machine, so
+the baseline varies; the ratios use the faster of the two baseline runs (the harder comparison).
 
-Reported: records/s, MB/s (of consumed values), CPU seconds, peak RSS, ratios b/a and c/a.
+Reported: records/s, MB/s (of consumed values), CPU seconds (the phase's processes over their
+lifetime, and within the measured window only, per record too), the Kafka broker's CPU seconds
+during the phase (it shares the cores), peak RSS, and the ratios b/a and c/a.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
@@ -105,8 +110,6 @@ class TreeMemory:
         self._thread.start()
 
     def _run(self) -> None:
-        import psutil
-
         procs: dict[int, psutil.Process] = {}
         while not self._stop.wait(0.1):
             total = 0
@@ -130,12 +133,22 @@ def usage() -> dict[str, float]:
             "peak_rss_mb": me.ru_maxrss / 1024}
 
 
+def _cpu(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for proc in procs:
+        times = proc.cpu_times()
+        total += times.user + times.system
+    return total
+
+
 def phase_baseline(bootstrap: str, topic: str, n: int) -> dict[str, Any]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}",
                          "enable.auto.commit": False, "queued.max.messages.kbytes": 8192,
                          "fetch.queue.backoff.ms": 20})
     consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
     seen, nbytes = 0, 0
+    me = [psutil.Process()]
+    cpu0 = _cpu(me)
     start = time.monotonic()
     while seen < n and time.monotonic() - start < PHASE_TIMEOUT:
         for msg in consumer.consume(BATCH, 0.5):
@@ -143,8 +156,9 @@ def phase_baseline(bootstrap: str, topic: str, n: int) -> dict[str, Any]:
                 seen += 1
                 nbytes += len(msg.value() or b"")
     wall = time.monotonic() - start
+    window_cpu = _cpu(me) - cpu0
     consumer.close()
-    return {"records": seen, "bytes": nbytes, "wall_s": wall}
+    return {"records": seen, "bytes": nbytes, "wall_s": wall, "window_cpu_s": window_cpu}
 
 
 async def _run_tasks(bootstrap: str, topic: str, n: int, sink: dict[str, Any],
@@ -169,7 +183,10 @@ async def _run_tasks(bootstrap: str, topic: str, n: int, sink: dict[str, Any],
     await pool.wait_ready()   # process start-up is not part of the phase
     runners = [pool.factory(Assignment(task_id(job.id, topic, p), 1, job, p))
                for p in range(PARTITIONS)]
+    procs = [psutil.Process(pid) for pid in
+             [os.getpid(), *(w.process.pid or 0 for w in pool.workers)]]
     try:
+        cpu0 = _cpu(procs)
         start = time.monotonic()
         await asyncio.gather(*(r.start() for r in runners))
         started = time.monotonic()
@@ -180,6 +197,7 @@ async def _run_tasks(bootstrap: str, topic: str, n: int, sink: dict[str, Any],
         consumed = time.monotonic()
         await asyncio.gather(*(r.stop(drain=True) for r in runners))
         wall = time.monotonic() - start
+        window_cpu = _cpu(procs) - cpu0
     finally:
         await pool.aclose()
     stats = [r.stats() for r in runners]
@@ -189,6 +207,7 @@ async def _run_tasks(bootstrap: str, topic: str, n: int, sink: dict[str, Any],
             "exported": sum(s.exported_total for s in stats),
             "committed": sum(s.committed_offset for s in stats),
             "errors": [s.last_error for s in stats if s.last_error],
+            "window_cpu_s": window_cpu,
             "tree_peak_rss_mb": memory.stop()}
 
 
@@ -199,7 +218,7 @@ def phase_passthrough(bootstrap: str, topic: str, n: int, workdir: Path,
 
 
 def phase_transform(bootstrap: str, topic: str, n: int, workdir: Path, s3: str,
-                    workers: int) -> dict[str, Any]:
+                    workers: int, gzip_level: int | None = None) -> dict[str, Any]:
     import boto3
 
     bucket = f"bench-{uuid.uuid4().hex[:8]}"
@@ -207,7 +226,9 @@ def phase_transform(bootstrap: str, topic: str, n: int, workdir: Path, s3: str,
                  aws_secret_access_key="bench").create_bucket(Bucket=bucket)
     sink = {"type": "s3", "bucket": bucket}
     transform = {"parse": {"format": "json"}, "where": WHERE, "select": SELECT}
-    fmt = {"type": "ndjson", "compression": "gzip"}
+    fmt: dict[str, Any] = {"type": "ndjson", "compression": "gzip"}
+    if gzip_level is not None:
+        fmt["compression_level"] = gzip_level
     return asyncio.run(_run_tasks(bootstrap, topic, n, sink, transform, fmt, s3, workers,
                                   workdir))
 
@@ -234,16 +255,19 @@ def machine() -> str:
 
 
 def report(results: dict[str, dict[str, Any]], n: int, avg: float) -> str:
-    rows = ["| phase | records | wall s | records/s | MB/s | CPU s | peak RSS MB |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| phase | records | wall s | records/s | MB/s | CPU s | CPU s in window "
+            "| µs/record | broker CPU s | peak RSS MB |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     names = {"a": "(a) bare consumer", "b": "(b) passthrough → file",
              "c": "(c) json + where + select → NDJSON gzip → S3",
              "a2": "(a) bare consumer, again"}
     for key, res in results.items():
         rate = res["records"] / res["wall_s"]
-        rows.append(f"| {names[key]} | {res['records']:,} | {res['wall_s']:.1f} | {rate:,.0f} | "
+        window = res.get("window_cpu_s", 0.0)
+        rows.append(f"| {names[key]} | {res['records']:,} | {res['wall_s']:.2f} | {rate:,.0f} | "
                     f"{res['bytes'] / res['wall_s'] / 1e6:.1f} | {res['cpu_s']:.1f} | "
-                    f"{res['peak_rss_mb']:.0f} |")
+                    f"{window:.2f} | {window / max(res['records'], 1) * 1e6:.2f} | "
+                    f"{res.get('broker_cpu_s', 0.0):.2f} | {res['peak_rss_mb']:.0f} |")
     rate = {k: v["records"] / v["wall_s"] for k, v in results.items()}
     lines = [f"records: {n:,} of ~{avg:.0f} B in {PARTITIONS} partitions; machine: {machine()}",
              "", *rows, ""]
@@ -261,6 +285,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=2_000_000)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--gzip-level", type=int, choices=range(1, 10), metavar="1-9",
+                        help="the job's format.compression_level in (c); default: gzip's 6")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--phase", choices=("a", "b", "c"), help=argparse.SUPPRESS)
     parser.add_argument("--kafka", help=argparse.SUPPRESS)
@@ -280,7 +306,7 @@ def main() -> None:
             res = phase_passthrough(args.kafka, args.topic, args.records, workdir, args.workers)
         else:
             res = phase_transform(args.kafka, args.topic, args.records, workdir, args.s3,
-                                  args.workers)
+                                  args.workers, args.gzip_level)
         used = usage()
         if "tree_peak_rss_mb" in res:
             used["peak_rss_mb"] = res.pop("tree_peak_rss_mb")
@@ -296,13 +322,21 @@ def main() -> None:
         print(f"produced {args.records:,} records (~{avg:.0f} B) in {time.monotonic() - t0:.0f}s",
               file=sys.stderr)
         common = ["--records", str(args.records), "--kafka", infra.kafka, "--s3", infra.s3,
-                  "--topic", topic, "--workers", str(args.workers)]
+                  "--topic", topic, "--workers", str(args.workers),
+                  *(["--gzip-level", str(args.gzip_level)] if args.gzip_level else [])]
         results: dict[str, dict[str, Any]] = {}
+        broker = psutil.Process(infra.processes["kafka"].pid)
+        warm = Path(tmp) / "warm-up"
+        warm.mkdir()
+        run_phase([*common, "--phase", "a", "--workdir", str(warm)])
         for phase in ("a", "b", "c", "a2"):
             workdir = Path(tmp) / phase
             workdir.mkdir()
+            before = _cpu([broker, *broker.children(recursive=True)])
             results[phase] = run_phase([*common, "--phase", phase[0], "--workdir",
                                         str(workdir)])
+            results[phase]["broker_cpu_s"] = _cpu([broker, *broker.children(recursive=True)]) \
+                - before
             print(f"phase {phase}: {results[phase]}", file=sys.stderr)
     if args.json:
         print(json.dumps({"records": args.records, "avg_bytes": avg, "results": results,
