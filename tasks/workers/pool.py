@@ -27,7 +27,7 @@ from multiprocessing.context import BaseContext
 from tasks.errors import ExportdError
 from tasks.factory import TaskEnvironment
 from tasks.logs import get_logger
-from tasks.runner import Assignment, RunnerFactory, TaskRunner, TaskState, TaskStats
+from tasks.runner import Assignment, TaskRunner, TaskState, TaskStats
 from tasks.spool import MemoryBudget
 from tasks.workers.process import WorkerConfig, worker_main
 from tasks.workers.protocol import (
@@ -204,10 +204,8 @@ class WorkerPool:
         return self.workers[0]
 
     def factory(self, assignment: Assignment) -> TaskRunner:
+        """The server's RunnerFactory."""
         return WorkerRunner(self, assignment)
-
-    def as_factory(self) -> RunnerFactory:
-        return self.factory
 
     def close(self) -> None:
         for worker in self.workers:
