@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -67,3 +68,50 @@ async def test_real_task_exports_to_files_and_drains_on_sigterm(
     assert [(t.task_id, t.state, t.committed_offset) for t in final.tasks] == [
         (tid, pb.TASK_STATE_STOPPED, N)]
     assert exported_ids(out) == list(range(N))
+
+
+def worker_pids(server_pid: int) -> set[int]:
+    """The server's task workers: the forkserver's children."""
+    return {p.pid for child in psutil.Process(server_pid).children()
+            for p in child.children()}
+
+
+async def test_a_killed_worker_process_restarts_its_task_and_loses_nothing(
+        kafka: str, zookeeper: str, cluster: str, coordinator: Coordinator,
+        tmp_path: Path) -> None:
+    n = 30_000
+    topic = create_topic(kafka, unique("wkill"))
+    produce(kafka, topic, json_records(0, n))
+    out = tmp_path / "out"
+    spec = job(topic, {"type": "file", "directory": str(out)},
+               transform={"parse": {"format": "json"}, "select": "{id: id}"},
+               rotation={"max_records": 500}, source={"topic": topic, "batch_size": 100})
+    tid = task_id(spec.id, topic, 0)
+    coordinator.desired = [assignment(tid, 1, spec)]
+    settings = {**process_settings("wkill-server", zookeeper, cluster, tmp_path),
+                "kafka.bootstrap_servers": kafka, "session.restart_backoff": "0.2s"}
+    log_path = tmp_path / "server.log"
+    async with server_process(settings, log_path) as proc:
+        def status() -> pb.TaskStatus | None:
+            if proc.returncode is not None:
+                raise AssertionError(log_path.read_text()[-3000:])
+            tasks = {t.task_id: t for t in coordinator.reports[-1].tasks} \
+                if coordinator.reports else {}
+            return tasks.get(tid)
+
+        def committed() -> int:
+            s = status()
+            return s.committed_offset if s is not None else -1
+
+        await wait_until(lambda: committed() >= 1000, "some files committed", timeout=90)
+        (victim,) = worker_pids(proc.pid)
+        os.kill(victim, signal.SIGKILL)
+        await wait_until(lambda: committed() == n, "the restarted task to commit every record",
+                         timeout=90)
+        assert victim not in worker_pids(proc.pid)
+        assert "worker_exited" in log_path.read_text()   # and the host restarted the task
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 90) == 0, log_path.read_text()[-3000:]
+    ids = exported_ids(out)
+    assert sorted(ids) == list(range(n)), "every record exported"
+    assert len(ids) == n, "and none twice"
