@@ -10,7 +10,9 @@ A worker that dies takes its tasks with it: they report FAILED ("worker process 
 the host restarts them as it does any failed task — on a fresh worker that replaces the dead one
 at its next start. A stop of a task whose worker is gone returns at once: the task no longer
 runs, and whatever it had not committed will be read again by its next owner (exactly-once files
-by deterministic names; docs/architecture/pipeline.md).
+by deterministic names; docs/architecture/pipeline.md). A stop without drain — a fence after a
+lost lease — that the worker does not answer within ABORT_TIMEOUT_S (a wedged or stopped
+process) kills the worker: the fence must hold whatever the worker's state.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ log = get_logger(__name__)
 PRELOAD = ["tasks.workers.process"]
 # How long closing the pool waits for a worker to exit before killing it.
 EXIT_TIMEOUT_S = 10.0
+# A stop without drain (a fence: the lease is lost) that a worker has not answered after this
+# long is made certain by killing the worker: its tasks must not go on committing.
+ABORT_TIMEOUT_S = 5.0
 
 
 class WorkerError(ExportdError):
@@ -70,6 +75,7 @@ class WorkerProcess:
         self.tasks: set[TaskKey] = set()
         self.exit_reason = ""
         self.ready = asyncio.Event()
+        self.exited = asyncio.Event()
         conn, child = ctx.Pipe(duplex=True)
         self._conn: Connection = conn
         self.process = ctx.Process(  # type: ignore[attr-defined]
@@ -122,6 +128,7 @@ class WorkerProcess:
                 future.set_exception(WorkerError(self.exit_reason))
         self._pending.clear()
         self.ready.set()   # nobody waits for a dead worker
+        self.exited.set()
 
     async def request(self, make: type[StartTask] | type[StopTask], *args: object) -> Done:
         if not self.alive:
@@ -140,6 +147,12 @@ class WorkerProcess:
         with contextlib.suppress(OSError, ValueError):
             self._conn.send(message)
 
+    async def kill(self, timeout: float = EXIT_TIMEOUT_S) -> None:
+        """SIGKILL, and wait until the reader has seen the process go."""
+        self.process.kill()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.exited.wait(), timeout)
+
     def close(self, timeout: float = EXIT_TIMEOUT_S) -> None:
         """Tell the worker to stop its tasks and exit; kill it if it does not. Blocking."""
         self.send(Shutdown())
@@ -157,7 +170,8 @@ class WorkerPool:
     def __init__(self, env: TaskEnvironment, processes: int, *, log_json: bool = True,
                  log_level: str = "info", log_context: dict[str, str] | None = None,
                  start_method: str = "forkserver",
-                 stats_period_s: float = STATS_PERIOD_S) -> None:
+                 stats_period_s: float = STATS_PERIOD_S,
+                 abort_timeout_s: float = ABORT_TIMEOUT_S) -> None:
         if processes < 1:
             raise ValueError("a worker pool needs at least one process")
         ctx = multiprocessing.get_context(start_method)
@@ -169,6 +183,7 @@ class WorkerPool:
         self._env = dataclasses.replace(env, process_pool=None, memory_budget=share)
         self._log = (log_json, log_level, tuple(sorted((log_context or {}).items())))
         self._stats_period_s = stats_period_s
+        self.abort_timeout_s = abort_timeout_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self.size = processes
         self.workers: list[WorkerProcess] = []
@@ -258,7 +273,7 @@ class WorkerRunner:
             return
         try:
             if worker.alive:
-                done = await worker.request(StopTask, self._key, drain)
+                done = await self._request_stop(worker, drain)
                 self._final = done.stats
                 if done.error:
                     raise WorkerError(done.error, task=self.task_id, worker=worker.index)
@@ -273,6 +288,18 @@ class WorkerRunner:
         finally:
             worker.tasks.discard(self._key)
             worker.stats.pop(self._key, None)
+
+    async def _request_stop(self, worker: WorkerProcess, drain: bool) -> Done:
+        if drain:   # a drain has its own deadline in the pipeline (drain_timeout)
+            return await worker.request(StopTask, self._key, drain)
+        try:
+            return await asyncio.wait_for(worker.request(StopTask, self._key, drain),
+                                          self._pool.abort_timeout_s)
+        except TimeoutError:
+            log.error("worker_unresponsive_killed", worker=worker.index, task=self.task_id,
+                      timeout_s=self._pool.abort_timeout_s)
+            await worker.kill()
+            raise WorkerError(worker.exit_reason or "worker killed") from None
 
     def stats(self) -> TaskStats:
         if self._final is not None:

@@ -33,9 +33,10 @@ from tools.infra.process import ManagedProcess
 
 
 @asynccontextmanager
-async def worker_pool(kafka: str, s3: str, tmp: Path, processes: int) -> AsyncIterator[WorkerPool]:
+async def worker_pool(kafka: str, s3: str, tmp: Path, processes: int,
+                      abort_timeout_s: float = 5.0) -> AsyncIterator[WorkerPool]:
     pool = WorkerPool(environment(kafka, tmp, s3), processes, log_json=False,
-                      log_level="warning")
+                      log_level="warning", abort_timeout_s=abort_timeout_s)
     pool.start()
     try:
         yield pool
@@ -137,3 +138,24 @@ async def test_worker_whose_server_was_killed_stops_its_tasks_and_exits(
         assert "server_gone" in (tmp_path / "host.log").read_text()
     finally:
         host.stop()
+
+
+async def test_a_fence_on_a_wedged_worker_kills_it(kafka: str, s3: str, tmp_path: Path) -> None:
+    """A stop without drain (the lease is lost) must hold even when the worker cannot answer."""
+    topic = create_topic(kafka, unique("wedged"))
+    produce(kafka, topic, json_records(0, 100))
+    spec = job(topic, {"type": "file", "directory": str(tmp_path / "out")})
+    async with worker_pool(kafka, s3, tmp_path, processes=1, abort_timeout_s=1.0) as pool:
+        r = pool.factory(assignment(spec, 0))
+        await r.start()
+        assert isinstance(r, WorkerRunner) and r.worker is not None
+        wedged = r.worker
+        os.kill(wedged.process.pid or 0, signal.SIGSTOP)   # it can no longer answer anything
+        await r.stop(drain=False)
+        assert not wedged.alive and wedged.process.exitcode == -signal.SIGKILL
+        assert r.stats().state is TaskState.STOPPED
+        # The next task gets a fresh worker.
+        r2 = pool.factory(assignment(spec, 0, generation=2))
+        await r2.start()
+        assert isinstance(r2, WorkerRunner) and r2.worker is not wedged
+        await r2.stop(drain=False)
