@@ -61,9 +61,12 @@ def worker_pool(settings: ServerSettings) -> WorkerPool:
         s3_access_key=settings.s3.access_key_id,
         s3_secret_key=settings.s3.secret_access_key,
     )
+    # A fence starts `lease.margin` before the leader may reassign the tasks: a worker that has
+    # not stopped them by half of it is killed, so they are gone before the lease is.
     return WorkerPool(env, worker_processes(settings.capacity),
                       log_json=settings.log_format == "json", log_level=settings.log_level,
-                      log_context={"server": settings.id})
+                      log_context={"server": settings.id},
+                      abort_timeout_s=max(settings.lease.margin / 2, 0.2))
 
 
 async def run(settings: ServerSettings) -> int:
