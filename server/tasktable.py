@@ -16,7 +16,7 @@ from proto import exportd_pb2 as pb
 from server import metrics
 from server.reconcile import Running
 from server.wire import task_status
-from tasks.runner import TaskRunner, TaskState, TaskStats
+from tasks.runner import TaskRunner, TaskState, TaskStats, safe_stats
 
 
 @dataclass(eq=False)
@@ -43,10 +43,7 @@ class TaskEntry:
             if self.error:
                 return TaskStats(TaskState.FAILED, last_error=self.error)
             return TaskStats(TaskState.STOPPED if self.stopped else TaskState.STARTING)
-        try:
-            stats = self.runner.stats()
-        except Exception as exc:  # a runner's bug must not break the heartbeat
-            stats = TaskStats(TaskState.FAILED, last_error=f"stats() failed: {exc!r}")
+        stats = safe_stats(self.runner)
         if self.error and not stats.last_error:
             stats = dataclasses.replace(stats, last_error=self.error)
         if self.stopped:

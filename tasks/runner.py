@@ -65,6 +65,15 @@ class TaskRunner(Protocol):
     def stats(self) -> TaskStats: ...
 
 
+def safe_stats(runner: TaskRunner) -> TaskStats:
+    """`runner.stats()`, or FAILED with the reason: a runner's bug must not break the host's
+    heartbeat (or a worker's report)."""
+    try:
+        return runner.stats()
+    except Exception as exc:
+        return TaskStats(TaskState.FAILED, last_error=f"stats() failed: {exc!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class Assignment:
     """One task a host should run: the job's spec, the partition, and the fencing generation."""

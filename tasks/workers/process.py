@@ -25,7 +25,7 @@ import structlog
 
 from tasks.factory import TaskEnvironment, runner_factory
 from tasks.logs import configure_logging, get_logger
-from tasks.runner import TaskRunner, TaskState, TaskStats
+from tasks.runner import TaskRunner, TaskState, TaskStats, safe_stats
 from tasks.workers.protocol import (
     STATS_PERIOD_S,
     Done,
@@ -111,14 +111,14 @@ class Worker:
         try:
             await runner.stop(drain=req.drain)
         except Exception as exc:
-            self.send(Done(req.request, error_text(exc), stats=_stats(runner)))
+            self.send(Done(req.request, error_text(exc), stats=safe_stats(runner)))
             return
         finally:
             self.runners.pop(req.key, None)
-        self.send(Done(req.request, stats=_stats(runner)))
+        self.send(Done(req.request, stats=safe_stats(runner)))
 
     def report(self) -> None:
-        self.send(StatsReport({key: _stats(r) for key, r in self.runners.items()}))
+        self.send(StatsReport({key: safe_stats(r) for key, r in self.runners.items()}))
 
     async def abort_all(self) -> None:
         for op in list(self.ops):
@@ -127,13 +127,6 @@ class Worker:
         await asyncio.gather(*(r.stop(drain=False) for r in self.runners.values()),
                              return_exceptions=True)
         self.runners.clear()
-
-
-def _stats(runner: TaskRunner) -> TaskStats:
-    try:
-        return runner.stats()
-    except Exception as exc:  # a runner's bug must not break the worker
-        return TaskStats(TaskState.FAILED, last_error=f"stats() failed: {exc!r}")
 
 
 def _read(conn: Connection, loop: asyncio.AbstractEventLoop,
