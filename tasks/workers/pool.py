@@ -101,6 +101,8 @@ class WorkerProcess:
             try:
                 message = self._conn.recv()
             except (EOFError, OSError, TypeError):  # TypeError: closed here meanwhile
+                # Reaped here, not on the loop: the join may wait for the process to finish.
+                self.process.join(timeout=5.0)
                 with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                     self._loop.call_soon_threadsafe(self._gone)
                 return
@@ -118,7 +120,6 @@ class WorkerProcess:
                 future.set_result(message)
 
     def _gone(self) -> None:
-        self.process.join(timeout=1.0)
         code = self.process.exitcode
         self.exit_reason = f"worker process {self.index} exited (exit code {code})"
         if self.tasks:
