@@ -26,6 +26,15 @@ from tests.integration.server.harness import (
 N = 1000
 
 
+def last_status(coordinator: Coordinator, tid: str, proc: asyncio.subprocess.Process,
+                log_path: Path) -> pb.TaskStatus | None:
+    """The task's status in the server's latest report; the log if the server died."""
+    if proc.returncode is not None:
+        raise AssertionError(log_path.read_text()[-3000:])
+    tasks = {t.task_id: t for t in coordinator.reports[-1].tasks} if coordinator.reports else {}
+    return tasks.get(tid)
+
+
 def exported_ids(out: Path) -> list[int]:
     ids = []
     for path in sorted(p for p in out.rglob("*.ndjson") if p.is_file()):
@@ -50,11 +59,7 @@ async def test_real_task_exports_to_files_and_drains_on_sigterm(
     log_path = tmp_path / "server.log"
     async with server_process(settings, log_path) as proc:
         def exported() -> int:
-            if proc.returncode is not None:
-                raise AssertionError(log_path.read_text()[-3000:])
-            states = {t.task_id: t for t in coordinator.reports[-1].tasks} \
-                if coordinator.reports else {}
-            status = states.get(tid)
+            status = last_status(coordinator, tid, proc, log_path)
             return status.records_total if status is not None else 0
 
         # Full files (300, 600, 900) are written while running; the drain flushes the rest.
@@ -92,16 +97,9 @@ async def test_a_killed_worker_process_restarts_its_task_and_loses_nothing(
                 "kafka.bootstrap_servers": kafka, "session.restart_backoff": "0.2s"}
     log_path = tmp_path / "server.log"
     async with server_process(settings, log_path) as proc:
-        def status() -> pb.TaskStatus | None:
-            if proc.returncode is not None:
-                raise AssertionError(log_path.read_text()[-3000:])
-            tasks = {t.task_id: t for t in coordinator.reports[-1].tasks} \
-                if coordinator.reports else {}
-            return tasks.get(tid)
-
         def committed() -> int:
-            s = status()
-            return s.committed_offset if s is not None else -1
+            status = last_status(coordinator, tid, proc, log_path)
+            return status.committed_offset if status is not None else -1
 
         await wait_until(lambda: committed() >= 1000, "some files committed", timeout=90)
         (victim,) = worker_pids(proc.pid)
