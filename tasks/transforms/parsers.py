@@ -46,12 +46,12 @@ def _text(value: bytes) -> str:
 # - Integers: digits and "-" become "0", so a run of 20 is a number of 20 digits, or a negative
 #   one of 19, that may not fit; a run inside a string or a long mantissa only costs the stdlib
 #   path. (ns timestamps have 19 digits: they stay on orjson.)
-# - Nesting: "[" and "{" become "[". A value with fewer than _DEEP of them nests less than _DEEP
-#   deep, which json.loads parses unless its caller is already ~(1000 - _DEEP) frames deep. They
-#   are counted only in a value long enough to hold _DEEP pairs (a count costs ~0.7 ns a byte).
+# - Nesting: "[" and "{" become "[". A value with fewer than DEEP_NESTING (N) of them nests less
+#   than N deep, which json.loads parses unless its caller is already ~(1000 - N) frames deep.
+#   They are counted only in a value long enough to hold N pairs (a count costs ~0.7 ns a byte).
 _SHAPE = bytes(0x30 if i in b"0123456789-" else 0x5B if i in b"[{" else 0x20 for i in range(256))
 _LONG_NUMBER = b"0" * 20
-_DEEP = 512
+DEEP_NESTING = 512
 
 
 # The stdlib path. json.loads(bytes) detects the encoding, decodes, and skips whitespace in
@@ -79,7 +79,8 @@ def _parse_json_stdlib(value: bytes) -> Any:
 def parse_json(value: bytes) -> Any:
     """`json.loads(value)`, by orjson where that gives the same (see above)."""
     shape = value.translate(_SHAPE)
-    if shape.find(_LONG_NUMBER) < 0 and (len(value) < 2 * _DEEP or shape.count(0x5B) < _DEEP):
+    if shape.find(_LONG_NUMBER) < 0 and (len(value) < 2 * DEEP_NESTING
+                                         or shape.count(0x5B) < DEEP_NESTING):
         try:
             return orjson.loads(value)
         except Exception:  # whatever orjson rejects, json.loads decides
