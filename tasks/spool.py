@@ -11,9 +11,10 @@ host grants the room, else in an anonymous temporary file. Whatever the number o
 hold at most the budget in memory.
 
 A gzip or uncompressed body is byte for byte what rendering the whole file at once gives (a zstd
-frame lacks only the content size in its header). zlib (gzip, mtime 0) and zstd streams
-do not depend on how the input is split into calls (property-tested), so a rewrite after a crash
-is byte-identical whatever batches the records arrived in.
+frame lacks only the content size in its header). Neither stream depends on how the input is
+split into batches (property-tested): zstd's does not by itself; gzip's (zlib-ng, mtime 0) would,
+so it is fed in fixed-size blocks (formats.GzipBlocks). A rewrite after a crash is therefore
+byte-identical whatever batches the records arrived in.
 """
 
 from __future__ import annotations
@@ -22,14 +23,13 @@ import io
 import os
 import tempfile
 import threading
-import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 import zstandard
 
-from tasks.formats import csv_line, encode_ndjson, level_of
+from tasks.formats import GzipBlocks, csv_line, encode_ndjson, level_of
 from tasks.spec import Format
 
 # Bodies of all tasks of a host keep at most this much in memory together; the rest spills to
@@ -69,7 +69,7 @@ class MemoryBudget:
 
 
 class _Raw:
-    """No compression: the same interface as zlib's and zstd's compressors."""
+    """No compression: the same interface as GzipBlocks and zstd's compressor."""
 
     def compress(self, data: bytes) -> bytes:
         return data
@@ -78,10 +78,10 @@ class _Raw:
         return b""
 
 
-def _compressor(fmt: Format) -> _Raw | zlib._Compress | zstandard.ZstdCompressionObj:
+def _compressor(fmt: Format) -> _Raw | GzipBlocks | zstandard.ZstdCompressionObj:
     level = level_of(fmt.compression, fmt.compression_level)
     if fmt.compression == "gzip":
-        return zlib.compressobj(level, zlib.DEFLATED, 31)  # wbits 31: gzip, mtime 0
+        return GzipBlocks(level)  # the one formats.compress uses: the same bytes
     if fmt.compression == "zstd":
         return zstandard.ZstdCompressor(level=level).compressobj()
     return _Raw()

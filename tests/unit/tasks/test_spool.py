@@ -6,6 +6,8 @@ from __future__ import annotations
 import gzip
 import itertools
 import os
+import random
+import zlib
 from pathlib import Path
 from typing import Literal
 
@@ -13,9 +15,10 @@ import pytest
 import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from zlib_ng import zlib_ng
 
 from tasks.batching import Batcher, Limits
-from tasks.formats import decompress, render_file
+from tasks.formats import GZIP_BLOCK, GzipBlocks, compress, decompress, render_file
 from tasks.sinks.files import write_atomically
 from tasks.spec import Format
 from tasks.spool import FileBody, MemoryBudget, body_factory
@@ -171,3 +174,64 @@ def test_a_file_sink_body_is_linked_into_place_not_copied(tmp_path: Path) -> Non
     assert gzip.decompress(target.read_bytes()) == b'{"a":1}\n' * 100
     assert linked or not getattr(os, "O_TMPFILE", 0)
     assert os.stat(target).st_nlink == 1
+
+
+def ndjson_lines(seed: int, n: int) -> list[bytes]:
+    """Access-log-like lines (~100 bytes): repetitive enough for matches across block edges."""
+    rand = random.Random(seed)
+    return [b'{"t":"2026-11-22T07:%02d:%02d.%03dZ","ip":"10.%d.%d.%d","m":"%s",'
+            b'"p":"/api/items/%d","s":%d,"b":%d}'
+            % (i // 60000 % 60, i // 1000 % 60, i % 1000, i % 256, rand.randrange(256),
+               rand.randrange(256), rand.choice((b"GET", b"GET", b"POST")), rand.randrange(10**6),
+               rand.choice((200, 200, 404, 500)), rand.randrange(10**5))
+            for i in range(n)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 9), st.integers(0, 2**32), st.integers(0, 4000),
+       st.lists(st.integers(0, 4000), max_size=8))
+def test_gzip_bodies_do_not_depend_on_the_batches_at_any_level(
+        level: int, seed: int, n: int, cuts: list[int]) -> None:
+    """zlib-ng's own output depends on the sizes of the pieces it is given (levels 1, 5, 6):
+    fed in fixed blocks, a body over many blocks is the one-shot render whatever the batches."""
+    lines = ndjson_lines(seed, n)
+    fmt = Format.model_validate({"compression": "gzip", "compression_level": level})
+    data = body_of(fmt, split(lines, cuts), MemoryBudget(100_000))
+    text = b"".join(line + b"\n" for line in lines)
+    assert data == compress(text, "gzip", level)
+    if lines:
+        assert data == render_file(fmt, lines)
+    assert zlib.decompress(data, 31) == text
+    assert data[4:8] == b"\0\0\0\0"  # gzip header mtime 0
+
+
+@pytest.mark.parametrize("level", [1, 5, 6, 9])
+def test_gzip_blocks_are_split_independent_where_zlib_ng_is_not(level: int) -> None:
+    text = b"\n".join(ndjson_lines(level, 3000)) + b"\n"  # ~300 KB: several blocks
+    assert len(text) > 4 * GZIP_BLOCK
+    splits = ([text], [text[i:i + 1000] for i in range(0, len(text), 1000)],
+              [text[:GZIP_BLOCK - 1], text[GZIP_BLOCK - 1:GZIP_BLOCK + 1], text[GZIP_BLOCK + 1:]],
+              [text[:2 * GZIP_BLOCK], b"", text[2 * GZIP_BLOCK:]])
+
+    def fed(comp: GzipBlocks | zlib_ng._Compress, pieces: list[bytes]) -> bytes:
+        return b"".join(comp.compress(piece) for piece in pieces) + comp.flush()
+
+    outputs = {fed(GzipBlocks(level), pieces) for pieces in splits}
+    assert outputs == {compress(text, "gzip", level)}
+    assert zlib.decompress(outputs.pop(), 31) == text
+    # Why GzipBlocks exists: zlib-ng itself, given the same pieces, writes other bytes.
+    plain = {fed(zlib_ng.compressobj(level, zlib_ng.DEFLATED, 31), pieces) for pieces in splits}
+    assert len(plain) > 1 or level == 9
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 5 * GZIP_BLOCK), st.lists(st.integers(0, 5 * GZIP_BLOCK), max_size=10),
+       st.sampled_from([1, 6]))
+def test_gzip_blocks_cut_anywhere_in_the_bytes(size: int, cuts: list[int], level: int) -> None:
+    text = (b"\n".join(ndjson_lines(size, size // 90 + 1)) * 2)[:size]
+    bounds = sorted({min(c, size) for c in cuts} | {0, size})
+    comp = GzipBlocks(level)
+    data = b"".join(comp.compress(text[a:b]) for a, b in itertools.pairwise(bounds))
+    data += comp.flush()
+    assert data == compress(text, "gzip", level)
+    assert zlib.decompress(data, 31) == text and data[4:8] == b"\0\0\0\0"
