@@ -128,16 +128,18 @@ def compile_fast_line(spec: Transform, fmt: Format) -> FastLine | None:
         where_names = list(dict.fromkeys(found))
         where = compile_expression(spec.where)
 
-    # Struct attributes are f0, f1, ...: JSON keys need not be identifiers.
+    # Struct attributes are f0, f1, ...: JSON keys need not be identifiers. gc=False: two structs
+    # a record would otherwise be tracked by the cyclic GC; decoded JSON cannot point back at
+    # its struct, so they cannot be part of a cycle.
     read = list(dict.fromkeys(out_names + where_names))
     attr = {name: f"f{i}" for i, name in enumerate(read)}
     record_type = msgspec.defstruct("Fields", [(attr[n], Any, None) for n in read],
-                                    rename={attr[n]: n for n in read})
+                                    rename={attr[n]: n for n in read}, gc=False)
     out_fields = [f"f{i}" for i in range(len(keys))]
     out_type = msgspec.defstruct("Projection", [(f, Any) for f in out_fields],
                                  rename=None if as_array else dict(zip(out_fields, keys,
                                                                        strict=True)),
-                                 array_like=as_array)
+                                 array_like=as_array, gc=False)
     decode = msgspec.json.Decoder(record_type, float_hook=_float).decode
     encode = msgspec.json.Encoder().encode
     project = _getter([attr[n] for n in out_names])
