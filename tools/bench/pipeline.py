@@ -256,8 +256,8 @@ def machine() -> str:
 
 def report(results: dict[str, dict[str, Any]], n: int, avg: float) -> str:
     rows = ["| phase | records | wall s | records/s | MB/s | CPU s | CPU s in window "
-            "| µs/record | broker CPU s | peak RSS MB |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "| µs/record | broker CPU s | S3 (moto) CPU s | peak RSS MB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     names = {"a": "(a) bare consumer", "b": "(b) passthrough → file",
              "c": "(c) json + where + select → NDJSON gzip → S3",
              "a2": "(a) bare consumer, again"}
@@ -267,7 +267,8 @@ def report(results: dict[str, dict[str, Any]], n: int, avg: float) -> str:
         rows.append(f"| {names[key]} | {res['records']:,} | {res['wall_s']:.2f} | {rate:,.0f} | "
                     f"{res['bytes'] / res['wall_s'] / 1e6:.1f} | {res['cpu_s']:.1f} | "
                     f"{window:.2f} | {window / max(res['records'], 1) * 1e6:.2f} | "
-                    f"{res.get('broker_cpu_s', 0.0):.2f} | {res['peak_rss_mb']:.0f} |")
+                    f"{res.get('broker_cpu_s', 0.0):.2f} | {res.get('s3_cpu_s', 0.0):.2f} | "
+                    f"{res['peak_rss_mb']:.0f} |")
     rate = {k: v["records"] / v["wall_s"] for k, v in results.items()}
     lines = [f"records: {n:,} of ~{avg:.0f} B in {PARTITIONS} partitions; machine: {machine()}",
              "", *rows, ""]
@@ -326,17 +327,19 @@ def main() -> None:
                   *(["--gzip-level", str(args.gzip_level)] if args.gzip_level else [])]
         results: dict[str, dict[str, Any]] = {}
         broker = psutil.Process(infra.processes["kafka"].pid)
+        s3 = psutil.Process(infra.processes["s3"].pid)  # moto shares the cores too
         warm = Path(tmp) / "warm-up"
         warm.mkdir()
         run_phase([*common, "--phase", "a", "--workdir", str(warm)])
         for phase in ("a", "b", "c", "a2"):
             workdir = Path(tmp) / phase
             workdir.mkdir()
-            before = _cpu([broker, *broker.children(recursive=True)])
+            before, s3_before = _cpu([broker, *broker.children(recursive=True)]), _cpu([s3])
             results[phase] = run_phase([*common, "--phase", phase[0], "--workdir",
                                         str(workdir)])
             results[phase]["broker_cpu_s"] = _cpu([broker, *broker.children(recursive=True)]) \
                 - before
+            results[phase]["s3_cpu_s"] = _cpu([s3]) - s3_before
             print(f"phase {phase}: {results[phase]}", file=sys.stderr)
     if args.json:
         print(json.dumps({"records": args.records, "avg_bytes": avg, "results": results,
