@@ -127,7 +127,7 @@ class Batcher:
             if chunk.records == 0:
                 chunk.first_timestamp_ms = recs.timestamps[pos]
             if chunk.body is not None:
-                chunk.body.add(values[pos:end])  # type: ignore[arg-type]  # lines: checked
+                chunk.body.add(values[pos:end], raw=out.raw)  # type: ignore[arg-type]
             else:
                 chunk.rows.offsets.extend(recs.offsets[pos:end])
                 chunk.rows.timestamps.extend(recs.timestamps[pos:end])

@@ -124,14 +124,16 @@ class FileBody:
     def spilled(self) -> bool:
         return self._disk is not None
 
-    def add(self, lines: Sequence[bytes]) -> None:
-        """Append encoded lines (without their newlines): one join, one compressor call."""
+    def add(self, lines: Sequence[bytes], *, raw: bool = True) -> None:
+        """Append lines (without their newlines): one join, one compressor call. `raw`: they are
+        consumed values as they came (a passthrough), which may hold a newline; lines an encoder
+        wrote never do (JSON escapes it), and skip the count (~0.4 ms a 5,000-line batch)."""
         if not lines:
             return
         if self.lines == 0 and self.fmt.type == "csv":
             self._put(csv_line(list(self.fmt.columns or ())) + b"\n")
         data = b"\n".join(lines)
-        if self.fmt.type == "ndjson" and data.count(b"\n") != len(lines) - 1:
+        if raw and self.fmt.type == "ndjson" and data.count(b"\n") != len(lines) - 1:
             # A raw passthrough value held a newline: frame such values as JSON strings.
             # Counting (C speed) is cheaper than checking every value on the way in; it is rare.
             data = b"\n".join(encode_ndjson(line) for line in lines)

@@ -81,6 +81,7 @@ class TransformOutput:
     dropped: int = 0        # filtered out by `where` or not sampled
     in_bytes: int = 0       # bytes of the consumed values
     cpu_seconds: float = 0.0  # thread CPU time spent transforming (wherever it ran)
+    raw: bool = False       # the lines are the consumed values themselves (a passthrough)
 
 
 def sample_key(partition: int, offset: int) -> float:
@@ -155,6 +156,7 @@ class Compiled:
             out.in_bytes = sum(map(len, values))  # type: ignore[arg-type]
             if self.passthrough:  # the consumed lists are the output (newlines: render_file)
                 out.records = rows  # type: ignore[assignment]  # no None: checked above
+                out.raw = True
                 return out
         else:
             out.in_bytes = sum(len(v) for v in values if v is not None)

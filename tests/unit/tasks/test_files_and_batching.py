@@ -184,3 +184,26 @@ def test_meter_adds_the_sinks_thread_cpu() -> None:
     meter.sink_cpu = 2.0
     now[0] = 1.0
     assert meter.snapshot(TaskState.RUNNING).cpu_seconds_per_s == 2.0
+
+
+def test_file_bodies_frame_newlines_of_passthrough_values_only_where_they_can_occur() -> None:
+    """A passthrough hands the consumed values on as lines (raw: checked for newlines, framed as
+    JSON strings); encoded lines cannot hold one, and the body skips the check for them."""
+    from tasks.spool import MemoryBudget, body_factory
+    from tasks.transforms.batch import Plan, transform_batch
+
+    def file_of(transform: dict[str, object], values: list[bytes | None]) -> bytes:
+        job = parse_job_spec({"id": "j", "source": {"topic": "t"}, "transform": transform,
+                              "sink": {"type": "file", "directory": "/tmp"}})
+        out = transform_batch(Plan.of(job, 0), Columns([0, 1], [0, 0], values))
+        batcher = Batcher(limits_for(job), 0, body_factory(job.format, MemoryBudget(), None))
+        batcher.add(out, 2, 0.0)
+        chunk = batcher.flush()
+        assert chunk is not None and chunk.body is not None
+        return chunk.body.getvalue()
+
+    raw = file_of({"parse": {"format": "raw"}}, [b"two\nlines", b"x"])
+    assert raw == b'"two\\nlines"\nx\n'
+    encoded = file_of({"parse": {"format": "json"}, "select": "{a: a}"},
+                      [b'{"a": "two\\nlines"}', b'{"a": 1}'])
+    assert encoded == b'{"a":"two\\nlines"}\n{"a":1}\n'
