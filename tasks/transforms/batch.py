@@ -115,7 +115,6 @@ class Compiled:
         self.select = compile_expression(spec.select) if spec.select else None
         self.sample = spec.sample
         self.encode = make_encoder(fmt)
-        self.adds = bool(self.static) or self.add_source or self.add_ingest
         # Records the fast path answers never reach the general one (see fastjson).
         self.fast = compile_fast_line(spec, fmt)
         # Raw values to NDJSON with nothing in between: lines pass through untouched.
@@ -133,22 +132,6 @@ class Compiled:
             record["_ingest_time"] = ingest
         return record
 
-    def _one(self, offset: int, timestamp_ms: int, value: bytes, ingest: str) -> Any:
-        """The general path for one record: its line, DROPPED, or a DeadRecord with the reason."""
-        try:
-            record = self.parse(value)
-            if self.where is not None and not truthy(self.where(record)):
-                return DROPPED
-            if self.select is not None:
-                record = self.select(record)
-            if self.adds:
-                record = self._added(record, offset, timestamp_ms, ingest)
-            return self.encode(record)
-        except RecordError as exc:
-            return DeadRecord(offset, timestamp_ms, value, exc.message)
-        except Exception as exc:  # a transform bug must not stop the task: dead-letter it
-            return DeadRecord(offset, timestamp_ms, value, f"{type(exc).__name__}: {exc}")
-
     def run(self, rows: Rows) -> TransformOutput:
         out = TransformOutput()
         values = rows.values
@@ -161,9 +144,12 @@ class Compiled:
         else:
             out.in_bytes = sum(len(v) for v in values if v is not None)
         ingest = iso_utc(int(dt.datetime.now(dt.UTC).timestamp() * 1000))
+        adds = bool(self.static) or self.add_source or self.add_ingest
         # Everything the loop touches is a local: it runs once per record, and attribute and
         # method lookups were a tenth of its cost.
-        fast, one, sample, partition = self.fast, self._one, self.sample, self.partition
+        fast, parse, where, select, encode = (self.fast, self.parse, self.where, self.select,
+                                              self.encode)
+        sample, partition = self.sample, self.partition
         recs = out.records
         keep_offset, keep_ts, keep = (recs.offsets.append, recs.timestamps.append,
                                       recs.values.append)
@@ -176,17 +162,35 @@ class Compiled:
             if value is None:
                 dead(DeadRecord(offset, ts, b"", "null value (tombstone)"))
                 continue
-            result: Any = FALLBACK if fast is None else fast(value)
-            if result is FALLBACK:
-                result = one(offset, ts, value, ingest)
-            if result is DROPPED:
-                dropped += 1
-            elif type(result) is DeadRecord:
-                dead(result)
-            else:
-                keep_offset(offset)
-                keep_ts(ts)
-                keep(result)
+            if fast is not None:  # records it hands back take the general path below
+                line = fast(value)
+                if line is DROPPED:
+                    dropped += 1
+                    continue
+                if line is not FALLBACK:
+                    keep_offset(offset)
+                    keep_ts(ts)
+                    keep(line)
+                    continue
+            try:
+                record = parse(value)
+                if where is not None and not truthy(where(record)):
+                    dropped += 1
+                    continue
+                if select is not None:
+                    record = select(record)
+                if adds:
+                    record = self._added(record, offset, ts, ingest)
+                line = encode(record)
+            except RecordError as exc:
+                dead(DeadRecord(offset, ts, value, exc.message))
+                continue
+            except Exception as exc:  # a transform bug must not stop the task: dead-letter it
+                dead(DeadRecord(offset, ts, value, f"{type(exc).__name__}: {exc}"))
+                continue
+            keep_offset(offset)
+            keep_ts(ts)
+            keep(line)
         out.dropped = dropped
         return out
 
