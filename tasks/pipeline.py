@@ -83,7 +83,7 @@ class PipelineRunner:
         self._tasks: list[asyncio.Task[None]] = []
         # One thread owns the consumer: consume, commit, and close after the last consume.
         self._source_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="source")
-        # One thread cuts and compresses (zlib/zstd release the GIL): off the event loop, which
+        # One thread cuts and compresses (zlib-ng/zstd release the GIL): off the event loop, which
         # all tasks of the process share. Stopping waits for it before freeing the open chunk.
         self._push_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="push")
         self._batcher: Batcher | None = None
