@@ -18,7 +18,7 @@ from tasks.runner import TaskState
 from tasks.sinks.base import CpuClock, backoff_delay
 from tasks.sinks.http import is_retryable_status
 from tasks.sinks.s3 import sink_error
-from tasks.source import start_offset
+from tasks.source import POLL_BUSY, POLL_IDLE, next_poll_timeout, start_offset
 from tasks.spec import Format, parse_job_spec
 from tasks.stats import TaskMeter
 from tasks.transforms.batch import Columns, TransformOutput
@@ -143,6 +143,16 @@ def test_http_batches_are_bounded_by_batch_records() -> None:
     (-1001, "timestamp", 5, 5), (-1001, "timestamp", -1, 9)])
 def test_start_offset(committed: int, start: str, by_ts: int | None, expected: int) -> None:
     assert start_offset(committed, start, 2, 9, by_ts) == expected
+
+
+def test_poll_timeout_stays_short_while_records_flow_and_backs_off_when_idle() -> None:
+    waits, timeout = [], POLL_IDLE
+    for got in (True, True, False, False, False, False, False, False, False, True):
+        timeout = next_poll_timeout(timeout, got)
+        waits.append(timeout)
+    # A stop right after the last record waits for a short consume, not for POLL_IDLE.
+    assert waits == [POLL_BUSY, POLL_BUSY, 0.02, 0.04, 0.08, 0.16, POLL_IDLE, POLL_IDLE, POLL_IDLE,
+                     POLL_BUSY]
 
 
 def test_backoff_is_exponential_with_full_jitter_and_capped() -> None:
