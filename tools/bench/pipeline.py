@@ -158,14 +158,30 @@ def phase_baseline(bootstrap: str, topic: str, n: int) -> dict[str, Any]:
     wall = time.monotonic() - start
     window_cpu = _cpu(me) - cpu0
     consumer.close()
-    return {"records": seen, "bytes": nbytes, "wall_s": wall, "window_cpu_s": window_cpu}
+    return {"records": seen, "bytes": nbytes, "wall_s": wall, "window_cpu_s": window_cpu,
+            "window": [start, start + wall]}
+
+
+def partition_sizes(bootstrap: str, topic: str, n: int) -> list[int]:
+    """Records per partition of the benchmark topic (its first n records, filled round-robin)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}"})
+    try:
+        sizes = []
+        for p in range(PARTITIONS):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            sizes.append(high - low)
+    finally:
+        consumer.close()
+    if sum(sizes) != n:
+        raise SystemExit(f"topic {topic} holds {sum(sizes)} records, not {n}")
+    return sizes
 
 
 async def _run_tasks(bootstrap: str, topic: str, n: int, sink: dict[str, Any],
                      transform: dict[str, Any], fmt: dict[str, Any], s3: str | None,
                      workers: int, workdir: Path) -> dict[str, Any]:
     from tasks.factory import TaskEnvironment
-    from tasks.runner import Assignment, task_id
+    from tasks.runner import Assignment, TaskRunner, task_id
     from tasks.spec import parse_job_spec
     from tasks.workers.pool import WorkerPool
 
@@ -185,17 +201,26 @@ async def _run_tasks(bootstrap: str, topic: str, n: int, sink: dict[str, Any],
                for p in range(PARTITIONS)]
     procs = [psutil.Process(pid) for pid in
              [os.getpid(), *(w.process.pid or 0 for w in pool.workers)]]
+    expected = partition_sizes(bootstrap, topic, n)
     try:
         cpu0 = _cpu(procs)
         start = time.monotonic()
         await asyncio.gather(*(r.start() for r in runners))
         started = time.monotonic()
-        while time.monotonic() - start < PHASE_TIMEOUT:
-            if sum(r.stats().records_total for r in runners) >= n:
-                break
-            await asyncio.sleep(0.01)
-        consumed = time.monotonic()
-        await asyncio.gather(*(r.stop(drain=True) for r in runners))
+
+        async def finish(runner: TaskRunner, records: int) -> float:
+            """Drain a task once it has read its partition; when it had read it all."""
+            while (runner.stats().records_total < records
+                   and time.monotonic() - start < PHASE_TIMEOUT):
+                await asyncio.sleep(0.01)
+            consumed_at = time.monotonic()
+            await runner.stop(drain=True)
+            return consumed_at
+
+        # Each task is stopped as soon as it has read its own partition, as a baseline consumer
+        # stops when it has seen its records; the window ends with the last drained commit.
+        consumed = max(await asyncio.gather(*(finish(r, expected[p])
+                                              for p, r in enumerate(runners))))
         wall = time.monotonic() - start
         window_cpu = _cpu(procs) - cpu0
     finally:
@@ -203,6 +228,7 @@ async def _run_tasks(bootstrap: str, topic: str, n: int, sink: dict[str, Any],
     stats = [r.stats() for r in runners]
     return {"records": sum(s.records_total for s in stats), "wall_s": wall,
             "start_s": started - start, "drain_s": wall - (consumed - start),
+            "window": [start, start + wall],  # CLOCK_MONOTONIC: for `perf report --time`
             "bytes": sum(s.bytes_total for s in stats),
             "exported": sum(s.exported_total for s in stats),
             "committed": sum(s.committed_offset for s in stats),
