@@ -75,6 +75,10 @@ async def run(settings: ServerSettings) -> int:
     try:
         if pool is not None:
             pool.start()
+            # Registered only once the workers are up: the sampler's baseline is taken when the
+            # host is built, and the workers' start-up (the forkserver's imports, ~0.5 s of CPU)
+            # reported as load made a small server look full for its first heartbeats.
+            await pool.wait_ready()
         factory = pool.factory if pool is not None else custom_factory(settings)
         host = ServerHost(settings, factory)
         stop = asyncio.Event()

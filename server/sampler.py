@@ -6,17 +6,29 @@ several servers on one host would each count all of them. Network rates are the 
 pod: the pod's) byte counters' deltas over the elapsed time, unless `shared_host` says the
 counters are shared, when only the tasks' own measured bytes count. Memory is the resident size
 of this process and its workers, against the machine's total.
+
+Rates are taken over the last RATE_WINDOW_S at least, not since the previous heartbeat: CPU
+times come in 10 ms ticks per process, so over one 0.2 s heartbeat an idle server's figure
+jumped by 0.05 of a core per tick, and the first report — sent ~30 ms after start-up, as soon
+as the session opened — showed an idle 1-core server 50-100 % busy. Until MIN_RATE_WINDOW_S have
+passed since the sampler was built, rates are reported as 0: the server has just started and
+runs nothing yet.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import psutil
 
 from proto import exportd_pb2 as pb
 from server.settings import CapacitySettings
+
+RATE_WINDOW_S = 1.0
+MIN_RATE_WINDOW_S = 0.5
+HISTORY = 64   # samples kept; at heartbeats under 1/64 s the window gets shorter, never longer
 
 
 def cpu_cores(capacity: CapacitySettings) -> float:
@@ -40,7 +52,7 @@ def rate(previous: int, current: int, elapsed_s: float) -> float:
 
 
 @dataclass(slots=True)
-class _Counters:
+class Counters:
     at: float
     bytes_recv: int
     bytes_sent: int
@@ -58,23 +70,24 @@ def _tree_cpu_seconds(process: psutil.Process) -> float:
     return total
 
 
-def _counters(process: psutil.Process, shared_host: bool) -> _Counters:
+def _counters(process: psutil.Process, shared_host: bool) -> Counters:
     cpu = _tree_cpu_seconds(process)
     if shared_host:
-        return _Counters(time.monotonic(), 0, 0, cpu)
+        return Counters(time.monotonic(), 0, 0, cpu)
     counters = psutil.net_io_counters()
-    return _Counters(time.monotonic(), counters.bytes_recv, counters.bytes_sent, cpu)
+    return Counters(time.monotonic(), counters.bytes_recv, counters.bytes_sent, cpu)
 
 
 class Sampler:
-    """Call `sample()` once per heartbeat; each call measures the time since the last one."""
+    """Call `sample()` once per heartbeat; rates cover at least the last RATE_WINDOW_S."""
 
     def __init__(self, capacity: CapacitySettings) -> None:
         self.capacity = pb.Resources(cpu_cores=cpu_cores(capacity),
                                      net_bytes_per_s=capacity.net_bytes_per_s)
         self._process = psutil.Process()
         self._shared_host = capacity.shared_host
-        self._last = _counters(self._process, self._shared_host)
+        self._history: deque[Counters] = deque(
+            [_counters(self._process, self._shared_host)], maxlen=HISTORY)
 
     def _rss(self) -> int:
         total = 0
@@ -87,16 +100,24 @@ class Sampler:
 
     def sample(self) -> pb.Usage:
         now = _counters(self._process, self._shared_host)
-        elapsed = now.at - self._last.at
+        base = window_base(self._history, now.at)
+        self._history.append(now)
+        elapsed = now.at - base.at if now.at - base.at >= MIN_RATE_WINDOW_S else 0.0
         # A worker that exited takes its CPU seconds with it: the sum may go back; rate() gives 0.
-        cores_used = rate(int(self._last.cpu_seconds * 1e6), int(now.cpu_seconds * 1e6),
+        cores_used = rate(int(base.cpu_seconds * 1e6), int(now.cpu_seconds * 1e6),
                           elapsed) / 1e6
-        usage = pb.Usage(
+        return pb.Usage(
             cpu_fraction=min(max(cores_used / max(self.capacity.cpu_cores, 1e-9), 0.0), 1.0),
-            net_in_bytes_per_s=rate(self._last.bytes_recv, now.bytes_recv, elapsed),
-            net_out_bytes_per_s=rate(self._last.bytes_sent, now.bytes_sent, elapsed),
+            net_in_bytes_per_s=rate(base.bytes_recv, now.bytes_recv, elapsed),
+            net_out_bytes_per_s=rate(base.bytes_sent, now.bytes_sent, elapsed),
             memory_rss_bytes=self._rss(),
             memory_total_bytes=psutil.virtual_memory().total,
         )
-        self._last = now
-        return usage
+
+
+def window_base(history: deque[Counters], now_at: float) -> Counters:
+    """The sample to measure rates from: the newest one at least RATE_WINDOW_S before `now_at`
+    (older ones are dropped), or the oldest there is while the history is shorter."""
+    while len(history) > 1 and now_at - history[1].at >= RATE_WINDOW_S:
+        history.popleft()
+    return history[0]

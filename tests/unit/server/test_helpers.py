@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import random
+from collections import deque
 from pathlib import Path
 
 import pytest
 
 from proto import exportd_pb2 as pb
 from server.host import advertised_host
-from server.sampler import cpu_cores, rate, worker_processes
+from server.sampler import (
+    MIN_RATE_WINDOW_S,
+    RATE_WINDOW_S,
+    Counters,
+    cpu_cores,
+    rate,
+    window_base,
+    worker_processes,
+)
 from server.session import backoff_delay
 from server.settings import CapacitySettings, HttpSettings, ServerSettings, default_server_id
 from server.wire import assignment_from_proto, task_status
@@ -24,6 +33,19 @@ def test_default_id_is_hostname_plus_suffix_and_unique() -> None:
     assert first != second
     assert "/" not in first and len(first.rsplit("-", 1)[1]) == 6
     assert ServerSettings().id != ServerSettings().id
+
+
+def test_rates_cover_at_least_a_window_of_samples() -> None:
+    history = deque([Counters(0.0, 0, 0, 0.0)])
+    bases = []
+    for at in (0.03, 0.23, 0.43, 0.63, 0.83, 1.03, 1.23, 1.43, 3.0):
+        bases.append(window_base(history, at).at)
+        history.append(Counters(at, 0, 0, 0.0))
+    # Until a second has passed, from the first sample; then from the newest one a second old
+    # (0.03 at 1.03, 0.43 at 1.43); after a long gap, from the previous sample.
+    assert bases == [0.0, 0.0, 0.0, 0.0, 0.0, 0.03, 0.23, 0.43, 1.43]
+    assert [c.at for c in history] == [1.43, 3.0]
+    assert RATE_WINDOW_S > MIN_RATE_WINDOW_S > 0.03  # the first report (~30 ms in) shows no rate
 
 
 def test_settings_from_yaml_env_and_flags(tmp_path: Path) -> None:
