@@ -168,33 +168,42 @@ def _list_fields(names: list[str]) -> Expression:
 _PLAIN_ORDERED = frozenset((int, float, str))
 
 
-def _field_comparator(op: str, name: str, constant: Any, field_first: bool) -> Expression:
-    """`name <op> literal` (or `literal <op> name`) without a closure call for either side."""
+def field_test(op: str, constant: Any, field_first: bool) -> Expression:
+    """`field <op> literal` (or `literal <op> field`) applied to the field's value (None when
+    the record lacks it): True, False, or None (null) — so its Python truth is its JMESPath
+    truth. The JSON fast path applies it to a decoded struct's attribute (tasks/transforms/
+    fastjson.py), the general path to the record dict's field."""
     if op in ("eq", "ne"):
         negate = op == "ne"
         if isinstance(constant, bool) or (_is_number(constant) and constant in (0, 1)):
-            def special(value: Any) -> Any:  # _equals' special case: 0/1 are not false/true
-                x = value.get(name) if isinstance(value, dict) else None
+            def special(x: Any) -> Any:  # _equals' special case: 0/1 are not false/true
                 return _equals(x, constant) is not negate
             return special
 
         # Against any other literal, jmespath's equality is ==, symmetric for the plain types
         # of records (so the literal's side does not matter).
-        def equals(value: Any) -> Any:
-            x = value.get(name) if isinstance(value, dict) else None
+        def equals(x: Any) -> Any:
             return (x == constant) is not negate
         return equals
     func = _ORDER[op]
     if not (_is_number(constant) or isinstance(constant, str)):
-        return lambda _value: None  # ordering with anything but a number or a string is null
+        return lambda _x: None  # ordering with anything but a number or a string is null
 
-    def compare(value: Any) -> Any:
-        x: Any = value.get(name) if isinstance(value, dict) else None
+    def compare(x: Any) -> Any:
         # int, float and str (no bool) are the common case; other numbers are rare
         if type(x) not in _PLAIN_ORDERED and not (_is_number(x) or isinstance(x, str)):
             return None
         return func(x, constant) if field_first else func(constant, x)
     return compare
+
+
+def _field_comparator(op: str, name: str, constant: Any, field_first: bool) -> Expression:
+    """`name <op> literal` (or `literal <op> name`) without a closure call for the field."""
+    test = field_test(op, constant, field_first)
+
+    def run(value: Any) -> Any:
+        return test(value.get(name) if isinstance(value, dict) else None)
+    return run
 
 
 def _build(node: dict[str, Any]) -> Expression:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import jmespath
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tasks.spec import Format, Transform
 from tasks.transforms.batch import Compiled, Plan, Rows, TransformOutput
-from tasks.transforms.fastjson import DROPPED, FALLBACK, compile_fast_line
+from tasks.transforms.fastjson import DROPPED, FALLBACK, compile_fast_line, struct_predicate
 
 from .test_transforms import json_values, number_texts, string_texts
 
@@ -69,7 +70,11 @@ def records(draw: st.DrawFn) -> bytes | None:
 
 WHERES = [None, "`true`", "a < `5`", "`5` <= a", "a == 'x'", "a != null", "!b", "a && b || c",
           "a.x == `1`", "b == `true`", "b == `0`", "c > 'm'", "{k: a}", "[a, b]", "a == b",
-          '"user-agent" == \'curl\'']
+          '"user-agent" == \'curl\'',
+          # and/or/not of comparisons: tested on the struct (fastjson.struct_predicate)
+          "a < `5` && c > 'm'", "!(a == 'x') || b != `0`", "!(a >= `1`)", "`true` == b",
+          "a < `5` || b == `true` && c != 'x'", "a <= `1.5` && !(c < `-1`)", "a < `[1]`",
+          "!(a < `5` || b)"]
 SELECTS = ["{x: a, y: b}", "[a, c]", "{x: a, x: b, z: c}", '{ua: "user-agent", e: ""}', "{a: a}",
            "[c]"]
 
@@ -93,6 +98,15 @@ def test_fast_path_equals_the_general_path_on_plain_records(
 def test_sampling_and_tombstones_are_the_general_paths() -> None:
     values: list[bytes | None] = [b'{"a": 1, "b": 2}', None] * 50
     _same(*_both(_plan("a < `5`", "{x: a}", sample=0.5), values))
+
+
+@pytest.mark.parametrize(("where", "on_struct"), [
+    ("a < `5`", True), ("`5` <= a", True), ("a < `5` && c > 'm'", True),
+    ("!(a == 'x') || b != `0`", True), ("!(a < `5` || b)", False), ("!b", False),
+    ("a == b", False), ("a.x == `1`", False), ("`true`", False)])
+def test_which_wheres_are_tested_on_the_struct(where: str, on_struct: bool) -> None:
+    node = dict(jmespath.compile(where).parsed)
+    assert (struct_predicate(node, {"a": "f0", "b": "f1", "c": "f2"}) is not None) is on_struct
 
 
 def test_the_answers_of_the_fast_line() -> None:
