@@ -7,6 +7,7 @@ for all topics rather than one keeps brokers with auto-creation on from creating
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -15,9 +16,11 @@ from tasks.errors import Unavailable
 
 
 class PartitionSource:
-    def __init__(self, default_bootstrap: str, timeout: float) -> None:
+    def __init__(self, default_bootstrap: str, timeout: float, *,
+                 config: Mapping[str, str] | None = None) -> None:
         self.default_bootstrap = default_bootstrap
         self.timeout = timeout
+        self.config = dict(config or {})   # librdkafka properties (security) for every client
         self._clients: dict[str, AdminClient] = {}
         self._lock = threading.Lock()
 
@@ -26,7 +29,7 @@ class PartitionSource:
             client = self._clients.get(bootstrap)
             if client is None:
                 client = self._clients[bootstrap] = AdminClient(
-                    {"bootstrap.servers": bootstrap, "socket.timeout.ms": 10_000})
+                    {"socket.timeout.ms": 10_000, **self.config, "bootstrap.servers": bootstrap})
             return client
 
     def count(self, topic: str, bootstrap: str | None = None) -> int | None:

@@ -50,7 +50,8 @@ class Master:
         self.client = KazooClient(hosts=zk.hosts, timeout=zk.session_timeout)
         self.store = Store(self.client, self.paths, settings.assignment_shards)
         self.partitions = PartitionSource(settings.kafka.bootstrap_servers,
-                                          settings.kafka.metadata_timeout)
+                                          settings.kafka.metadata_timeout,
+                                          config=settings.kafka.config)
         self.leadership: Leadership | None = None
         self.sessions = SessionService(lambda: self.leadership)
         self.standby = StandbyReader(self.store, planner, config_from(settings))

@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 from master.api.settings import ApiSettings
 from tasks.cluster import ZooKeeperSettings
 from tasks.entrypoint import ListenSettings, ProcessSettings
-from tasks.settings import Duration, SettingsModel, instance_id
+from tasks.settings import Duration, KafkaProperties, SettingsModel, instance_id
 
 
 def default_master_id() -> str:
@@ -25,6 +25,8 @@ class KafkaSettings(SettingsModel):
     metadata_timeout: Duration = 10.0
     # How often every job's topics are checked for partitions added later.
     partition_check_interval: Duration = 30.0
+    # librdkafka properties for the metadata client (SASL, TLS), as for the servers' tasks.
+    config: KafkaProperties = {}
 
 
 class SchedulerSettings(SettingsModel):

@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 
 from tasks.cluster import ZooKeeperSettings
 from tasks.entrypoint import ListenSettings, ProcessSettings
-from tasks.settings import Duration, SettingsModel, instance_id
+from tasks.settings import Duration, KafkaProperties, SettingsModel, instance_id
 
 
 def default_server_id() -> str:
@@ -28,6 +28,10 @@ class HttpSettings(ListenSettings):
 
 class KafkaSettings(SettingsModel):
     bootstrap_servers: str = "127.0.0.1:9092"
+    # librdkafka properties for every consumer and producer of this server's tasks (SASL, TLS,
+    # tuning), e.g. {security.protocol: SASL_SSL, sasl.mechanism: SCRAM-SHA-512}; a secret can
+    # come from EXPORTD_KAFKA__CONFIG__SASL.PASSWORD. They apply to a job's own cluster too.
+    config: KafkaProperties = {}
 
 
 class S3Settings(SettingsModel):

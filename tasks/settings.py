@@ -44,6 +44,31 @@ def parse_duration(value: Any) -> float:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 """Seconds, given as a number or a human string."""
 
+# librdkafka properties exportd sets itself and relies on: where to connect is `bootstrap_servers`
+# (or a job's own), offsets are committed by the pipeline only after the sink acknowledged
+# (auto-commit would commit what was never delivered), a missing offset starts at the log start,
+# and producers are idempotent with acks=all (a dead letter or re-fed record is never lost).
+RESERVED_KAFKA_PROPERTIES = frozenset((
+    "bootstrap.servers", "group.id", "client.id", "enable.auto.commit",
+    "enable.auto.offset.store", "auto.offset.reset", "enable.idempotence", "acks"))
+
+
+def kafka_properties(value: Any) -> dict[str, str]:
+    """librdkafka properties added to every Kafka client (security, tuning): values as strings
+    (YAML's true is librdkafka's "true"); exportd's own properties are refused."""
+    if not isinstance(value, Mapping):
+        raise ValueError("a mapping of librdkafka properties, e.g. {security.protocol: SASL_SSL}")
+    out = {str(key): (str(item).lower() if isinstance(item, bool) else str(item))
+           for key, item in value.items()}
+    reserved = sorted(RESERVED_KAFKA_PROPERTIES.intersection(out))
+    if reserved:
+        raise ValueError(f"exportd sets {', '.join(reserved)} itself")
+    return out
+
+
+KafkaProperties = Annotated[dict[str, str], BeforeValidator(kafka_properties)]
+"""librdkafka properties for every consumer, producer and admin client of a process."""
+
 
 def instance_id(fallback: str) -> str:
     """A process id for ZooKeeper: `<hostname>-<6 hex>`, unique even for two processes on one
@@ -74,21 +99,28 @@ def _set_path(tree: dict[str, Any], path: Sequence[str], value: Any) -> None:
 
 
 def _value(raw: str) -> Any:
-    """A variable's or flag's value: YAML for lists, mappings and quoted strings, else the
-    string itself.
+    """A variable's or flag's value: YAML for lists, mappings and double-quoted strings; the
+    text between the quotes, verbatim, for a single-quoted one; else the string itself.
 
     Plain scalars stay strings and the model converts them by the field's type ("15" to 15.0
     for a number, "true" for a bool): parsing them as YAML would turn a group named `2024` into
-    a number and a secret like `0x1F` or `no` into something else.
+    a number and a secret like `0x1F` or `no` into something else. The Helm chart passes
+    secrets single-quoted (`'$(SECRET)'`): a secret may hold any character, a quote included,
+    which YAML's single-quoted style would need doubled.
     """
-    if raw.lstrip().startswith(("[", "{", '"', "'")):
+    text = raw.strip()
+    if len(text) >= 2 and text[0] == text[-1] == "'":
+        return text[1:-1]
+    if text.startswith(("[", "{", '"')):
         return yaml.safe_load(raw)
     return raw
 
 
 def _env_overrides(environ: Mapping[str, str], prefix: str) -> dict[str, Any]:
     tree: dict[str, Any] = {}
-    for name, raw in environ.items():
+    # Shallower names first, so a deeper one lands inside a mapping given whole, whatever the
+    # environment's order (EXPORTD_KAFKA__CONFIG='{...}' and EXPORTD_KAFKA__CONFIG__SASL.PASSWORD).
+    for name, raw in sorted(environ.items(), key=lambda item: item[0].count("__")):
         if name.startswith(prefix) and len(name) > len(prefix):
             path = name[len(prefix):].lower().split("__")
             _set_path(tree, path, _value(raw))

@@ -9,6 +9,7 @@ import pytest
 from tasks.errors import ConfigError
 from tasks.settings import (
     Duration,
+    KafkaProperties,
     SettingsModel,
     load_settings,
     parse_duration,
@@ -83,3 +84,38 @@ def test_variables_keep_strings_and_convert_by_field_type() -> None:
            "EXPORTD_TOKENS": '["a", "b"]'}
     got = load_settings(Typed, environ=env, overrides=parse_set_flags(["group=007"]))
     assert got == Typed(group="007", count=15, enabled=True, tokens=["a", "b"])
+
+
+class Kafka(SettingsModel):
+    config: KafkaProperties = {}
+
+
+class WithKafka(SettingsModel):
+    kafka: Kafka = Kafka()
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_kafka_properties_merge_a_secret_variable_into_a_mapping_in_any_order(
+        tmp_path: Path, reverse: bool) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("kafka:\n  config:\n    security.protocol: SASL_SSL\n"
+                   "    socket.keepalive.enable: true\n    fetch.min.bytes: 1\n")
+    env = {"EXPORTD_KAFKA__CONFIG": '{"sasl.mechanism": "PLAIN", "security.protocol": "SASL_SSL"}',
+           "EXPORTD_KAFKA__CONFIG__SASL.PASSWORD": "'s3cret'"}
+    if reverse:
+        env = dict(reversed(env.items()))
+    got = load_settings(WithKafka, config_file=cfg, environ=env)
+    # The variable's mapping merges into the file's, the password lands inside it, and values
+    # are strings as librdkafka takes them.
+    assert got.kafka.config == {"security.protocol": "SASL_SSL", "socket.keepalive.enable": "true",
+                                "fetch.min.bytes": "1", "sasl.mechanism": "PLAIN",
+                                "sasl.password": "s3cret"}
+    from_file = load_settings(WithKafka, config_file=cfg, environ={})
+    assert from_file.kafka.config == {"security.protocol": "SASL_SSL",
+                                      "socket.keepalive.enable": "true", "fetch.min.bytes": "1"}
+
+
+@pytest.mark.parametrize("key", ["enable.auto.commit", "group.id", "bootstrap.servers", "acks"])
+def test_kafka_properties_exportd_sets_itself_are_refused(key: str) -> None:
+    with pytest.raises(ConfigError, match=f"kafka.config: .*exportd sets {key} itself"):
+        load_settings(WithKafka, environ={}, overrides={"kafka.config": {key: "x"}})
