@@ -1,9 +1,9 @@
 """Session-scoped real servers for integration tests, and the test markers.
 
-`zookeeper`, `kafka` and `s3` start real servers from tools.infra on free loopback ports, once per
-test session, and stop them at the end even when tests fail. Their logs are kept and named when a
-server fails to start. Tests under tests/unit are marked `unit`, under tests/integration
-`integration`, under tests/e2e `e2e`, by directory.
+`zookeeper`, `kafka` (and `kafka_sasl`, its SASL/PLAIN listener) and `s3` start real servers from
+tools.infra on free loopback ports, once per test session, and stop them at the end even when
+tests fail. Their logs are kept and named when a server fails to start. Tests under tests/unit
+are marked `unit`, under tests/integration `integration`, under tests/e2e `e2e`, by directory.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from kazoo.client import KazooClient
 
 from tasks.cluster import ZkPaths
-from tools.infra import Infra, start_infra
+from tools.infra import Infra, kafka_sasl_bootstrap, start_infra
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -43,10 +43,20 @@ def zookeeper() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def kafka() -> Iterator[str]:
+def kafka_infra() -> Iterator[Infra]:
+    yield from _start("kafka")
+
+
+@pytest.fixture(scope="session")
+def kafka(kafka_infra: Infra) -> str:
     """bootstrap servers of a real single-node KRaft Kafka."""
-    for infra in _start("kafka"):
-        yield infra.kafka
+    return kafka_infra.kafka
+
+
+@pytest.fixture(scope="session")
+def kafka_sasl(kafka_infra: Infra) -> str:
+    """The same broker's SASL_PLAINTEXT listener (PLAIN; tools.infra.SASL_USER/SASL_PASSWORD)."""
+    return kafka_sasl_bootstrap(kafka_infra.workdir)
 
 
 @pytest.fixture(scope="session")

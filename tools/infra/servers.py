@@ -59,8 +59,12 @@ def start_zookeeper(workdir: Path, *, tied_to_parent: bool = True) -> tuple[Mana
     return proc, endpoint
 
 
+# The broker also listens with SASL/PLAIN for this one user (tests of `kafka.config`).
+SASL_USER, SASL_PASSWORD = "exportd", "exportd-secret"
+
+
 def start_kafka(workdir: Path, *, tied_to_parent: bool = True) -> tuple[ManagedProcess, str]:
-    port, controller_port = free_port(), free_port()
+    port, controller_port, sasl_port = free_port(), free_port(), free_port()
     logs = workdir / "kafka-data"
     logs.mkdir(parents=True, exist_ok=True)
     props = workdir / "kafka.properties"
@@ -70,11 +74,19 @@ def start_kafka(workdir: Path, *, tied_to_parent: bool = True) -> tuple[ManagedP
                 "process.roles=broker,controller",
                 "node.id=1",
                 f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
-                f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+                f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port},"
+                f"SASL_PLAINTEXT://127.0.0.1:{sasl_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{port},"
+                f"SASL_PLAINTEXT://127.0.0.1:{sasl_port}",
                 "controller.listener.names=CONTROLLER",
                 "inter.broker.listener.name=PLAINTEXT",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,"
+                "SASL_PLAINTEXT:SASL_PLAINTEXT",
+                "sasl.enabled.mechanisms=PLAIN",
+                "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'username="{SASL_USER}" password="{SASL_PASSWORD}" '
+                f'user_{SASL_USER}="{SASL_PASSWORD}";',
                 f"log.dirs={logs}",
                 "num.partitions=1",
                 "auto.create.topics.enable=true",
@@ -127,6 +139,16 @@ def start_kafka(workdir: Path, *, tied_to_parent: bool = True) -> tuple[ManagedP
     bootstrap = f"127.0.0.1:{port}"
     proc.wait_until(lambda: kafka_ready(bootstrap), READY_TIMEOUT, "serving metadata")
     return proc, bootstrap
+
+
+def kafka_sasl_bootstrap(workdir: Path) -> str:
+    """The SASL/PLAIN listener of the broker start_kafka started in `workdir`."""
+    for line in (workdir / "kafka.properties").read_text().splitlines():
+        if line.startswith("advertised.listeners="):
+            for listener in line.split("=", 1)[1].split(","):
+                if listener.startswith("SASL_PLAINTEXT://"):
+                    return listener.removeprefix("SASL_PLAINTEXT://")
+    raise InfraError(f"no SASL listener in {workdir / 'kafka.properties'}")
 
 
 def start_s3(workdir: Path, *, port: int | None = None,

@@ -233,15 +233,17 @@ def process_settings(server_id: str, zookeeper: str, cluster: str, tmp: Path) ->
 
 
 @contextlib.asynccontextmanager
-async def server_process(settings: dict[str, str], log_path: Path
+async def server_process(settings: dict[str, str], log_path: Path,
+                         environ: dict[str, str] | None = None
                          ) -> AsyncIterator[asyncio.subprocess.Process]:
-    """A real `exportd-server` with `--set k=v` for each setting; killed at the end if it is
-    still running (a test that expects it to exit waits for that itself)."""
+    """A real `exportd-server` with `--set k=v` for each setting (and `environ` added to its
+    environment); killed at the end if it is still running (a test that expects it to exit
+    waits for that itself)."""
     args = [str(Path(sys.executable).with_name("exportd-server")), "--set", "log_format=console"]
     for key, value in settings.items():
         args += ["--set", f"{key}={value}"]
     # PYTHONPATH: `runner_factory` may name a test module.
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, **(environ or {}), "PYTHONPATH": str(REPO)}
     with log_path.open("wb") as log:
         proc = await asyncio.create_subprocess_exec(*args, env=env, stdout=log, stderr=log,
                                                     cwd=str(REPO))
