@@ -115,6 +115,19 @@ strings go in JSON-quoted (a cluster named "2024" stays a string) and secrets si
 - name: EXPORTD_KAFKA__BOOTSTRAP_SERVERS
   value: {{ toJson . | quote }}
 {{- end }}
+{{- with .Values.kafka.config }}
+- name: EXPORTD_KAFKA__CONFIG
+  value: {{ toJson . | quote }}
+{{- end }}
+{{- with .Values.kafka.credentials.existingSecret }}
+- name: KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.kafka.credentials.passwordKey }}
+- name: EXPORTD_KAFKA__CONFIG__SASL.PASSWORD
+  value: "'$(KAFKA_SASL_PASSWORD)'"
+{{- end }}
 {{- with .Values.s3.endpointUrl }}
 - name: EXPORTD_S3__ENDPOINT_URL
   value: {{ toJson . | quote }}

@@ -25,7 +25,10 @@ SECRETS = {
     ("exportd-s3", "secret-access-key"): "wJalrXUtnFEMI/K7MDENG/bPxRfiCY+EXAMPLEKEY",
     ("exportd-api-tokens", "read-token"): "r3ad-t0ken",
     ("exportd-api-tokens", "admin-token"): "4dmin-t0ken",
+    ("exportd-kafka", "sasl-password"): "k4fka'pa$$word",
 }
+KAFKA_CONFIG = {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
+                "sasl.username": "exportd", "sasl.password": "k4fka'pa$$word"}
 _REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
@@ -82,6 +85,7 @@ def test_master_settings_load(helm: Path, chart_dir: Path, which: str, tmp_path:
         assert settings.kafka.bootstrap_servers.startswith("kafka-0")
         assert settings.api.read_tokens == ["r3ad-t0ken"]
         assert settings.api.admin_tokens == ["4dmin-t0ken"]
+        assert settings.kafka.config == KAFKA_CONFIG
 
 
 @pytest.mark.parametrize("which", ["default", "three-groups"])
@@ -103,6 +107,7 @@ def test_server_settings_load(helm: Path, chart_dir: Path, which: str, tmp_path:
         if which == "three-groups":
             assert settings.s3.secret_access_key == SECRETS[("exportd-s3", "secret-access-key")]
             assert settings.s3.region == "eu-west-1"
+            assert settings.kafka.config == KAFKA_CONFIG
     if which == "three-groups":
         bulk = _load(docs, deployments[0], server_settings.ServerSettings, tmp_path)[0]
         assert bulk.labels == {"tier": "bulk"}
