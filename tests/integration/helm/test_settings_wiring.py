@@ -24,7 +24,7 @@ SECRETS = {
     ("exportd-s3", "access-key-id"): "AKIAIOSFODNN7EXAMPLE",
     ("exportd-s3", "secret-access-key"): "wJalrXUtnFEMI/K7MDENG/bPxRfiCY+EXAMPLEKEY",
     ("exportd-api-tokens", "read-token"): "r3ad-t0ken",
-    ("exportd-api-tokens", "admin-token"): "4dmin-t0ken",
+    ("exportd-api-tokens", "admin-token"): "4dm'in-t0ken",
     ("exportd-kafka", "sasl-password"): "k4fka'pa$$word",
 }
 KAFKA_CONFIG = {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
@@ -84,7 +84,7 @@ def test_master_settings_load(helm: Path, chart_dir: Path, which: str, tmp_path:
         assert settings.zookeeper.hosts.startswith("zk-0.zk-headless:2181,")
         assert settings.kafka.bootstrap_servers.startswith("kafka-0")
         assert settings.api.read_tokens == ["r3ad-t0ken"]
-        assert settings.api.admin_tokens == ["4dmin-t0ken"]
+        assert settings.api.admin_tokens == ["4dm'in-t0ken"]
         assert settings.kafka.config == KAFKA_CONFIG
 
 
