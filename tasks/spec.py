@@ -167,6 +167,20 @@ class S3Sink(SpecModel):
     endpoint_url: str | None = None
     region: str | None = None
     multipart_threshold_bytes: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)
+    # Server-side encryption of every object: "AES256" (S3-managed keys) or "aws:kms" (with
+    # kms_key_id, else the account's default KMS key). None: the bucket's default encryption.
+    server_side_encryption: Literal["AES256", "aws:kms"] | None = None
+    kms_key_id: str | None = Field(default=None, min_length=1)
+    # None: the bucket's default (STANDARD).
+    storage_class: Literal["STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA",
+                           "INTELLIGENT_TIERING", "GLACIER", "DEEP_ARCHIVE", "GLACIER_IR",
+                           "OUTPOSTS", "EXPRESS_ONEZONE"] | None = None
+
+    @model_validator(mode="after")
+    def _kms(self) -> S3Sink:
+        if self.kms_key_id is not None and self.server_side_encryption != "aws:kms":
+            raise ValueError("kms_key_id needs server_side_encryption: aws:kms")
+        return self
 
 
 class HttpSink(SpecModel):

@@ -68,10 +68,18 @@ class S3SinkWriter:
                           first_timestamp_ms=chunk.first_timestamp_ms, ext=self.ext)
 
     def _extra(self) -> dict[str, str]:
+        """Arguments of both put_object and create_multipart_upload."""
         extra = {"ContentType": content_type(self.fmt)}
         encoding = content_encoding(self.fmt)
         if encoding:
             extra["ContentEncoding"] = encoding
+        spec = self.spec
+        if spec.server_side_encryption is not None:
+            extra["ServerSideEncryption"] = spec.server_side_encryption
+        if spec.kms_key_id is not None:
+            extra["SSEKMSKeyId"] = spec.kms_key_id
+        if spec.storage_class is not None:
+            extra["StorageClass"] = spec.storage_class
         return extra
 
     def _multipart(self, key: str, body: BinaryIO) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tasks.errors import ValidationError
 from tasks.formats import decompress
 from tests.integration.pipeline.kit import (
     consume_all,
@@ -24,6 +25,7 @@ from tests.integration.pipeline.kit import (
     produce,
     run_until_committed,
     runner,
+    s3_client,
     s3_objects,
     unique,
     wait_for,
@@ -67,6 +69,34 @@ async def test_s3_sink_filters_projects_and_gzips(kafka: str, s3: str, tmp_path:
     records = lines(objects[k] for k in sorted(objects))
     expected = [{"id": i, "s": 200 + (i % 5) * 100} for i in range(N) if (i % 5) * 100 >= 300]
     assert records == expected
+
+
+async def test_s3_objects_carry_the_encryption_and_storage_class_asked_for(
+        kafka: str, s3: str, tmp_path: Path) -> None:
+    n = 6000   # ~6 MB in the first file (5,000 records): a multipart upload; the rest one PUT
+    topic = create_topic(kafka, unique("sse"))
+    produce(kafka, topic, json_records(0, n, pad="x" * 1200))
+    bucket = new_bucket(s3)
+    key_arn = "arn:aws:kms:us-east-1:123456789012:key/exportd-test"
+    spec = job(topic, {"type": "s3", "bucket": bucket, "multipart_threshold_bytes": 5 * 2**20,
+                       "server_side_encryption": "aws:kms", "kms_key_id": key_arn,
+                       "storage_class": "STANDARD_IA"},
+               rotation={"max_records": 5000})
+    await run_until_committed(runner(environment(kafka, tmp_path, s3), spec), n)
+
+    client = s3_client(s3)
+    keys = sorted(s3_objects(s3, bucket))
+    assert len(keys) == 2
+    for key in keys:
+        head = client.head_object(Bucket=bucket, Key=key)
+        assert (head["ServerSideEncryption"], head["SSEKMSKeyId"], head["StorageClass"]) == (
+            "aws:kms", key_arn, "STANDARD_IA"), key
+    assert [r["id"] for r in lines(s3_objects(s3, bucket)[k] for k in keys)] == list(range(n))
+
+
+def test_a_kms_key_without_kms_encryption_is_refused() -> None:
+    with pytest.raises(ValidationError, match="kms_key_id needs server_side_encryption: aws:kms"):
+        job("t", {"type": "s3", "bucket": "b-1", "kms_key_id": "k"})
 
 
 async def test_s3_sink_csv_zstd_reads_back_all_rows(kafka: str, s3: str, tmp_path: Path) -> None:
