@@ -24,6 +24,11 @@ JOB_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 GROUP = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$")
 # Kafka's own rule for topic names.
 TOPIC = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
+# `${env:EXPORTD_SECRET_...}` in an HTTP header's value: replaced on the server that runs the
+# task, from its environment (tasks/sinks/http.py), so the secret is neither stored in ZooKeeper
+# nor shown by the API. Only that prefix: a job may not send a server's other variables away.
+SECRET_REF = re.compile(r"\$\{([^}]*)\}")
+SECRET_VAR = re.compile(r"^env:(EXPORTD_SECRET_[A-Z0-9_]+)$")
 
 
 class SpecModel(BaseModel):
@@ -190,6 +195,16 @@ class HttpSink(SpecModel):
     timeout: Duration = 10.0
     max_retries: int = Field(default=8, ge=0, le=100)
     batch_records: int = Field(default=500, gt=0, le=100_000)
+
+    @field_validator("headers")
+    @classmethod
+    def _secret_refs(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, value in headers.items():
+            for ref in SECRET_REF.findall(value):
+                if not SECRET_VAR.match(ref):
+                    raise ValueError(f"header {name}: ${{{ref}}} is not a secret reference; "
+                                     "use ${env:EXPORTD_SECRET_<NAME>}, set on the servers")
+        return headers
 
 
 class FileSink(SpecModel):

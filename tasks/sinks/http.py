@@ -6,22 +6,44 @@ for a rewrite after a restart, so a receiver can drop duplicates. Connection err
 max_retries, then reported as a retryable SinkError (the pipeline keeps trying and shows the
 error). Any other 4xx means the receiver refuses these records: they are dead-lettered with the
 response's status and reason, and the task moves on.
+
+A header's value may hold `${env:EXPORTD_SECRET_<NAME>}` (a token, say): it is replaced from the
+environment of the server running the task, so the job spec — stored in ZooKeeper, shown by the
+API — holds the reference, never the secret.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+from collections.abc import Mapping
 
 import aiohttp
 
 from tasks.batching import Chunk
-from tasks.errors import SinkError
+from tasks.errors import ConfigError, SinkError
 from tasks.formats import content_encoding, content_type, render_file
 from tasks.sinks.base import CpuClock, backoff_delay, rejected
-from tasks.spec import Format, HttpSink
+from tasks.spec import SECRET_REF, SECRET_VAR, Format, HttpSink
 from tasks.transforms.batch import DeadRecord
 
 RETRY_STATUSES = frozenset({408, 425, 429})
+
+
+def resolve_headers(headers: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
+    """The headers with every `${env:EXPORTD_SECRET_...}` replaced from `environ` (the spec
+    allows no other reference); ConfigError naming the header and variable if one is unset."""
+    def value(name: str, text: str) -> str:
+        def one(match: re.Match[str]) -> str:
+            var = SECRET_VAR.match(match.group(1))
+            assert var is not None  # the spec's validator let only these through
+            if var.group(1) not in environ:
+                raise ConfigError(f"HTTP header {name} refers to {var.group(1)}, which is not "
+                                  "set on this server", header=name, variable=var.group(1))
+            return environ[var.group(1)]
+        return SECRET_REF.sub(one, text)
+    return {name: value(name, text) for name, text in headers.items()}
 
 
 def is_retryable_status(status: int) -> bool:
@@ -33,11 +55,12 @@ class HttpSinkWriter:
                  backoff_base: float = 0.2) -> None:
         self.spec, self.fmt, self.task_id = spec, fmt, task_id
         self.backoff_base = backoff_base
+        self._headers = resolve_headers(spec.headers, os.environ)
         self.cpu = CpuClock()
         self._session: aiohttp.ClientSession | None = None
 
     def headers_for(self, chunk: Chunk) -> dict[str, str]:
-        headers = {**self.spec.headers, "Content-Type": content_type(self.fmt),
+        headers = {**self._headers, "Content-Type": content_type(self.fmt),
                    "Idempotency-Key": f"{self.task_id}:{chunk.start_offset}"}
         encoding = content_encoding(self.fmt)
         if encoding:

@@ -15,6 +15,7 @@ from aiohttp import web
 class Request:
     key: str
     records: list[dict[str, Any]]
+    authorization: str = ""
 
 
 Decide = Callable[[Request, int], int]
@@ -33,7 +34,8 @@ class Receiver:
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         req = Request(request.headers.get("Idempotency-Key", ""),
-                      [json.loads(line) for line in body.splitlines() if line])
+                      [json.loads(line) for line in body.splitlines() if line],
+                      request.headers.get("Authorization", ""))
         status = self.decide(req, len(self.statuses))
         self.statuses.append(status)
         if self.delay:

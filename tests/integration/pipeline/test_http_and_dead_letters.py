@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.integration.pipeline.kit import (
     consume_all,
     create_topic,
@@ -51,6 +53,21 @@ async def test_http_retries_500_and_dead_letters_400(kafka: str, tmp_path: Path)
     assert sorted(d["offset"] for d in dead) == list(range(100, 150))
     assert all(d["reason"].startswith("HTTP 400") and "poison" in d["reason"] for d in dead)
     assert r.stats().dead_letters_total == 50
+
+
+async def test_a_header_secret_comes_from_the_servers_environment_not_the_spec(
+        kafka: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    topic = create_topic(kafka, unique("hsecret"))
+    produce(kafka, topic, json_records(0, 100))
+    monkeypatch.setenv("EXPORTD_SECRET_INGEST_TOKEN", "t0k'en")
+    async with Receiver() as receiver:
+        auth = {"Authorization": "Bearer ${env:EXPORTD_SECRET_INGEST_TOKEN}"}
+        spec = job(topic, {"type": "http", "url": receiver.url, "batch_records": 50,
+                           "headers": auth},
+                   transform={"parse": {"format": "json"}})
+        await run_until_committed(runner(environment(kafka, tmp_path), spec), 100)
+    assert [req.authorization for req in receiver.accepted] == ["Bearer t0k'en"] * 2
+    assert b"t0k'en" not in spec.to_json()   # what ZooKeeper stores and the API shows
 
 
 async def test_malformed_records_go_to_the_dlq_topic_and_the_rest_flows(
