@@ -58,6 +58,10 @@ def kafka_properties(value: Any) -> dict[str, str]:
     (YAML's true is librdkafka's "true"); exportd's own properties are refused."""
     if not isinstance(value, Mapping):
         raise ValueError("a mapping of librdkafka properties, e.g. {security.protocol: SASL_SSL}")
+    nested = sorted(str(key) for key, item in value.items() if isinstance(item, Mapping | list))
+    if nested:  # `--set kafka.config.sasl.password=x` splits the name at its dots
+        raise ValueError(f"{', '.join(nested)}: a property's value is a string; give "
+                         "kafka.config as one mapping ('{sasl.password: x}') in a flag")
     out = {str(key): (str(item).lower() if isinstance(item, bool) else str(item))
            for key, item in value.items()}
     reserved = sorted(RESERVED_KAFKA_PROPERTIES.intersection(out))

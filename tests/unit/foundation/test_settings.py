@@ -119,3 +119,8 @@ def test_kafka_properties_merge_a_secret_variable_into_a_mapping_in_any_order(
 def test_kafka_properties_exportd_sets_itself_are_refused(key: str) -> None:
     with pytest.raises(ConfigError, match=f"kafka.config: .*exportd sets {key} itself"):
         load_settings(WithKafka, environ={}, overrides={"kafka.config": {key: "x"}})
+
+
+def test_a_property_split_at_its_dots_by_a_flag_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="sasl: a property's value is a string"):
+        load_settings(WithKafka, environ={}, overrides={"kafka.config.sasl.password": "x"})
