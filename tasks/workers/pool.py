@@ -46,8 +46,9 @@ from tasks.workers.protocol import (
 
 log = get_logger(__name__)
 
-# Imported by the forkserver once, so each worker starts without importing the pipeline again.
-PRELOAD = ["tasks.workers.process"]
+# Imported by the forkserver once, so each worker starts without importing the pipeline again
+# (nor loading botocore's S3 model: tasks/workers/warmup.py).
+PRELOAD = ["tasks.workers.process", "tasks.workers.warmup"]
 # How long closing the pool waits for a worker to exit before killing it.
 EXIT_TIMEOUT_S = 10.0
 # A stop without drain (a fence: the lease is lost) that a worker has not answered after this
