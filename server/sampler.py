@@ -102,7 +102,9 @@ class Sampler:
         now = _counters(self._process, self._shared_host)
         base = window_base(self._history, now.at)
         self._history.append(now)
-        elapsed = now.at - base.at if now.at - base.at >= MIN_RATE_WINDOW_S else 0.0
+        elapsed = now.at - base.at
+        if elapsed < MIN_RATE_WINDOW_S:  # just started: rate() reports 0 for no time elapsed
+            elapsed = 0.0
         # A worker that exited takes its CPU seconds with it: the sum may go back; rate() gives 0.
         cores_used = rate(int(base.cpu_seconds * 1e6), int(now.cpu_seconds * 1e6),
                           elapsed) / 1e6

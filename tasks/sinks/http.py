@@ -15,6 +15,7 @@ API — holds the reference, never the secret.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -34,16 +35,17 @@ RETRY_STATUSES = frozenset({408, 425, 429})
 def resolve_headers(headers: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
     """The headers with every `${env:EXPORTD_SECRET_...}` replaced from `environ` (the spec
     allows no other reference); ConfigError naming the header and variable if one is unset."""
-    def value(name: str, text: str) -> str:
-        def one(match: re.Match[str]) -> str:
-            var = SECRET_VAR.match(match.group(1))
-            assert var is not None  # the spec's validator let only these through
-            if var.group(1) not in environ:
-                raise ConfigError(f"HTTP header {name} refers to {var.group(1)}, which is not "
-                                  "set on this server", header=name, variable=var.group(1))
-            return environ[var.group(1)]
-        return SECRET_REF.sub(one, text)
-    return {name: value(name, text) for name, text in headers.items()}
+    return {name: SECRET_REF.sub(functools.partial(_secret, name, environ), text)
+            for name, text in headers.items()}
+
+
+def _secret(header: str, environ: Mapping[str, str], ref: re.Match[str]) -> str:
+    var = SECRET_VAR.match(ref[1])
+    assert var is not None  # the spec's validator let only these through
+    if var[1] not in environ:
+        raise ConfigError(f"HTTP header {header} refers to {var[1]}, which is not set on this "
+                          "server", header=header, variable=var[1])
+    return environ[var[1]]
 
 
 def is_retryable_status(status: int) -> bool:

@@ -195,9 +195,8 @@ def compile_fast_line(spec: Transform, fmt: Format) -> FastLine | None:
     decode = msgspec.json.Decoder(record_type, float_hook=_float).decode
     encode = msgspec.json.Encoder().encode
     project = _getter([attr[n] for n in out_names])
-    keep = None
-    if spec.where and where_node is not None:
-        keep = _where_test(spec.where, where_node, where_names, attr)
+    keep = (_where_test(spec.where, where_node, where_names, attr)
+            if spec.where and where_node is not None else None)
 
     def line(value: bytes) -> Any:
         if not value.isascii() or (len(value) >= 2 * DEEP_NESTING and value.count(b"[")
