@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sys
 import time
@@ -253,3 +254,22 @@ async def server_process(settings: dict[str, str], log_path: Path,
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+# --- reading a real server's results ----------------------------------------------------
+
+
+def last_status(coordinator: Coordinator, tid: str, proc: asyncio.subprocess.Process,
+                log_path: Path) -> pb.TaskStatus | None:
+    """The task's status in the server's latest report; the log if the server died."""
+    if proc.returncode is not None:
+        raise AssertionError(log_path.read_text()[-3000:])
+    tasks = {t.task_id: t for t in coordinator.reports[-1].tasks} if coordinator.reports else {}
+    return tasks.get(tid)
+
+
+def exported_ids(out: Path) -> list[int]:
+    ids = []
+    for path in sorted(p for p in out.rglob("*.ndjson") if p.is_file()):
+        ids += [json.loads(line)["id"] for line in path.read_bytes().splitlines() if line]
+    return ids

@@ -21,11 +21,12 @@ from tests.integration.pipeline.kit import (
 from tests.integration.server.harness import (
     Coordinator,
     assignment,
+    exported_ids,
+    last_status,
     process_settings,
     server_process,
     wait_until,
 )
-from tests.integration.server.test_real_task import exported_ids, last_status
 from tools.infra import SASL_PASSWORD, SASL_USER
 
 N, BAD = 500, 7

@@ -5,7 +5,6 @@ it, and every record is in the files exactly once."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 from pathlib import Path
@@ -18,28 +17,14 @@ from tests.integration.pipeline.kit import create_topic, job, json_records, prod
 from tests.integration.server.harness import (
     Coordinator,
     assignment,
+    exported_ids,
+    last_status,
     process_settings,
     server_process,
     wait_until,
 )
 
 N = 1000
-
-
-def last_status(coordinator: Coordinator, tid: str, proc: asyncio.subprocess.Process,
-                log_path: Path) -> pb.TaskStatus | None:
-    """The task's status in the server's latest report; the log if the server died."""
-    if proc.returncode is not None:
-        raise AssertionError(log_path.read_text()[-3000:])
-    tasks = {t.task_id: t for t in coordinator.reports[-1].tasks} if coordinator.reports else {}
-    return tasks.get(tid)
-
-
-def exported_ids(out: Path) -> list[int]:
-    ids = []
-    for path in sorted(p for p in out.rglob("*.ndjson") if p.is_file()):
-        ids += [json.loads(line)["id"] for line in path.read_bytes().splitlines() if line]
-    return ids
 
 
 async def test_real_task_exports_to_files_and_drains_on_sigterm(
