@@ -24,7 +24,7 @@ $(BIN)/.installed: pyproject.toml
 venv: prereqs $(BIN)/.installed
 
 jars: venv
-	@$(BIN)/python -m tools.infra.jars
+	@$(BIN)/python -m tools.infra jars
 
 test: venv jars
 	@bash tools/run-tests.sh $(START)

@@ -1,8 +1,9 @@
-"""`python -m tools.infra up|down|status`: the local ZooKeeper, Kafka and S3 by hand.
+"""`python -m tools.infra up|down|status|jars`: the local ZooKeeper, Kafka and S3 by hand.
 
 `up` starts them detached and returns (state in .cache/infra/state.json); `up --foreground` keeps
 them until Ctrl-C or SIGTERM and then stops them; `status` checks each one is healthy (exit 1 if
-not); `down` stops them. A missing java or mvn is one line naming what to install.
+not); `down` stops them; `jars` only fetches the jars they run from (`make` calls it). A missing
+java or mvn is one line naming what to install.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from tools.infra.errors import InfraError, PrerequisiteMissing
 from tools.infra.health import healthy
+from tools.infra.jars import main as fetch_jars
 from tools.infra.servers import start_infra
 from tools.infra.state import STATE_FILE, InfraState, pid_runs, terminate
 
@@ -86,8 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--foreground", action="store_true", help="run until Ctrl-C, then stop all")
     sub.add_parser("status", help="show whether each server is healthy")
     sub.add_parser("down", help="stop everything `up` started")
+    sub.add_parser("jars", help="fetch the ZooKeeper and Kafka jars with Maven (once)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "jars":
+            fetch_jars()
+            return 0
         if args.command == "up":
             return cmd_up(args.foreground)
         if args.command == "status":
