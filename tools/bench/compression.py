@@ -57,29 +57,34 @@ def exportd_codecs(gzip_levels: list[int], zstd_levels: list[int]) -> list[tuple
     return codecs
 
 
+def _optional(module: str, package: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        print(f"{package} not installed: skipped")
+        return None
+
+
 def other_codecs() -> list[tuple[str, Codec]]:
     """Libraries exportd does not use, for comparison, when installed: python-isal (ISA-L,
     streaming, levels 0-3) fed in the same blocks, and libdeflate (the `deflate` package, whole
     buffers only: one gzip member per call)."""
     codecs: list[tuple[str, Codec]] = []
-    try:
-        isal: Any = importlib.import_module("isal.isal_zlib")
-    except ImportError:
-        print("python-isal not installed: skipped")
-    else:
-        def isal_gzip(data: bytes, level: int) -> bytes:
-            comp = isal.compressobj(level, isal.DEFLATED, 31)
-            view = memoryview(data)
-            out = [comp.compress(view[i:i + 65536]) for i in range(0, len(data), 65536)]
-            return b"".join(out) + bytes(comp.flush())
+    isal = _optional("isal.isal_zlib", "python-isal")
+    libdeflate = _optional("deflate", "deflate (libdeflate)")
+
+    def isal_gzip(data: bytes, level: int) -> bytes:
+        comp = isal.compressobj(level, isal.DEFLATED, 31)
+        view = memoryview(data)
+        out = [comp.compress(view[i:i + 65536]) for i in range(0, len(data), 65536)]
+        return b"".join(out) + bytes(comp.flush())
+
+    def libdeflate_gzip(data: bytes, level: int) -> bytes:
+        return bytes(libdeflate.gzip_compress(data, level))
+
+    if isal is not None:
         codecs += [(f"isal {lv}", functools.partial(isal_gzip, level=lv)) for lv in (1, 2, 3)]
-    try:
-        libdeflate: Any = importlib.import_module("deflate")
-    except ImportError:
-        print("deflate (libdeflate) not installed: skipped")
-    else:
-        def libdeflate_gzip(data: bytes, level: int) -> bytes:
-            return bytes(libdeflate.gzip_compress(data, level))
+    if libdeflate is not None:
         codecs += [(f"libdeflate {lv} (one member)", functools.partial(libdeflate_gzip, level=lv))
                    for lv in (1, 4, 5, 6)]
     return codecs
