@@ -31,7 +31,7 @@ log = get_logger(__name__)
 # Messages waiting for a slow server; beyond this the stream is closed (it reconnects).
 QUEUE_LIMIT = 256
 _CLOSE = object()
-Fingerprint = tuple[tuple[str, int, int], ...]
+Fingerprint = tuple[tuple[str, int, int, int], ...]
 
 
 class Connection:
@@ -56,17 +56,19 @@ class Connection:
 
 def directive_message(state: LiveState, server_id: str, epoch: int,
                       seq: int) -> tuple[pb.LeaderMessage, Fingerprint]:
-    """The server's whole desired set; the fingerprint (task, generation, spec hash) says
-    whether it differs from the last one sent."""
+    """The server's whole desired set; the fingerprint (task, generation, incarnation, spec
+    hash) says whether it differs from the last one sent."""
     desired: list[pb.TaskAssignment] = []
     for rec in state.desired(server_id):
-        spec = state.job_json.get(rec.job)
-        if spec is None:
+        spec, job = state.job_json.get(rec.job), state.jobs.get(rec.job)
+        if spec is None or job is None:
             continue   # job deleted: about to be revoked
         desired.append(pb.TaskAssignment(task_id=rec.id, generation=rec.generation,
                                          job_id=rec.job, topic=rec.topic,
-                                         partition=rec.partition, spec_json=spec))
-    fingerprint = tuple((a.task_id, a.generation, hash(a.spec_json)) for a in desired)
+                                         partition=rec.partition, spec_json=spec,
+                                         incarnation=job.incarnation))
+    fingerprint = tuple((a.task_id, a.generation, a.incarnation, hash(a.spec_json))
+                        for a in desired)
     message = pb.LeaderMessage(epoch=epoch, directive=pb.Directive(seq=seq, desired=desired))
     return message, fingerprint
 

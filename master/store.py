@@ -42,6 +42,13 @@ class StoredJob:
     spec: JobSpec
     created_unix: float
 
+    @property
+    def incarnation(self) -> int:
+        """Which creation of this job id (TaskAssignment.incarnation): its creation time in ms.
+        Servers compare generations only within one incarnation, and only for equality of
+        incarnations, so a leader's clock need not agree with the last one's."""
+        return int(self.created_unix * 1000)
+
 
 @dataclass(frozen=True, slots=True)
 class StoredAssignment:

@@ -112,20 +112,22 @@ class ServerMessage(_message.Message):
     def __init__(self, report: _Optional[_Union[Report, _Mapping]] = ...) -> None: ...
 
 class TaskAssignment(_message.Message):
-    __slots__ = ("task_id", "generation", "job_id", "topic", "partition", "spec_json")
+    __slots__ = ("task_id", "generation", "job_id", "topic", "partition", "spec_json", "incarnation")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     generation: int
     job_id: str
     topic: str
     partition: int
     spec_json: bytes
-    def __init__(self, task_id: _Optional[str] = ..., generation: _Optional[int] = ..., job_id: _Optional[str] = ..., topic: _Optional[str] = ..., partition: _Optional[int] = ..., spec_json: _Optional[bytes] = ...) -> None: ...
+    incarnation: int
+    def __init__(self, task_id: _Optional[str] = ..., generation: _Optional[int] = ..., job_id: _Optional[str] = ..., topic: _Optional[str] = ..., partition: _Optional[int] = ..., spec_json: _Optional[bytes] = ..., incarnation: _Optional[int] = ...) -> None: ...
 
 class Directive(_message.Message):
     __slots__ = ("seq", "desired", "drain")

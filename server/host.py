@@ -21,7 +21,15 @@ from proto import exportd_pb2 as pb
 from server import metrics
 from server.http import HttpEndpoint
 from server.lease import Lease
-from server.reconcile import Desired, Running, Stop, accept_epoch, fence_plan, plan_reconcile
+from server.reconcile import (
+    Desired,
+    Running,
+    Stop,
+    Version,
+    accept_epoch,
+    fence_plan,
+    plan_reconcile,
+)
 from server.registration import Registration
 from server.sampler import Sampler
 from server.session import SessionLoop
@@ -67,7 +75,7 @@ class ServerHost:
         self.highest_epoch = 0
         self._desired: dict[str, Desired[Assignment]] = {}
         self._drain_directive = False
-        self._generations: dict[str, int] = {}
+        self._generations: dict[str, Version] = {}
         self._refusals_seen: set[tuple[str, int]] = set()
         self.tasks: dict[str, TaskEntry] = {}
         self._ops: set[asyncio.Task[None]] = set()
@@ -223,7 +231,8 @@ class ServerHost:
                 metrics.REFUSED_ASSIGNMENTS.labels(reason="invalid_spec").inc()
                 log.error("assignment_invalid", task=item.task_id, error=exc.message)
                 continue
-            desired[item.task_id] = Desired(item.task_id, item.generation, assignment)
+            desired[item.task_id] = Desired(item.task_id, item.generation, assignment,
+                                            item.incarnation)
         log.info("directive", seq=directive.seq, tasks=len(desired), drain=directive.drain)
         self._desired = desired
         self._drain_directive = directive.drain
@@ -293,7 +302,8 @@ class ServerHost:
 
     def _schedule_start(self, want: Desired[Assignment]) -> None:
         old = self.tasks.get(want.task_id)
-        entry = TaskEntry(want.task_id, want.payload.job.id, want.generation, pending=1)
+        entry = TaskEntry(want.task_id, want.payload.job.id, want.generation,
+                          want.incarnation, pending=1)
         self.tasks[want.task_id] = entry
         self._spawn(self._start(entry, want.payload, old))
 

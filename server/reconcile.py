@@ -29,11 +29,13 @@ def accept_epoch(highest_seen: int, epoch: int) -> tuple[bool, int]:
 
 @dataclass(frozen=True, slots=True)
 class Desired(Generic[T]):
-    """One task the leader wants here; `payload` is whatever the host needs to build it."""
+    """One task the leader wants here; `payload` is whatever the host needs to build it.
+    `incarnation` tells a job deleted and submitted again from the one before (see Version)."""
 
     task_id: str
     generation: int
     payload: T
+    incarnation: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,13 @@ class Running:
     failed_at: float | None = None
     # Its final state (STOPPED) reached the leader in an acknowledged report.
     final_acked: bool = False
+    incarnation: int = 0
+
+
+Version = tuple[int, int]
+"""(incarnation, generation) of a task. Generations count from 1 again when a job is deleted and
+submitted again under its id (same task ids, new incarnation), so they are compared only within
+one incarnation: a different incarnation is another task that happens to share the id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +86,9 @@ class Plan(Generic[T]):
     # Entries to drop from the host's table: stopped, not wanted, and the leader has seen it.
     forget: tuple[str, ...] = ()
     refused: tuple[Refusal, ...] = ()
-    # Generations to remember as run (task_id -> generation), after this plan's starts.
-    generations: Mapping[str, int] = field(default_factory=dict)
+    # Generations to remember as run (task_id -> (incarnation, generation)), after this plan's
+    # starts.
+    generations: Mapping[str, Version] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -88,7 +98,7 @@ class Plan(Generic[T]):
 def plan_reconcile(
     desired: Mapping[str, Desired[T]],
     running: Mapping[str, Running],
-    generations_run: Mapping[str, int],
+    generations_run: Mapping[str, Version],
     *,
     may_start: bool,
     now: float,
@@ -98,9 +108,10 @@ def plan_reconcile(
 
     - `may_start` is False while the server holds no lease or is draining: nothing new starts
       (whatever runs and is still desired is left alone; self-fencing is the host's, not ours).
-    - A desired generation lower than one already run for the task is refused: it comes from a
-      stale view, and the newer assignment may already run elsewhere.
-    - A task running at an older generation is stopped with drain, then started at the new one.
+    - A desired generation lower than one already run for the task (same incarnation) is
+      refused: it comes from a stale view, and the newer assignment may already run elsewhere.
+    - A task running at another version (an older generation, or the job's previous
+      incarnation) is stopped with drain, then started at the new one.
     - A task not desired any more is stopped with drain (a handoff: flush, commit, STOPPED).
     - A desired task that FAILED is restarted after `restart_backoff_s`.
     """
@@ -113,26 +124,29 @@ def plan_reconcile(
     for task_id in sorted(desired):
         want = desired[task_id]
         have = running.get(task_id)
-        if want.generation < generations.get(task_id, 0):
+        ran = generations.get(task_id)
+        if ran is not None and ran[0] == want.incarnation and want.generation < ran[1]:
             refused.append(Refusal(task_id, want.generation,
-                                   f"stale generation {want.generation}: "
-                                   f"{generations[task_id]} already run"))
+                                   f"stale generation {want.generation}: {ran[1]} already run"))
             continue
         if have is not None and have.busy:
             continue
-        if have is not None and have.generation == want.generation:
+        if have is not None and (have.incarnation, have.generation) == (want.incarnation,
+                                                                         want.generation):
             if have.state in ACTIVE or have.state is TaskState.DRAINING:
                 continue
             if have.state is TaskState.FAILED and not _backoff_over(have, now, restart_backoff_s):
                 continue
             # STOPPED or FAILED: the host drops the old runner and starts a fresh one.
         elif have is not None and have.state in ACTIVE:
-            stops.append(Stop(task_id, have.generation, drain=True,
-                              reason=f"replaced by generation {want.generation}"))
+            replaced = (f"replaced by generation {want.generation}"
+                        if have.incarnation == want.incarnation
+                        else "replaced by a new incarnation of its job")
+            stops.append(Stop(task_id, have.generation, drain=True, reason=replaced))
             continue
         if may_start:
             starts.append(want)
-            generations[task_id] = want.generation
+            generations[task_id] = (want.incarnation, want.generation)
 
     for task_id in sorted(running):
         have = running[task_id]

@@ -24,6 +24,7 @@ class TaskEntry:
     task_id: str
     job_id: str
     generation: int
+    incarnation: int = 0        # of the job (server.reconcile.Version)
     runner: TaskRunner | None = None
     # Serialises start and stop of this runner: a fence waits for a start under way.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -56,7 +57,8 @@ class TaskEntry:
         if state is TaskState.FAILED and self.failed_at is None:
             self.failed_at = now
         return Running(self.task_id, self.generation, state, busy=self.pending > 0,
-                       failed_at=self.failed_at, final_acked=self.final_acked)
+                       failed_at=self.failed_at, final_acked=self.final_acked,
+                       incarnation=self.incarnation)
 
 
 def report_tasks(entries: dict[str, TaskEntry]) -> list[tuple[TaskEntry, pb.TaskStatus]]:

@@ -46,6 +46,8 @@ class Received:
     at_unix: float
     epoch: int
     desired: dict[str, int]        # task -> generation
+    specs: dict[str, bytes] = field(default_factory=dict)  # task -> its job spec (JSON)
+    incarnations: dict[str, int] = field(default_factory=dict)  # task -> its job's incarnation
 
 
 @dataclass
@@ -190,7 +192,10 @@ class SimServer:
             self.register()
         elif kind == "directive":
             desired = {a.task_id: a.generation for a in message.directive.desired}
-            self.directives.append(Received(time.monotonic(), time.time(), message.epoch, desired))
+            got = message.directive.desired
+            self.directives.append(Received(
+                time.monotonic(), time.time(), message.epoch, desired,
+                {a.task_id: a.spec_json for a in got}, {a.task_id: a.incarnation for a in got}))
             for t, g in list(self.running.items()):
                 if desired.get(t) != g:
                     self.stopping[t] = g

@@ -44,12 +44,13 @@ def job_spec(job_id: str = "job1", topic: str = "events") -> JobSpec:
     return JobSpec(id=job_id, source=Source(topic=topic), sink=FileSink(directory="/tmp/unused"))
 
 
-def assignment(task_id: str, generation: int, spec: JobSpec | None = None) -> pb.TaskAssignment:
+def assignment(task_id: str, generation: int, spec: JobSpec | None = None,
+               incarnation: int = 0) -> pb.TaskAssignment:
     spec = spec or job_spec()
     partition = int(task_id.rsplit(":", 1)[1])
     return pb.TaskAssignment(task_id=task_id, generation=generation, job_id=spec.id,
                              topic=spec.source.topic, partition=partition,
-                             spec_json=spec.to_json())
+                             spec_json=spec.to_json(), incarnation=incarnation)
 
 
 # --- the task double ------------------------------------------------------------------------

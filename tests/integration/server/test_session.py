@@ -116,6 +116,25 @@ async def test_stale_generation_is_refused(host: ServerHost, coordinator: Coordi
     await wait_until(lambda: factory.running() == {(A, 2)}, "A@2 running again")
 
 
+async def test_a_resubmitted_job_starts_again_from_generation_1(
+        host: ServerHost, coordinator: Coordinator, factory: FakeFactory) -> None:
+    """A job deleted and submitted again keeps its task ids, and its tasks count generations
+    from 1 again: a server that ran the old ones at generation 2 must not refuse them."""
+    coordinator.direct([assignment(A, 2, incarnation=1000)])
+    await wait_until(lambda: factory.running() == {(A, 2)}, "A@2 running")
+    coordinator.direct([])
+    await wait_until(lambda: not factory.running(), "A@2 revoked (the job deleted)")
+    coordinator.direct([assignment(A, 1, incarnation=2000)])
+    await wait_until(lambda: factory.running() == {(A, 1)}, "the new job's A@1 running")
+    # Within the new incarnation, generations are checked as before.
+    coordinator.direct([assignment(A, 2, incarnation=2000)])
+    await wait_until(lambda: factory.running() == {(A, 2)}, "A@2 of the new job running")
+    coordinator.direct([assignment(A, 1, incarnation=2000)])
+    coordinator.direct([assignment(A, 2, incarnation=2000), assignment(C, 1)])
+    await wait_until(lambda: factory.running() == {(A, 2), (C, 1)}, "C running")
+    assert [r.generation for r in factory.of(A)] == [2, 1, 2]   # the stale 1 never built
+
+
 async def test_directive_drain_stops_everything_gracefully(
         host: ServerHost, coordinator: Coordinator, factory: FakeFactory) -> None:
     coordinator.direct([assignment(A, 1), assignment(B, 1)])

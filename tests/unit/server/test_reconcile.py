@@ -40,7 +40,7 @@ def test_start_a_new_task_and_remember_its_generation() -> None:
     p = plan_reconcile(want("a", 1), {}, {}, may_start=True, now=0, restart_backoff_s=5)
     assert [d.task_id for d in p.start] == ["a"]
     assert p.start[0].payload == "spec-a"
-    assert p.generations == {"a": 1}
+    assert p.generations == {"a": (0, 1)}
     assert not p.stop and not p.refused
 
 
@@ -51,48 +51,50 @@ def test_nothing_starts_without_a_lease_or_while_draining() -> None:
 
 
 def test_converged_is_empty() -> None:
-    p = plan_reconcile(want("a", 1), run("a", 1), {"a": 1}, may_start=True, now=0,
+    p = plan_reconcile(want("a", 1), run("a", 1), {"a": (0, 1)}, may_start=True, now=0,
                        restart_backoff_s=5)
     assert p.empty
 
 
 def test_starting_and_draining_tasks_are_left_alone() -> None:
     for state in (TaskState.STARTING, TaskState.DRAINING):
-        p = plan_reconcile(want("a", 1), run("a", 1, state), {"a": 1}, may_start=True, now=0,
+        p = plan_reconcile(want("a", 1), run("a", 1, state), {"a": (0, 1)}, may_start=True, now=0,
                            restart_backoff_s=5)
         assert p.empty
 
 
 def test_not_desired_is_stopped_with_drain() -> None:
-    p = plan_reconcile(NOTHING, run("a", 1), {"a": 1}, may_start=True, now=0, restart_backoff_s=5)
+    p = plan_reconcile(NOTHING, run("a", 1), {"a": (0, 1)}, may_start=True, now=0,
+                       restart_backoff_s=5)
     assert p.stop == (Stop("a", 1, drain=True, reason="not desired"),)
     assert not p.start
 
 
 def test_not_desired_is_stopped_even_without_a_lease() -> None:
-    p = plan_reconcile(NOTHING, run("a", 1), {"a": 1}, may_start=False, now=0, restart_backoff_s=5)
+    p = plan_reconcile(NOTHING, run("a", 1), {"a": (0, 1)}, may_start=False, now=0,
+                       restart_backoff_s=5)
     assert [s.task_id for s in p.stop] == ["a"]
 
 
 def test_busy_tasks_are_left_alone() -> None:
-    p = plan_reconcile(NOTHING, run("a", 1, busy=True), {"a": 1}, may_start=True, now=0,
+    p = plan_reconcile(NOTHING, run("a", 1, busy=True), {"a": (0, 1)}, may_start=True, now=0,
                        restart_backoff_s=5)
     assert p.empty
-    p = plan_reconcile(want("a", 2), run("a", 1, busy=True), {"a": 1}, may_start=True, now=0,
+    p = plan_reconcile(want("a", 2), run("a", 1, busy=True), {"a": (0, 1)}, may_start=True, now=0,
                        restart_backoff_s=5)
     assert p.empty
 
 
 def test_stale_generation_is_refused() -> None:
-    p = plan_reconcile(want("a", 1), {}, {"a": 2}, may_start=True, now=0, restart_backoff_s=5)
+    p = plan_reconcile(want("a", 1), {}, {"a": (0, 2)}, may_start=True, now=0, restart_backoff_s=5)
     assert not p.start
     assert [(r.task_id, r.generation) for r in p.refused] == [("a", 1)]
     assert "stale generation" in p.refused[0].reason
-    assert p.generations == {"a": 2}
+    assert p.generations == {"a": (0, 2)}
 
 
 def test_stale_generation_leaves_the_newer_running_task() -> None:
-    p = plan_reconcile(want("a", 1), run("a", 2), {"a": 2}, may_start=True, now=0,
+    p = plan_reconcile(want("a", 1), run("a", 2), {"a": (0, 2)}, may_start=True, now=0,
                        restart_backoff_s=5)
     assert not p.stop and not p.start
     assert len(p.refused) == 1
@@ -100,56 +102,80 @@ def test_stale_generation_leaves_the_newer_running_task() -> None:
 
 def test_same_generation_after_a_stop_is_not_stale() -> None:
     # Self-fenced or revoked, then given back at the same generation: start again.
-    p = plan_reconcile(want("a", 3), run("a", 3, TaskState.STOPPED), {"a": 3}, may_start=True,
+    p = plan_reconcile(want("a", 3), run("a", 3, TaskState.STOPPED), {"a": (0, 3)}, may_start=True,
                        now=0, restart_backoff_s=5)
     assert [d.generation for d in p.start] == [3]
     assert not p.refused
 
 
 def test_newer_generation_replaces_the_running_one_stop_first() -> None:
-    p = plan_reconcile(want("a", 2), run("a", 1), {"a": 1}, may_start=True, now=0,
+    p = plan_reconcile(want("a", 2), run("a", 1), {"a": (0, 1)}, may_start=True, now=0,
                        restart_backoff_s=5)
     assert p.stop == (Stop("a", 1, drain=True, reason="replaced by generation 2"),)
     assert not p.start
     # Once the old one has stopped, the new generation starts.
-    p = plan_reconcile(want("a", 2), run("a", 1, TaskState.STOPPED), {"a": 1}, may_start=True,
+    p = plan_reconcile(want("a", 2), run("a", 1, TaskState.STOPPED), {"a": (0, 1)}, may_start=True,
                        now=0, restart_backoff_s=5)
     assert [d.generation for d in p.start] == [2]
-    assert p.generations == {"a": 2}
+    assert p.generations == {"a": (0, 2)}
 
 
 def test_failed_desired_task_restarts_after_the_backoff() -> None:
     failed = run("a", 1, TaskState.FAILED, failed_at=100.0)
-    early = plan_reconcile(want("a", 1), failed, {"a": 1}, may_start=True, now=104.9,
+    early = plan_reconcile(want("a", 1), failed, {"a": (0, 1)}, may_start=True, now=104.9,
                            restart_backoff_s=5)
     assert early.empty
-    late = plan_reconcile(want("a", 1), failed, {"a": 1}, may_start=True, now=105.0,
+    late = plan_reconcile(want("a", 1), failed, {"a": (0, 1)}, may_start=True, now=105.0,
                           restart_backoff_s=5)
     assert [d.task_id for d in late.start] == ["a"]
 
 
 def test_failed_undesired_task_is_released_without_drain() -> None:
-    p = plan_reconcile(NOTHING, run("a", 1, TaskState.FAILED, failed_at=1.0), {"a": 1},
+    p = plan_reconcile(NOTHING, run("a", 1, TaskState.FAILED, failed_at=1.0), {"a": (0, 1)},
                        may_start=True, now=2, restart_backoff_s=5)
     assert p.stop == (Stop("a", 1, drain=False, reason="failed, not desired"),)
 
 
 def test_stopped_entries_are_forgotten_once_the_leader_saw_them() -> None:
-    unseen = plan_reconcile(NOTHING, run("a", 1, TaskState.STOPPED), {"a": 1}, may_start=True,
+    unseen = plan_reconcile(NOTHING, run("a", 1, TaskState.STOPPED), {"a": (0, 1)}, may_start=True,
                             now=0, restart_backoff_s=5)
     assert unseen.empty
-    seen = plan_reconcile(NOTHING, run("a", 1, TaskState.STOPPED, final_acked=True), {"a": 1},
+    seen = plan_reconcile(NOTHING, run("a", 1, TaskState.STOPPED, final_acked=True), {"a": (0, 1)},
                           may_start=True, now=0, restart_backoff_s=5)
     assert seen.forget == ("a",)
     # Forgetting the runner keeps the generation: a stale one is still refused later.
-    assert seen.generations == {"a": 1}
+    assert seen.generations == {"a": (0, 1)}
+
+
+def test_a_new_incarnation_of_the_job_starts_at_a_lower_generation() -> None:
+    # The job was deleted and submitted again: same task id, generations from 1 again. The old
+    # incarnation's generation 3 is another task's history, not a reason to refuse.
+    new = {"a": Desired("a", 1, "spec-a", incarnation=2000)}
+    p = plan_reconcile(new, run("a", 3, TaskState.STOPPED, final_acked=True), {"a": (1000, 3)},
+                       may_start=True, now=0, restart_backoff_s=5)
+    assert not p.refused
+    assert [(d.task_id, d.generation) for d in p.start] == [("a", 1)]
+    assert p.generations == {"a": (2000, 1)}
+    # Within the new incarnation a lower generation is stale again.
+    stale = plan_reconcile({"a": Desired("a", 1, "spec-a", incarnation=2000)}, {},
+                           {"a": (2000, 2)}, may_start=True, now=0, restart_backoff_s=5)
+    assert [r.generation for r in stale.refused] == [1]
+
+
+def test_a_running_task_of_the_old_incarnation_is_replaced_even_at_the_same_generation() -> None:
+    new = {"a": Desired("a", 1, "spec-a", incarnation=2000)}
+    p = plan_reconcile(new, run("a", 1, incarnation=1000), {"a": (1000, 1)}, may_start=True,
+                       now=0, restart_backoff_s=5)
+    assert p.stop == (Stop("a", 1, drain=True,
+                           reason="replaced by a new incarnation of its job"),)
+    assert not p.start
 
 
 def test_mixed_set_is_deterministic() -> None:
     desired = {**want("b", 1), **want("a", 1), **want("c", 4)}
     running = {**run("c", 4), **run("d", 2), **run("e", 1, TaskState.DRAINING)}
-    p = plan_reconcile(desired, running, {"c": 4, "d": 2, "e": 1}, may_start=True, now=0,
-                       restart_backoff_s=5)
+    p = plan_reconcile(desired, running, {"c": (0, 4), "d": (0, 2), "e": (0, 1)},
+                       may_start=True, now=0, restart_backoff_s=5)
     assert [d.task_id for d in p.start] == ["a", "b"]
     assert [s.task_id for s in p.stop] == ["d"]
 
