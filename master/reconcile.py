@@ -45,6 +45,21 @@ def config_from(settings: MasterSettings) -> Config:
         s.cooldown, s.drain_budget, s.default_cpu_estimate, s.default_net_estimate)
 
 
+def _refuse_existing(state: LiveState, job_id: str) -> None:
+    """Conflict if the job exists, or was deleted and some of its tasks have not stopped yet.
+    A job submitted again under its id must not adopt those: one still assigned at its old
+    generation would keep running the old spec on its server (a server restarts a task for a
+    new generation, not for a new spec), so the new spec would be silently ignored."""
+    if job_id in state.jobs:
+        raise Conflict(f"job {job_id} already exists", job=job_id)
+    leftover = state.tasks_of(job_id)
+    if leftover:
+        raise Conflict(f"job {job_id} was deleted and {len(leftover)} of its tasks have not "
+                       f"stopped yet; submit it again once `exportctl tasks --job {job_id}` "
+                       "lists none (`exportctl jobs delete --wait` waits for that)",
+                       job=job_id, tasks=len(leftover))
+
+
 class Leadership:
     def __init__(self, term: Term, store: Store, settings: MasterSettings, planner: Planner,
                  partitions: PartitionSource, step_down: Callable[[], None]) -> None:
@@ -306,9 +321,7 @@ class Leadership:
             await asyncio.sleep(self.settings.kafka.partition_check_interval)
 
     async def create_job(self, spec: JobSpec) -> StoredJob:
-        state = self.live()
-        if spec.id in state.jobs:
-            raise Conflict(f"job {spec.id} already exists", job=spec.id)
+        _refuse_existing(self.live(), spec.id)
         count = await self._partition_count(spec)
         if count is None:
             raise ValidationError(f"topic {spec.source.topic!r} does not exist",
@@ -316,8 +329,7 @@ class Leadership:
         job = StoredJob(spec, time.time())
         async with self._write_lock:
             state = self.live()
-            if spec.id in state.jobs:
-                raise Conflict(f"job {spec.id} already exists", job=spec.id)
+            _refuse_existing(state, spec.id)
             state.put_job(job)
             added = state.add_partitions(spec.id, count, job.created_unix)
             shards, state.dirty_shards = set(state.dirty_shards), set()

@@ -108,7 +108,18 @@ uncordon = _post_action("servers", "server", "uncordon", "server {name} uncordon
 
 def jobs_delete(client: Client, args: argparse.Namespace, out: TextIO) -> str:
     client.request("DELETE", f"{API}/jobs/{_q(args.id)}")
-    return _json({"deleted": args.id}) if args.json else f"job {args.id} deleted"
+    if not args.wait:
+        return _json({"deleted": args.id}) if args.json else (
+            f"job {args.id} deleted (its tasks drain and stop; --wait waits for them)")
+    path, query = f"{API}/tasks", {"job": args.id}
+    _follow(args, out, client.request("GET", path, query=query),
+            poll=lambda: client.request("GET", path, query=query),
+            line=lambda left: f"job {args.id} deleted: {len(left)} tasks stopping",
+            done=lambda left: not left,
+            late=lambda left: f"job {args.id} deleted, but {len(left)} of its tasks had not "
+                              f"stopped after {args.timeout:g}s")
+    return _json({"deleted": args.id}) if args.json else (
+        f"job {args.id} deleted: every task stopped; it can be submitted again")
 
 
 def drain(client: Client, args: argparse.Namespace, out: TextIO) -> str:
@@ -118,30 +129,41 @@ def drain(client: Client, args: argparse.Namespace, out: TextIO) -> str:
         return _show(args, progress, lambda p: (
             f"draining {p['server']}: {p['tasks_left']} tasks to move; follow with "
             f"exportctl drain {p['server']} --wait"))
+    progress = _follow(args, out, progress, poll=lambda: client.request("GET", path),
+                       line=fmt.drain_line, done=lambda p: p["tasks_left"] == 0,
+                       late=lambda p: f"drain of {args.server} not finished after "
+                                      f"{args.timeout:g}s: {p['tasks_left']} tasks left")
+    return _show(args, progress, lambda p: f"{p['server']} is drained: "
+                                           f"{p['tasks_at_start']} tasks moved")
+
+
+def _follow(args: argparse.Namespace, out: TextIO, answer: Any, *, poll: Callable[[], Any],
+            line: Callable[[Any], str], done: Callable[[Any], bool],
+            late: Callable[[Any], str]) -> Any:
+    """--wait: poll every `args.interval` until `done`, printing `line` when it changes (in
+    place on a terminal); a CliError saying `late` after `args.timeout`. Returns the last
+    answer."""
     deadline = time.monotonic() + args.timeout
     live = out.isatty() and not args.json
     last = ""
     # Bounded: at most timeout / interval polls (+1), each bounded by the request timeout.
     for _ in range(int(args.timeout / args.interval) + 2):
-        line = fmt.drain_line(progress)
-        if not args.json and line != last:
-            out.write(("\r" + line) if live else line + "\n")
+        text = line(answer)
+        if not args.json and text != last:
+            out.write(("\r" + text) if live else text + "\n")
             out.flush()
-            last = line
-        if progress["tasks_left"] == 0:
+            last = text
+        if done(answer):
             break
         if time.monotonic() >= deadline:
             if live:
                 out.write("\n")
-            raise CliError(f"drain of {args.server} not finished after {args.timeout:g}s: "
-                           f"{progress['tasks_left']} tasks left (it goes on; run again to "
-                           "keep watching)")
+            raise CliError(f"{late(answer)} (it goes on; run again to keep watching)")
         time.sleep(min(args.interval, max(0.0, deadline - time.monotonic())))
-        progress = client.request("GET", path)
+        answer = poll()
     if live:
         out.write("\n")
-    return _show(args, progress, lambda p: f"{p['server']} is drained: "
-                                           f"{p['tasks_at_start']} tasks moved")
+    return answer
 
 
 def rebalance(client: Client, args: argparse.Namespace, out: TextIO) -> str:

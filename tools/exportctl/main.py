@@ -73,23 +73,29 @@ def build_parser() -> argparse.ArgumentParser:
     add("list", c.jobs_list, "list jobs", jobs)
     for name, command, helptext in (("get", c.jobs_get, "a job with its tasks"),
                                     ("pause", c.jobs_pause, "pause a job"),
-                                    ("resume", c.jobs_resume, "resume a job"),
-                                    ("delete", c.jobs_delete, "delete a job")):
+                                    ("resume", c.jobs_resume, "resume a job")):
         add(name, command, helptext, jobs).add_argument("id", help="the job id")
+    p = add("delete", c.jobs_delete, "delete a job", jobs)
+    p.add_argument("id", help="the job id")
+    _wait_flags(p, "wait until every task of the job has stopped")
 
     for name, command, helptext in (("cordon", c.cordon, "place no new tasks on a server"),
                                     ("uncordon", c.uncordon, "undo cordon")):
         add(name, command, helptext).add_argument("server")
     p = add("drain", c.drain, "move every task off a server (throttled handoffs)")
     p.add_argument("server")
-    p.add_argument("--wait", action="store_true", help="show progress until it is empty")
-    p.add_argument("--timeout", type=_positive, default=600.0,
-                   help="seconds --wait waits at most (default 600)")
-    p.add_argument("--interval", type=_positive, default=1.0, help=argparse.SUPPRESS)
+    _wait_flags(p, "show progress until it is empty")
     p = add("rebalance", c.rebalance, "show what a rebalance round would change")
     p.add_argument("--dry-run", action="store_true",
                    help="only show the plan (the only mode: the leader rebalances by itself)")
     return parser
+
+
+def _wait_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--wait", action="store_true", help=what)
+    parser.add_argument("--timeout", type=_positive, default=600.0,
+                        help="seconds --wait waits at most (default 600)")
+    parser.add_argument("--interval", type=_positive, default=1.0, help=argparse.SUPPRESS)
 
 
 def _positive(raw: str) -> float:

@@ -9,6 +9,7 @@ import asyncio
 import io
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -132,3 +133,45 @@ async def until_async(check: Callable[[], Awaitable[bool]], timeout: float, what
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.2)
+
+
+async def test_delete_wait_then_submit_again_with_exportctl(
+        start_master: StartMaster, start_sim: StartSim, topic: str, tmp_path: Path) -> None:
+    """Changing a job is deleting and submitting it again. Submitted at once, the new job is
+    refused with the reason (its old tasks are still stopping); after `jobs delete --wait` it
+    is taken, and its tasks run again."""
+    m1 = await start_master("m1", api=API_SETTINGS.model_copy(update={"master_id": "m1"}))
+    await m1.wait_leading(60)
+    await start_sim("srv-a")
+    spec = tmp_path / "job.yaml"
+    spec.write_text(json.dumps({"id": "resubmit", "source": {"topic": topic},
+                                "sink": {"type": "file", "directory": "/tmp/exportd-test"}}))
+    masters = [m1.http_url]
+    code, _, err = await exportctl("jobs", "submit", "-f", str(spec), masters=masters)
+    assert code == 0, err
+
+    def running() -> bool:
+        tasks = m1.control.list_tasks(TaskFilter(job="resubmit"))
+        return len(tasks) == PARTITIONS and all(t.state == "running" for t in tasks)
+
+    await until(running, 60, "every task running")
+    code, out, err = await exportctl("jobs", "delete", "resubmit", masters=masters)
+    assert code == 0, err
+    code, _, err = await exportctl("jobs", "submit", "-f", str(spec), masters=masters)
+    assert code == 1
+    assert "conflict: job resubmit was deleted and 4 of its tasks have not stopped yet" in err
+
+    await until(lambda: not m1.control.list_tasks(TaskFilter(job="resubmit")), 60,
+                "the deleted job's tasks gone")
+    code, _, err = await exportctl("jobs", "submit", "-f", str(spec), masters=masters)
+    assert code == 0, err
+    await until(running, 60, "the submitted-again job's tasks running")
+
+    code, out, err = await exportctl("jobs", "delete", "resubmit", "--wait", "--timeout", "60",
+                                     masters=masters)
+    assert code == 0, err
+    assert out.splitlines()[-1] == "job resubmit deleted: every task stopped; it can be " \
+                                   "submitted again"
+    assert not m1.control.list_tasks(TaskFilter(job="resubmit"))
+    code, _, err = await exportctl("jobs", "submit", "-f", str(spec), masters=masters)
+    assert code == 0, err

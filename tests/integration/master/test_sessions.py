@@ -183,3 +183,43 @@ async def test_partitions_added_later_get_tasks(
     await until(lambda: task_id("growing", name, 2) in a.desired, 60,
                 "the new partition's task placed")
     assert len(master.control.get_job("growing").tasks) == 3
+
+
+async def test_a_job_deleted_and_submitted_again_runs_its_new_spec(
+        start_master: StartMaster, start_sim: StartSim, topic: str) -> None:
+    """Jobs are changed by deleting and submitting them again, often in one breath. The new
+    spec must reach every task: a task of the deleted job still assigned at its old generation
+    must not be adopted (its server would go on running the old spec), and the new tasks carry a
+    new incarnation, so a server that ran the old ones at higher generations starts them."""
+    master = await start_master("m1")
+    await master.wait_leading(30)
+    a = await start_sim("srv-a")
+    old = job_spec("changing", topic)
+    new = job_spec("changing", topic, format={"type": "ndjson", "compression": "zstd"})
+    await master.control.create_job(old)
+    await until(lambda: len(a.desired) == PARTITIONS, 30, "every task on a")
+    old_incarnation = set(a.directives[-1].incarnations.values())
+    assert len(old_incarnation) == 1 and old_incarnation != {0}
+
+    await master.control.delete_job("changing")
+    # At once (no await in between: the round that revokes the old tasks has not run yet).
+    with pytest.raises(Conflict) as refused:
+        await master.control.create_job(new)
+    assert "4 of its tasks have not stopped yet" in refused.value.message, refused.value.message
+    for _ in range(200):
+        try:
+            await master.control.create_job(new)
+            break
+        except Conflict:   # the old tasks are still stopping: submit again, as an operator would
+            await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the job could not be submitted again within 10 s")
+
+    def runs_new_spec() -> bool:
+        latest = a.directives[-1] if a.directives else None
+        return (latest is not None and len(latest.desired) == PARTITIONS
+                and all(new.to_json() == latest.specs[t] for t in latest.desired))
+
+    await until(runs_new_spec, 30, "every task desired with the new spec")
+    new_incarnation = set(a.directives[-1].incarnations.values())
+    assert len(new_incarnation) == 1 and new_incarnation != old_incarnation

@@ -63,7 +63,8 @@ async def test_submit_list_get_pause_resume_delete(cli: Cli) -> None:
     assert (await cli("jobs", "pause", "nginx-to-s3")).out == \
         "job nginx-to-s3 paused (state paused)\n"
     assert (await cli("jobs", "resume", "nginx-to-s3")).code == 0
-    assert (await cli("jobs", "delete", "nginx-to-s3")).out == "job nginx-to-s3 deleted\n"
+    assert (await cli("jobs", "delete", "nginx-to-s3")).out == \
+        "job nginx-to-s3 deleted (its tasks drain and stop; --wait waits for them)\n"
     r = await cli("jobs", "get", "nginx-to-s3")
     assert (r.code, r.out) == (1, "")
     assert r.err == "exportctl: not_found: no job nginx-to-s3 (HTTP 404)\n"
