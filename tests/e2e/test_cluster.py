@@ -3,7 +3,8 @@
 One scenario, in order, because each step builds on the cluster the previous one left: submit a
 job and see every task run; drain a server and see its tasks move within their group; kill -9 the
 leader and see exportctl answer with the new one; start one more server as an autoscaler would
-and see it take tasks; then count what reached S3: every produced record, none twice.
+and see it take tasks; change the job by deleting and submitting it again; then count what
+reached S3: every produced record, none twice.
 """
 
 from __future__ import annotations
@@ -110,7 +111,8 @@ def test_operator_drives_a_real_cluster(cluster: LocalCluster, tmp_path: Path) -
 
 
 def drive_the_cluster(cluster: LocalCluster, tmp_path: Path, steady: DemoProducer) -> int:
-    """Submit, drain, fail over, scale out; stop the steady producer and return its count."""
+    """Submit, drain, fail over, scale out, resubmit; stop the steady producer and return its
+    count."""
     masters = cluster.master_urls()
 
     # Submit the job from a YAML file, as on-call would.
@@ -156,6 +158,20 @@ def drive_the_cluster(cluster: LocalCluster, tmp_path: Path, steady: DemoProduce
     except TimeoutError as exc:
         raise AssertionError(why_not_rebalanced(cluster, dead_first, added.proc.log_tail(40))) \
             from exc
+
+    # Change the job (smaller files): delete it, wait for its tasks to stop, submit it again.
+    # The same consumer group goes on from the committed offsets. Its tasks have the same ids
+    # and generations from 1 again, on servers that ran the old ones at generation 2.
+    deleted = exportctl(dead_first, "jobs", "delete", JOB, "--wait", "--timeout", "90",
+                        timeout=120)
+    assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+    spec = yaml.safe_load(job_file.read_text())
+    spec["rotation"]["max_records"] = 150
+    job_file.write_text(yaml.safe_dump(spec))
+    resubmitted = exportctl(dead_first, "jobs", "submit", "-f", str(job_file))
+    assert resubmitted.returncode == 0, resubmitted.stderr
+    wait_for(lambda: all_running(dead_first, {"server-2", "server-4"}), 90,
+             "every task of the submitted-again job running")
     steady.stop()
     return steady.produced
 
