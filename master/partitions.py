@@ -7,20 +7,20 @@ for all topics rather than one keeps brokers with auto-creation on from creating
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from tasks.errors import Unavailable
+from tasks.kafka_access import KafkaAccess
 
 
 class PartitionSource:
     def __init__(self, default_bootstrap: str, timeout: float, *,
-                 config: Mapping[str, str] | None = None) -> None:
+                 access: KafkaAccess | None = None) -> None:
         self.default_bootstrap = default_bootstrap
         self.timeout = timeout
-        self.config = dict(config or {})   # librdkafka properties (security) for every client
+        self.access = access or KafkaAccess()   # librdkafka properties (security) by cluster
         self._clients: dict[str, AdminClient] = {}
         self._lock = threading.Lock()
 
@@ -29,7 +29,8 @@ class PartitionSource:
             client = self._clients.get(bootstrap)
             if client is None:
                 client = self._clients[bootstrap] = AdminClient(
-                    {"socket.timeout.ms": 10_000, **self.config, "bootstrap.servers": bootstrap})
+                    {"socket.timeout.ms": 10_000, **self.access.properties(bootstrap),
+                     "bootstrap.servers": bootstrap})
             return client
 
     def count(self, topic: str, bootstrap: str | None = None) -> int | None:

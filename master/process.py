@@ -51,7 +51,7 @@ class Master:
         self.store = Store(self.client, self.paths, settings.assignment_shards)
         self.partitions = PartitionSource(settings.kafka.bootstrap_servers,
                                           settings.kafka.metadata_timeout,
-                                          config=settings.kafka.config)
+                                          access=settings.kafka.access())
         self.leadership: Leadership | None = None
         self.sessions = SessionService(lambda: self.leadership)
         self.standby = StandbyReader(self.store, planner, config_from(settings))

@@ -12,21 +12,21 @@ from pydantic import Field, model_validator
 from master.api.settings import ApiSettings
 from tasks.cluster import ZooKeeperSettings
 from tasks.entrypoint import ListenSettings, ProcessSettings
-from tasks.settings import Duration, KafkaProperties, SettingsModel, instance_id
+from tasks.kafka_access import KafkaClientSettings
+from tasks.settings import Duration, SettingsModel, instance_id
 
 
 def default_master_id() -> str:
     return instance_id("master")
 
 
-class KafkaSettings(SettingsModel):
-    # Where job topics' partition counts are read from when a job names no cluster of its own.
-    bootstrap_servers: str = "127.0.0.1:9092"
+class KafkaSettings(KafkaClientSettings):
+    """Where job topics' partition counts are read from (`bootstrap_servers` when a job names no
+    cluster of its own), with the same `config` and `clusters` as the servers' (kafka_access)."""
+
     metadata_timeout: Duration = 10.0
     # How often every job's topics are checked for partitions added later.
     partition_check_interval: Duration = 30.0
-    # librdkafka properties for the metadata client (SASL, TLS), as for the servers' tasks.
-    config: KafkaProperties = {}
 
 
 class SchedulerSettings(SettingsModel):

@@ -55,7 +55,7 @@ def worker_pool(settings: ServerSettings) -> WorkerPool:
 
     env = TaskEnvironment(
         kafka_bootstrap=settings.kafka.bootstrap_servers,
-        kafka_config=settings.kafka.config,
+        kafka=settings.kafka.access(),
         state_dir=Path(settings.work_dir),
         s3_endpoint=settings.s3.endpoint_url,
         s3_region=settings.s3.region,

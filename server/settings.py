@@ -11,7 +11,8 @@ from pydantic import Field, model_validator
 
 from tasks.cluster import ZooKeeperSettings
 from tasks.entrypoint import ListenSettings, ProcessSettings
-from tasks.settings import Duration, KafkaProperties, SettingsModel, instance_id
+from tasks.kafka_access import KafkaClientSettings
+from tasks.settings import Duration, SettingsModel, instance_id
 
 
 def default_server_id() -> str:
@@ -26,12 +27,9 @@ class HttpSettings(ListenSettings):
     port: int = Field(default=8090, ge=0, le=65535)   # 0: any free port
 
 
-class KafkaSettings(SettingsModel):
-    bootstrap_servers: str = "127.0.0.1:9092"
-    # librdkafka properties for every consumer and producer of this server's tasks (SASL, TLS,
-    # tuning), e.g. {security.protocol: SASL_SSL, sasl.mechanism: SCRAM-SHA-512}; a secret can
-    # come from EXPORTD_KAFKA__CONFIG__SASL.PASSWORD. They apply to a job's own cluster too.
-    config: KafkaProperties = {}
+class KafkaSettings(KafkaClientSettings):
+    """The cluster tasks read from unless their job names another, and the librdkafka
+    properties of every consumer and producer, by cluster (tasks/kafka_access.py)."""
 
 
 class S3Settings(SettingsModel):

@@ -11,13 +11,14 @@ one per host, so the memory that open files take does not grow with the number o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tasks.batching import limits_for
 from tasks.deadletter import DeadLetterSink, FileDeadLetter, KafkaDeadLetter
+from tasks.kafka_access import KafkaAccess
 from tasks.pipeline import PipelineRunner
 from tasks.runner import Assignment, RunnerFactory, TaskRunner
 from tasks.sinks.base import Sink
@@ -42,8 +43,8 @@ class TaskEnvironment:
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
     process_pool: ProcessPoolExecutor | None = field(default=None, compare=False)
-    # librdkafka settings added to every consumer/producer (e.g. security settings).
-    kafka_config: Mapping[str, str | int] = field(default_factory=dict)
+    # librdkafka properties (security) of every consumer/producer, by the cluster it reads.
+    kafka: KafkaAccess = field(default_factory=KafkaAccess)
     queue_batches: int = 2
     drain_timeout: float = 60.0
     backoff_base: float = 0.2
@@ -64,8 +65,9 @@ def _sink(env: TaskEnvironment, a: Assignment) -> Sink:
     if isinstance(spec, FileSink):
         return FileSinkWriter(spec, job.format, topic=a.topic, partition=a.partition)
     assert isinstance(spec, KafkaSink)
-    return KafkaSinkWriter(spec, bootstrap=env.kafka_bootstrap, client_id=a.task_id,
-                           extra=env.kafka_config)
+    bootstrap = spec.bootstrap_servers or env.kafka_bootstrap
+    return KafkaSinkWriter(spec, bootstrap=bootstrap, client_id=a.task_id,
+                           extra=env.kafka.properties(bootstrap))
 
 
 def _dead_letter(env: TaskEnvironment, a: Assignment) -> DeadLetterSink:
@@ -73,10 +75,10 @@ def _dead_letter(env: TaskEnvironment, a: Assignment) -> DeadLetterSink:
     if spec.type == "file":
         return FileDeadLetter(spec.directory or str(env.state_dir / "dead-letter"),
                               job=a.job.id, topic=a.topic, partition=a.partition)
-    return KafkaDeadLetter(a.job.dead_letter_topic,
-                           bootstrap=a.job.source.bootstrap_servers or env.kafka_bootstrap,
+    bootstrap = a.job.source.bootstrap_servers or env.kafka_bootstrap
+    return KafkaDeadLetter(a.job.dead_letter_topic, bootstrap=bootstrap,
                            job=a.job.id, source_topic=a.topic, partition=a.partition,
-                           task_id=a.task_id, extra=env.kafka_config)
+                           task_id=a.task_id, extra=env.kafka.properties(bootstrap))
 
 
 def _bodies(env: TaskEnvironment, a: Assignment) -> Callable[[], FileBody] | None:
@@ -91,9 +93,10 @@ def _bodies(env: TaskEnvironment, a: Assignment) -> Callable[[], FileBody] | Non
 
 def build_runner(env: TaskEnvironment, assignment: Assignment) -> PipelineRunner:
     job = assignment.job
-    source = KafkaSource(job.source, bootstrap=job.source.bootstrap_servers or env.kafka_bootstrap,
-                         group=job.consumer_group, partition=assignment.partition,
-                         client_id=assignment.task_id, extra=env.kafka_config)
+    bootstrap = job.source.bootstrap_servers or env.kafka_bootstrap
+    source = KafkaSource(job.source, bootstrap=bootstrap, group=job.consumer_group,
+                         partition=assignment.partition, client_id=assignment.task_id,
+                         extra=env.kafka.properties(bootstrap))
     return PipelineRunner(
         task_id=assignment.task_id, generation=assignment.generation, source=source,
         sink=_sink(env, assignment), dead_letter=_dead_letter(env, assignment),

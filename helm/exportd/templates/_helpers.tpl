@@ -128,6 +128,22 @@ strings go in JSON-quoted (a cluster named "2024" stays a string) and secrets si
 - name: EXPORTD_KAFKA__CONFIG__SASL.PASSWORD
   value: "'$(KAFKA_SASL_PASSWORD)'"
 {{- end }}
+{{- with .Values.kafka.clusters }}
+- name: EXPORTD_KAFKA__CLUSTERS
+  value: {{ include "exportd.kafkaClusters" . | quote }}
+{{- range $name, $cluster := . }}
+{{- with ($cluster.credentials).existingSecret }}
+{{- $var := printf "KAFKA_%s_SASL_PASSWORD" ($name | upper | replace "-" "_") }}
+- name: {{ $var }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ ($cluster.credentials).passwordKey | default "sasl-password" }}
+- name: EXPORTD_KAFKA__CLUSTERS__{{ $name | upper }}__CONFIG__SASL.PASSWORD
+  value: "'$({{ $var }})'"
+{{- end }}
+{{- end }}
+{{- end }}
 {{- with .Values.s3.endpointUrl }}
 - name: EXPORTD_S3__ENDPOINT_URL
   value: {{ toJson . | quote }}
@@ -199,3 +215,12 @@ config.yaml of one server group. Argument: dict "root" $ "server" <merged entry>
 {{- define "exportd.server.configYaml" -}}
 {{- mustMergeOverwrite (deepCopy (.root.Values.config | default dict)) (deepCopy (.server.config | default dict)) | toYaml }}
 {{- end }}
+
+{{/* kafka.clusters as the settings' JSON: {name: {bootstrap_servers, config}}. */}}
+{{- define "exportd.kafkaClusters" -}}
+{{- $out := dict -}}
+{{- range $name, $cluster := . -}}
+{{- $_ := set $out $name (dict "bootstrap_servers" $cluster.bootstrapServers "config" ($cluster.config | default dict)) -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}

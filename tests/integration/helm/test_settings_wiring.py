@@ -26,9 +26,12 @@ SECRETS = {
     ("exportd-api-tokens", "read-token"): "r3ad-t0ken",
     ("exportd-api-tokens", "admin-token"): "4dm'in-t0ken",
     ("exportd-kafka", "sasl-password"): "k4fka'pa$$word",
+    ("partner-kafka", "sasl-password"): "p4rtner",
 }
 KAFKA_CONFIG = {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
                 "sasl.username": "exportd", "sasl.password": "k4fka'pa$$word"}
+PARTNER = {"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN",
+           "sasl.username": "exportd-eu", "sasl.password": "p4rtner"}
 _REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
@@ -86,6 +89,9 @@ def test_master_settings_load(helm: Path, chart_dir: Path, which: str, tmp_path:
         assert settings.api.read_tokens == ["r3ad-t0ken"]
         assert settings.api.admin_tokens == ["4dm'in-t0ken"]
         assert settings.kafka.config == KAFKA_CONFIG
+        access = settings.kafka.access()
+        assert access.properties("partner-1:9094,partner-0:9094") == PARTNER
+        assert access.properties("old-0:9092") == {}
 
 
 @pytest.mark.parametrize("which", ["default", "three-groups"])
@@ -108,6 +114,7 @@ def test_server_settings_load(helm: Path, chart_dir: Path, which: str, tmp_path:
             assert settings.s3.secret_access_key == SECRETS[("exportd-s3", "secret-access-key")]
             assert settings.s3.region == "eu-west-1"
             assert settings.kafka.config == KAFKA_CONFIG
+            assert settings.kafka.access().properties("partner-0:9094,partner-1:9094") == PARTNER
     if which == "three-groups":
         bulk = _load(docs, deployments[0], server_settings.ServerSettings, tmp_path)[0]
         assert bulk.labels == {"tier": "bulk"}

@@ -1,7 +1,10 @@
 """The master's partition counts over a SASL/PLAIN listener: `kafka.config` reaches its
-metadata client (master/partitions.py)."""
+metadata client (master/partitions.py), and for a job's own cluster a `kafka.clusters` entry's
+properties do."""
 
 from __future__ import annotations
+
+import json
 
 from master.partitions import PartitionSource
 from master.settings import MasterSettings
@@ -18,8 +21,28 @@ def test_partition_counts_through_the_configured_sasl_properties(
         "EXPORTD_KAFKA__CONFIG": '{"security.protocol": "SASL_PLAINTEXT", '
                                  f'"sasl.mechanism": "PLAIN", "sasl.username": "{SASL_USER}"}}',
         "EXPORTD_KAFKA__CONFIG__SASL.PASSWORD": f"'{SASL_PASSWORD}'"})
-    source = PartitionSource(settings.kafka.bootstrap_servers, 10.0, config=settings.kafka.config)
+    source = PartitionSource(settings.kafka.bootstrap_servers, 10.0,
+                             access=settings.kafka.access())
     try:
         assert source.count(topic) == 3
+    finally:
+        source.close()
+
+
+def test_partition_counts_of_a_job_cluster_with_its_own_properties(
+        kafka: str, kafka_sasl: str) -> None:
+    topic = create_topic(kafka, unique("msasl"), partitions=2)
+    clusters = {"secure": {"bootstrap_servers": kafka_sasl, "config": {
+        "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+        "sasl.username": SASL_USER}}}
+    settings = load_settings(MasterSettings, environ={
+        "EXPORTD_KAFKA__BOOTSTRAP_SERVERS": kafka,          # plaintext, no properties
+        "EXPORTD_KAFKA__CLUSTERS": json.dumps(clusters),
+        "EXPORTD_KAFKA__CLUSTERS__SECURE__CONFIG__SASL.PASSWORD": f"'{SASL_PASSWORD}'"})
+    source = PartitionSource(settings.kafka.bootstrap_servers, 10.0,
+                             access=settings.kafka.access())
+    try:
+        assert source.count(topic) == 2                     # the configured cluster
+        assert source.count(topic, kafka_sasl) == 2         # the job's, over SASL
     finally:
         source.close()
