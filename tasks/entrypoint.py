@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import socket
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal, TypeVar
 
+import yaml
 from pydantic import Field
 
 from tasks.errors import ExportdError
@@ -49,6 +51,21 @@ class ListenSettings(SettingsModel):
 
 P = TypeVar("P", bound=ProcessSettings)
 
+# Setting names whose values are secrets: S3 keys, API tokens, librdkafka passwords.
+_SECRET = re.compile(r"password|secret|token|access_key_id", re.IGNORECASE)
+
+
+def redacted(tree: Any, secret: bool = False) -> Any:
+    """Settings as plain data with every secret's value replaced by "***" (an empty one stays
+    empty, so "not set" still shows)."""
+    if isinstance(tree, dict):
+        return {key: redacted(value, secret or bool(_SECRET.search(str(key))))
+                for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [redacted(item, secret) for item in tree]
+    return "***" if secret and tree not in (None, "") else tree
+
+
 
 def process_main(prog: str, doc: str, model: type[P], run: Callable[[P], Coroutine[Any, Any, int]],
                  argv: Sequence[str] | None = None) -> int:
@@ -56,6 +73,9 @@ def process_main(prog: str, doc: str, model: type[P], run: Callable[[P], Corouti
     parser.add_argument("--config", help="YAML settings file")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one setting, e.g. --set zookeeper.hosts=127.0.0.1:2181")
+    parser.add_argument("--print-settings", action="store_true",
+                        help="print every setting as this process would run with it (file, "
+                             "EXPORTD_* variables and --set applied; secrets as ***), then exit")
     args = parser.parse_args(argv)
     try:
         settings = load_settings(model, config_file=args.config,
@@ -63,6 +83,10 @@ def process_main(prog: str, doc: str, model: type[P], run: Callable[[P], Corouti
     except ExportdError as exc:
         print(f"{prog}: {exc.message}", file=sys.stderr)
         return 2
+    if args.print_settings:
+        print(yaml.safe_dump(redacted(settings.model_dump(mode="json")), sort_keys=False),
+              end="")
+        return 0
     configure_logging(json=settings.log_format == "json", level=settings.log_level)
     try:
         return asyncio.run(run(settings))
