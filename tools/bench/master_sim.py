@@ -46,7 +46,7 @@ class Received:
     at_unix: float
     epoch: int
     desired: dict[str, int]        # task -> generation
-    specs: dict[str, bytes] = field(default_factory=dict)  # task -> its job spec (JSON)
+    specs: dict[str, bytes] = field(default_factory=dict)  # task -> job spec, if recorded
     incarnations: dict[str, int] = field(default_factory=dict)  # task -> its job's incarnation
 
 
@@ -61,6 +61,7 @@ class SimServer:
     task_cpu: float = 0.05
     task_bytes: float = 10_000.0
     silent: bool = False
+    record_specs: bool = False   # keep each directive's specs (tests; benchmarks have 50k tasks)
     channel: grpc.aio.Channel | None = None      # shared channel; else one per connection
     # observed
     directives: list[Received] = field(default_factory=list)
@@ -193,9 +194,10 @@ class SimServer:
         elif kind == "directive":
             desired = {a.task_id: a.generation for a in message.directive.desired}
             got = message.directive.desired
+            specs = {a.task_id: a.spec_json for a in got} if self.record_specs else {}
             self.directives.append(Received(
-                time.monotonic(), time.time(), message.epoch, desired,
-                {a.task_id: a.spec_json for a in got}, {a.task_id: a.incarnation for a in got}))
+                time.monotonic(), time.time(), message.epoch, desired, specs,
+                {a.task_id: a.incarnation for a in got}))
             for t, g in list(self.running.items()):
                 if desired.get(t) != g:
                     self.stopping[t] = g

@@ -193,7 +193,7 @@ async def test_a_job_deleted_and_submitted_again_runs_its_new_spec(
     new incarnation, so a server that ran the old ones at higher generations starts them."""
     master = await start_master("m1")
     await master.wait_leading(30)
-    a = await start_sim("srv-a")
+    a = await start_sim("srv-a", record_specs=True)
     old = job_spec("changing", topic)
     new = job_spec("changing", topic, format={"type": "ndjson", "compression": "zstd"})
     await master.control.create_job(old)
