@@ -33,6 +33,9 @@ class ApiSettings(SettingsModel):
     master_id: str = ""
     # How long a standby waits for the leader when it forwards a write.
     forward_timeout: Duration = 15.0
+    # How long it waits for the leader's answer to a read before answering from its own
+    # ZooKeeper view instead (master/api/forward.py).
+    read_forward_timeout: Duration = 3.0
 
     @property
     def open_mode(self) -> bool:

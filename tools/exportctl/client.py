@@ -55,11 +55,17 @@ def master_urls(flags: Sequence[str] | None, environ: Mapping[str, str]) -> list
     return [u if "://" in u else f"http://{u}" for u in urls]
 
 
+VIEW = "X-Exportd-View"   # master/api/forward.py (exportctl imports nothing of the master)
+
+
 class Client:
     def __init__(self, masters: Sequence[str], token: str | None, timeout: float) -> None:
         self.masters = list(masters)
         self.token = token
         self.timeout = timeout
+        # A standby answered from its own ZooKeeper view (no leader answered it): no task
+        # states, loads or histories in that answer (master/api/forward.py).
+        self.standby_view = False
 
     def request(self, method: str, path: str, *, query: Mapping[str, str | None] | None = None,
                 body: bytes | None = None, content_type: str | None = None) -> Any:
@@ -70,7 +76,7 @@ class Client:
         unavailable: ApiError | None = None
         for base in list(self.masters):
             try:
-                status, answer = self._once(base, method, target, body, content_type)
+                status, answer, view = self._once(base, method, target, body, content_type)
             except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError
                 failures.append(f"{base} ({_reason(exc)})")
                 continue
@@ -83,13 +89,14 @@ class Client:
             self.masters.insert(0, base)
             if status >= 400:
                 raise ApiError(status, answer)
+            self.standby_view = self.standby_view or view == "zookeeper"
             return answer
         if unavailable is not None and len(failures) == 1:
             raise unavailable
         raise CliError("no master answered: " + "; ".join(failures))
 
     def _once(self, base: str, method: str, target: str, body: bytes | None,
-              content_type: str | None) -> tuple[int, Any]:
+              content_type: str | None) -> tuple[int, Any, str | None]:
         request = urllib.request.Request(base + target, data=body, method=method)
         request.add_header("Accept", "application/json")
         if content_type:
@@ -98,10 +105,10 @@ class Client:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return response.status, _decode(response.read())
+                return response.status, _decode(response.read()), response.headers.get(VIEW)
         except urllib.error.HTTPError as exc:
             with exc:
-                return exc.code, _decode(exc.read())
+                return exc.code, _decode(exc.read()), None
 
 
 def _decode(raw: bytes) -> Any:

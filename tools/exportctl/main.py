@@ -130,6 +130,9 @@ def run(argv: Sequence[str], *, stdout: TextIO, stderr: TextIO,
         return 1
     if text:
         stdout.write(text.rstrip("\n") + "\n")
+    if client.standby_view:
+        stderr.write("exportctl: no leader answered; this is a standby's view from ZooKeeper "
+                     "(no task states, loads or histories)\n")
     return 0
 
 

@@ -169,3 +169,19 @@ def test_as_a_process_errors_are_one_line_without_traceback() -> None:
     assert done.returncode == 1
     assert done.stderr == f"exportctl: no master answered: {dead} (connection refused)\n"
     assert done.stdout == ""
+
+
+async def test_a_standby_view_is_flagged(cli: Cli) -> None:
+    """No leader answers: the standby answers from ZooKeeper, and exportctl says so (stderr, so
+    --json output stays the API's answer)."""
+    standby = FakeControl(leads=False, master_id="m2")
+    standby.has_leader = False
+    async with serve(create_app(standby, SETTINGS.model_copy(update={"master_id": "m2"}))) \
+            as url:
+        r = await cli("tasks", "--master", url)
+        assert r.code == 0, r.err
+        assert r.err == ("exportctl: no leader answered; this is a standby's view from "
+                         "ZooKeeper (no task states, loads or histories)\n")
+        r = await cli("--json", "tasks", "--master", url)
+        assert json.loads(r.out) == [] and "standby's view" in r.err
+    assert (await cli("tasks")).err == ""   # the leader's answer: no note
