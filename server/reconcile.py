@@ -27,6 +27,12 @@ def accept_epoch(highest_seen: int, epoch: int) -> tuple[bool, int]:
     return True, epoch
 
 
+Version = tuple[int, int]
+"""(incarnation, generation) of a task. Generations count from 1 again when a job is deleted and
+submitted again under its id (same task ids, new incarnation), so they are compared only within
+one incarnation: a different incarnation is another task that happens to share the id."""
+
+
 @dataclass(frozen=True, slots=True)
 class Desired(Generic[T]):
     """One task the leader wants here; `payload` is whatever the host needs to build it.
@@ -36,6 +42,10 @@ class Desired(Generic[T]):
     generation: int
     payload: T
     incarnation: int = 0
+
+    @property
+    def version(self) -> Version:
+        return self.incarnation, self.generation
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +64,9 @@ class Running:
     final_acked: bool = False
     incarnation: int = 0
 
-
-Version = tuple[int, int]
-"""(incarnation, generation) of a task. Generations count from 1 again when a job is deleted and
-submitted again under its id (same task ids, new incarnation), so they are compared only within
-one incarnation: a different incarnation is another task that happens to share the id."""
+    @property
+    def version(self) -> Version:
+        return self.incarnation, self.generation
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +139,7 @@ def plan_reconcile(
             continue
         if have is not None and have.busy:
             continue
-        if have is not None and (have.incarnation, have.generation) == (want.incarnation,
-                                                                         want.generation):
+        if have is not None and have.version == want.version:
             if have.state in ACTIVE or have.state is TaskState.DRAINING:
                 continue
             if have.state is TaskState.FAILED and not _backoff_over(have, now, restart_backoff_s):
@@ -146,7 +153,7 @@ def plan_reconcile(
             continue
         if may_start:
             starts.append(want)
-            generations[task_id] = (want.incarnation, want.generation)
+            generations[task_id] = want.version
 
     for task_id in sorted(running):
         have = running[task_id]

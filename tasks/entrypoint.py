@@ -66,7 +66,6 @@ def redacted(tree: Any, secret: bool = False) -> Any:
     return "***" if secret and tree not in (None, "") else tree
 
 
-
 def process_main(prog: str, doc: str, model: type[P], run: Callable[[P], Coroutine[Any, Any, int]],
                  argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=prog, description=doc.strip().split("\n")[0])

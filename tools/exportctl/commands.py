@@ -108,18 +108,17 @@ uncordon = _post_action("servers", "server", "uncordon", "server {name} uncordon
 
 def jobs_delete(client: Client, args: argparse.Namespace, out: TextIO) -> str:
     client.request("DELETE", f"{API}/jobs/{_q(args.id)}")
-    if not args.wait:
-        return _json({"deleted": args.id}) if args.json else (
-            f"job {args.id} deleted (its tasks drain and stop; --wait waits for them)")
-    path, query = f"{API}/tasks", {"job": args.id}
-    _follow(args, out, client.request("GET", path, query=query),
-            poll=lambda: client.request("GET", path, query=query),
-            line=lambda left: f"job {args.id} deleted: {len(left)} tasks stopping",
-            done=lambda left: not left,
-            late=lambda left: f"job {args.id} deleted, but {len(left)} of its tasks had not "
-                              f"stopped after {args.timeout:g}s")
-    return _json({"deleted": args.id}) if args.json else (
-        f"job {args.id} deleted: every task stopped; it can be submitted again")
+    done = f"job {args.id} deleted (its tasks drain and stop; --wait waits for them)"
+    if args.wait:
+        def left() -> Any:
+            return client.request("GET", f"{API}/tasks", query={"job": args.id})
+
+        _follow(args, out, left(), poll=left, done=lambda tasks: not tasks,
+                line=lambda tasks: f"job {args.id} deleted: {len(tasks)} tasks stopping",
+                late=lambda tasks: f"job {args.id} deleted, but {len(tasks)} of its tasks had "
+                                   f"not stopped after {args.timeout:g}s")
+        done = f"job {args.id} deleted: every task stopped; it can be submitted again"
+    return _json({"deleted": args.id}) if args.json else done
 
 
 def drain(client: Client, args: argparse.Namespace, out: TextIO) -> str:
