@@ -11,7 +11,7 @@ one per host, so the memory that open files take does not grow with the number o
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +52,11 @@ class TaskEnvironment:
     # In-memory bytes of all open S3/file bodies together; beyond it they spill to state_dir.
     memory_budget: MemoryBudget = field(default_factory=MemoryBudget, compare=False)
 
+    def kafka_cluster(self, named: str | None) -> tuple[str, Mapping[str, str | int]]:
+        """(bootstrap list, librdkafka properties) of the cluster a spec names, or of ours."""
+        bootstrap = named or self.kafka_bootstrap
+        return bootstrap, self.kafka.properties(bootstrap)
+
 
 def _sink(env: TaskEnvironment, a: Assignment) -> Sink:
     spec, job = a.job.sink, a.job
@@ -65,9 +70,8 @@ def _sink(env: TaskEnvironment, a: Assignment) -> Sink:
     if isinstance(spec, FileSink):
         return FileSinkWriter(spec, job.format, topic=a.topic, partition=a.partition)
     assert isinstance(spec, KafkaSink)
-    bootstrap = spec.bootstrap_servers or env.kafka_bootstrap
-    return KafkaSinkWriter(spec, bootstrap=bootstrap, client_id=a.task_id,
-                           extra=env.kafka.properties(bootstrap))
+    bootstrap, properties = env.kafka_cluster(spec.bootstrap_servers)
+    return KafkaSinkWriter(spec, bootstrap=bootstrap, client_id=a.task_id, extra=properties)
 
 
 def _dead_letter(env: TaskEnvironment, a: Assignment) -> DeadLetterSink:
@@ -75,10 +79,10 @@ def _dead_letter(env: TaskEnvironment, a: Assignment) -> DeadLetterSink:
     if spec.type == "file":
         return FileDeadLetter(spec.directory or str(env.state_dir / "dead-letter"),
                               job=a.job.id, topic=a.topic, partition=a.partition)
-    bootstrap = a.job.source.bootstrap_servers or env.kafka_bootstrap
+    bootstrap, properties = env.kafka_cluster(a.job.source.bootstrap_servers)
     return KafkaDeadLetter(a.job.dead_letter_topic, bootstrap=bootstrap,
                            job=a.job.id, source_topic=a.topic, partition=a.partition,
-                           task_id=a.task_id, extra=env.kafka.properties(bootstrap))
+                           task_id=a.task_id, extra=properties)
 
 
 def _bodies(env: TaskEnvironment, a: Assignment) -> Callable[[], FileBody] | None:
@@ -93,10 +97,10 @@ def _bodies(env: TaskEnvironment, a: Assignment) -> Callable[[], FileBody] | Non
 
 def build_runner(env: TaskEnvironment, assignment: Assignment) -> PipelineRunner:
     job = assignment.job
-    bootstrap = job.source.bootstrap_servers or env.kafka_bootstrap
+    bootstrap, properties = env.kafka_cluster(job.source.bootstrap_servers)
     source = KafkaSource(job.source, bootstrap=bootstrap, group=job.consumer_group,
                          partition=assignment.partition, client_id=assignment.task_id,
-                         extra=env.kafka.properties(bootstrap))
+                         extra=properties)
     return PipelineRunner(
         task_id=assignment.task_id, generation=assignment.generation, source=source,
         sink=_sink(env, assignment), dead_letter=_dead_letter(env, assignment),
