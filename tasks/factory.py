@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tasks.batching import limits_for
 from tasks.deadletter import DeadLetterSink, FileDeadLetter, KafkaDeadLetter
+from tasks.fence import WorkerFence
 from tasks.kafka_access import KafkaAccess
 from tasks.pipeline import PipelineRunner
 from tasks.runner import Assignment, RunnerFactory, TaskRunner
@@ -51,6 +52,9 @@ class TaskEnvironment:
     backoff_cap: float = 10.0
     # In-memory bytes of all open S3/file bodies together; beyond it they spill to state_dir.
     memory_budget: MemoryBudget = field(default_factory=MemoryBudget, compare=False)
+    # The worker's own lease (tasks/fence.py): every sink checks it before each side effect.
+    # Unbounded for hosts without a lease; a server's workers renew it with each heartbeat ack.
+    fence: WorkerFence = field(default_factory=WorkerFence.unbounded, compare=False)
 
     def kafka_cluster(self, named: str | None) -> tuple[str, Mapping[str, str | int]]:
         """(bootstrap list, librdkafka properties) of the cluster a spec names, or of ours."""
