@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable, Coroutine
 from importlib import metadata
@@ -67,10 +68,14 @@ class ServerHost:
     `close()` (stop at once)."""
 
     def __init__(self, settings: ServerSettings, factory: RunnerFactory, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 on_lease: Callable[[float], None] | None = None) -> None:
         self.settings = settings
         self._factory = factory
         self._clock = clock
+        # Told the lease's deadline (on `clock`) at every renewal and -inf when it is dropped:
+        # the task workers fence themselves with it (tasks/fence.py, WorkerPool.renew_lease).
+        self._on_lease = on_lease
         self.lease = Lease(settings.lease.margin)
         self.highest_epoch = 0
         self._desired: dict[str, Desired[Assignment]] = {}
@@ -211,8 +216,17 @@ class ServerHost:
             self.session.reconnect(backoff=True)
 
     def _on_ack(self, ack: pb.Ack) -> None:
+        now = self._clock()
+        if self.lease.must_self_fence(now):
+            # An ack read after the lease ran out (the process was stopped, or its loop wedged,
+            # past the deadline) must not revive tasks the leader may have given away: fence
+            # first; the fresh session's acks and directive start what is still ours.
+            self._self_fence()
+            return
         self.session.mark_answered()
-        self.lease.renew(self._clock(), ack.lease_ttl_s)
+        self.lease.renew(now, ack.lease_ttl_s)
+        if self._on_lease is not None:
+            self._on_lease(now + self.lease.window_s)
         if ack.heartbeat_interval_s > 0:
             self._interval = max(ack.heartbeat_interval_s, MIN_HEARTBEAT_INTERVAL_S)
         for seq in [s for s in self._stopped_in_report if s <= ack.report_seq]:
@@ -287,6 +301,8 @@ class ServerHost:
         log.warning("self_fencing", tasks=len(stops), lease_ttl_s=self.lease.ttl_s,
                     margin_s=self.lease.margin_s)
         self.lease.drop()
+        if self._on_lease is not None:
+            self._on_lease(-math.inf)
         self._desired = {}
         for stop in stops:
             self._schedule_stop(stop)

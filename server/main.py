@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import math
 import signal
 import sys
 from collections.abc import Sequence
@@ -51,6 +52,7 @@ def worker_pool(settings: ServerSettings) -> WorkerPool:
     # Imported here: the pipeline pulls in confluent-kafka, boto3 and the sinks, which a host
     # with another factory (tests, embedding) does not need.
     from tasks.factory import TaskEnvironment
+    from tasks.fence import WorkerFence
     from tasks.workers.pool import WorkerPool
 
     env = TaskEnvironment(
@@ -61,6 +63,9 @@ def worker_pool(settings: ServerSettings) -> WorkerPool:
         s3_region=settings.s3.region,
         s3_access_key=settings.s3.access_key_id,
         s3_secret_key=settings.s3.secret_access_key,
+        # Fenced until the first ack renews the lease (ServerHost on_lease -> renew_lease); the
+        # workers stop writing half the margin before the main process self-fences.
+        fence=WorkerFence(deadline=-math.inf, margin_s=settings.lease.margin / 2),
     )
     # A fence starts `lease.margin` before the leader may reassign the tasks: a worker that has
     # not stopped them by half of it is killed, so they are gone before the lease is.
@@ -81,7 +86,8 @@ async def run(settings: ServerSettings) -> int:
             # reported as load made a small server look full for its first heartbeats.
             await pool.wait_ready()
         factory = pool.factory if pool is not None else custom_factory(settings)
-        host = ServerHost(settings, factory)
+        host = ServerHost(settings, factory,
+                          on_lease=pool.renew_lease if pool is not None else None)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -28,6 +28,7 @@ from multiprocessing.context import BaseContext
 
 from tasks.errors import ExportdError
 from tasks.factory import TaskEnvironment
+from tasks.fence import WorkerFence
 from tasks.logs import get_logger
 from tasks.runner import Assignment, TaskRunner, TaskState, TaskStats
 from tasks.spool import MemoryBudget
@@ -35,6 +36,7 @@ from tasks.workers.process import WorkerConfig, worker_main
 from tasks.workers.protocol import (
     STATS_PERIOD_S,
     Done,
+    LeaseUpdate,
     Ready,
     Shutdown,
     StartTask,
@@ -184,6 +186,9 @@ class WorkerPool:
         share = MemoryBudget(max(env.memory_budget.limit // processes, 1))
         self._env = dataclasses.replace(env, process_pool=None, memory_budget=share)
         self._log = (log_json, log_level, tuple(sorted((log_context or {}).items())))
+        # The lease deadline the workers hold (tasks/fence.py), from the env's fence until the
+        # first renewal: a server builds its env fenced (-inf), so nothing is written before it.
+        self._deadline = env.fence.deadline
         self._stats_period_s = stats_period_s
         self.abort_timeout_s = abort_timeout_s
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -199,11 +204,20 @@ class WorkerPool:
         """Until every worker has imported the pipeline (or died); tasks may start before."""
         await asyncio.gather(*(w.ready.wait() for w in self.workers))
 
+    def renew_lease(self, deadline: float) -> None:
+        """The server's lease now runs until `deadline` (time.monotonic; -inf: revoked): tell
+        every worker, and start new workers with it."""
+        self._deadline = deadline
+        for worker in self.workers:
+            if worker.alive:
+                worker.send(LeaseUpdate(deadline))
+
     def _spawn(self, index: int) -> WorkerProcess:
         assert self._loop is not None, "WorkerPool.start() first"
         log_json, log_level, context = self._log
-        config = WorkerConfig(index, self._env, log_json, log_level, context,
-                              self._stats_period_s)
+        fence = WorkerFence(deadline=self._deadline, margin_s=self._env.fence.margin_s)
+        config = WorkerConfig(index, dataclasses.replace(self._env, fence=fence), log_json,
+                              log_level, context, self._stats_period_s)
         return WorkerProcess(index, self._ctx, config, self._loop)
 
     def pick(self) -> WorkerProcess:

@@ -4,6 +4,10 @@
 requests from the pipe and passes them to the loop; each start or stop runs as its own asyncio
 task and is answered with a `Done`; every `stats_period_s` the worker sends its tasks' stats.
 
+Every task's side effects are fenced by the worker's own copy of the server's lease deadline
+(`LeaseUpdate`, tasks/fence.py): when the server's main process is stopped or wedged and sends
+no more renewals, the worker's tasks stop writing at the deadline by themselves.
+
 When the pipe closes without a `Shutdown` — the server process died, e.g. kill -9 — the worker
 stops every task at once, without draining: nothing more is delivered or committed, exactly as
 if the worker had died with it, and the consumers are closed instead of lingering. (The server's
@@ -30,6 +34,7 @@ from tasks.workers.protocol import (
     STATS_PERIOD_S,
     Done,
     FromWorker,
+    LeaseUpdate,
     Ready,
     Shutdown,
     StartTask,
@@ -64,6 +69,7 @@ class Worker:
 
     def __init__(self, conn: Connection, env: TaskEnvironment) -> None:
         self.conn = conn
+        self.fence = env.fence
         self.make = runner_factory(env)
         self.runners: dict[TaskKey, TaskRunner] = {}
         self.ops: set[asyncio.Task[None]] = set()
@@ -84,6 +90,8 @@ class Worker:
             self._spawn(self._start(message))
         elif isinstance(message, StopTask):
             self._spawn(self._stop(message))
+        elif isinstance(message, LeaseUpdate):
+            self.fence.renew(message.deadline)
         elif isinstance(message, Shutdown):
             return False
         else:

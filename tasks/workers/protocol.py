@@ -1,9 +1,10 @@
 """Messages between a server and its task worker processes (pickled over a multiprocessing Pipe).
 
-The server sends `StartTask`, `StopTask` and `Shutdown`; the worker says `Ready` once, answers
-each request with a `Done` carrying the same request number, and sends every task's `TaskStats`
-in a `StatsReport` each STATS_PERIOD_S, so the host reads stats without a round trip. Tasks
-are keyed by (task id, generation): a new generation may start while the old one still drains.
+The server sends `StartTask`, `StopTask`, `LeaseUpdate` and `Shutdown`; the worker says `Ready`
+once, answers each request with a `Done` carrying the same request number, and sends every
+task's `TaskStats` in a `StatsReport` each STATS_PERIOD_S, so the host reads stats without a
+round trip. Tasks are keyed by (task id, generation): a new generation may start while the
+old one still drains.
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ class StopTask:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseUpdate:
+    """The server's lease now runs until `deadline` (time.monotonic seconds, one clock for the
+    whole host); -inf: it self-fenced. The worker stops side effects by itself at the deadline
+    (tasks/fence.py), even when no further message comes because the server is stopped."""
+
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
 class Shutdown:
     """Stop every task at once (no drain) and exit."""
 
@@ -58,5 +68,5 @@ class StatsReport:
     stats: dict[TaskKey, TaskStats] = field(default_factory=dict)
 
 
-ToWorker = StartTask | StopTask | Shutdown
+ToWorker = StartTask | StopTask | LeaseUpdate | Shutdown
 FromWorker = Done | Ready | StatsReport
