@@ -14,6 +14,7 @@ from tasks.cluster import ZooKeeperSettings
 from tasks.entrypoint import ListenSettings, ProcessSettings
 from tasks.kafka_access import KafkaClientSettings
 from tasks.settings import Duration, SettingsModel, instance_id
+from tasks.tls import TlsSettings
 
 
 def default_master_id() -> str:
@@ -48,6 +49,9 @@ class MasterSettings(ProcessSettings):
     # A crashed leader is replaced after about its session timeout: shorter than a server's.
     zookeeper: ZooKeeperSettings = ZooKeeperSettings(session_timeout=6.0)
     grpc: ListenSettings = ListenSettings(port=9400)
+    # The cluster CA and this master's certificate (SAN exportd://<cluster>/master/<id>):
+    # mTLS on the heartbeat sessions (docs/SECURITY.md).
+    tls: TlsSettings = TlsSettings()
     http: ListenSettings = ListenSettings(port=8080)
     kafka: KafkaSettings = KafkaSettings()
     # A server with no report for this long is dead and its tasks are evacuated. Servers stop

@@ -13,6 +13,7 @@ from tasks.cluster import ZooKeeperSettings
 from tasks.entrypoint import ListenSettings, ProcessSettings
 from tasks.kafka_access import KafkaClientSettings
 from tasks.settings import Duration, SettingsModel, instance_id
+from tasks.tls import TlsSettings
 
 
 def default_server_id() -> str:
@@ -75,6 +76,9 @@ class ServerSettings(ProcessSettings):
     labels: dict[str, str] = Field(default_factory=dict)
     zookeeper: ZooKeeperSettings = ZooKeeperSettings()
     http: HttpSettings = HttpSettings()
+    # The cluster CA and this server's certificate (SAN exportd://<cluster>/server/<id>):
+    # mTLS on the heartbeat session (docs/SECURITY.md).
+    tls: TlsSettings = TlsSettings()
     kafka: KafkaSettings = KafkaSettings()
     s3: S3Settings = S3Settings()
     work_dir: str = "/var/lib/exportd"
