@@ -29,6 +29,7 @@ from master.settings import MasterSettings
 from master.state import LiveState
 from master.store import AdminFlags, Store, StoredJob
 from scheduler.model import ClusterView, Config, Plan
+from tasks.egress import check_submission
 from tasks.errors import Conflict, ExportdError, NotFound, Unavailable, ValidationError
 from tasks.logs import get_logger
 from tasks.spec import JobSpec
@@ -321,6 +322,8 @@ class Leadership:
             await asyncio.sleep(self.settings.kafka.partition_check_interval)
 
     async def create_job(self, spec: JobSpec) -> StoredJob:
+        # Where it sends data and credentials: a 400 before anything is read or written.
+        check_submission(spec, self.settings.egress, self.settings.kafka.access())
         _refuse_existing(self.live(), spec.id)
         count = await self._partition_count(spec)
         if count is None:

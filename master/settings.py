@@ -7,10 +7,13 @@ are chosen together with the server's (docs/architecture/master.md, "Lease timin
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
+from master.api.auth import check_auth_mode
 from master.api.settings import ApiSettings
 from tasks.cluster import ZooKeeperSettings
+from tasks.egress import EgressSettings
 from tasks.entrypoint import ListenSettings, ProcessSettings
 from tasks.kafka_access import KafkaClientSettings
 from tasks.settings import Duration, SettingsModel, instance_id
@@ -54,6 +57,9 @@ class MasterSettings(ProcessSettings):
     tls: TlsSettings = TlsSettings()
     http: ListenSettings = ListenSettings(port=8080)
     kafka: KafkaSettings = KafkaSettings()
+    # The servers' egress rules (tasks/egress.py), checked when a job is created (a 400): give
+    # masters the same `egress` and `kafka` blocks as servers.
+    egress: EgressSettings = EgressSettings()
     # A server with no report for this long is dead and its tasks are evacuated. Servers stop
     # their tasks by themselves `lease.margin` earlier (server settings).
     lease_ttl: Duration = 15.0
@@ -77,7 +83,18 @@ class MasterSettings(ProcessSettings):
     # Assignment shards: fixed for a cluster's lifetime (100k tasks / 64 = ~1.6k per node).
     assignment_shards: int = Field(default=64, ge=1, le=4096)
     scheduler: SchedulerSettings = SchedulerSettings()
-    api: ApiSettings = ApiSettings()
+    # Tokens are required (a master without any refuses to start), unless `api.auth: none` on
+    # a loopback http.host (master/api/auth.py, check_auth_mode).
+    api: ApiSettings = Field(default_factory=ApiSettings, validate_default=True)
+
+    @field_validator("api")
+    @classmethod
+    def _api_auth(cls, api: ApiSettings, info: ValidationInfo) -> ApiSettings:
+        http = info.data.get("http")
+        problem = check_auth_mode(api, http.host if isinstance(http, ListenSettings) else "")
+        if problem:
+            raise PydanticCustomError("api_auth", problem)
+        return api
 
     @model_validator(mode="after")
     def _check(self) -> MasterSettings:

@@ -58,6 +58,7 @@ def worker_pool(settings: ServerSettings) -> WorkerPool:
     env = TaskEnvironment(
         kafka_bootstrap=settings.kafka.bootstrap_servers,
         kafka=settings.kafka.access(),
+        egress=settings.egress,
         state_dir=Path(settings.work_dir),
         s3_endpoint=settings.s3.endpoint_url,
         s3_region=settings.s3.region,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from tasks.cluster import ZooKeeperSettings
+from tasks.egress import EgressSettings
 from tasks.entrypoint import ListenSettings, ProcessSettings
 from tasks.kafka_access import KafkaClientSettings
 from tasks.settings import Duration, SettingsModel, instance_id
@@ -81,6 +82,9 @@ class ServerSettings(ProcessSettings):
     tls: TlsSettings = TlsSettings()
     kafka: KafkaSettings = KafkaSettings()
     s3: S3Settings = S3Settings()
+    # Where tasks may send data and credentials (tasks/egress.py): HTTP networks, S3 endpoints,
+    # the file root. Enforced from these settings, never from a job.
+    egress: EgressSettings = EgressSettings()
     work_dir: str = "/var/lib/exportd"
     capacity: CapacitySettings = CapacitySettings()
     lease: LeaseSettings = LeaseSettings()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from master.api.auth import auth_middleware, is_write
+from master.api.auth import ANONYMOUS, PRINCIPAL, auth_middleware, is_write
 from master.api.encode import json_response
 from master.api.errors import error_middleware
 from master.api.forward import forward_client_ctx, forward_middleware
@@ -20,6 +20,7 @@ from master.api.ports import ControlPlane
 from master.api.routes import add_routes
 from master.api.settings import ApiSettings
 from master.metrics import API_REQUESTS
+from tasks.errors import ConfigError
 from tasks.logs import get_logger
 
 log = get_logger(__name__)
@@ -38,8 +39,11 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     finally:
         API_REQUESTS.labels(method=request.method, status=str(status)).inc()
         if is_write(request.method):
-            # Writes change the cluster: keep an audit line for each.
-            log.info("api_write", method=request.method, path=request.path, status=status)
+            # Writes change the cluster: keep an audit line for each, naming the token (its
+            # name, never the secret) that was let through, or `anonymous` for a refused one.
+            who = request.get(PRINCIPAL, ANONYMOUS)
+            log.info("api_write", method=request.method, path=request.path, status=status,
+                     token=who.name, role=who.role)
 
 
 async def _openapi(request: web.Request) -> web.Response:
@@ -47,7 +51,11 @@ async def _openapi(request: web.Request) -> web.Response:
 
 
 def create_app(control: ControlPlane, settings: ApiSettings) -> web.Application:
-    """The API app for one master; the caller runs it (web.AppRunner / TCPSite)."""
+    """The API app for one master; the caller runs it (web.AppRunner / TCPSite). Refuses
+    settings with no token unless they say `auth: none` (the caller checks the listen address
+    with master.api.auth.check_auth_mode)."""
+    if not settings.open_mode and not settings.tokens():
+        raise ConfigError("the API has no tokens and api.auth is not 'none'")
     app = web.Application(
         # aiohttp's own limit backs up read_body's, for any body read another way.
         client_max_size=settings.max_body_bytes,
@@ -66,11 +74,11 @@ def create_app(control: ControlPlane, settings: ApiSettings) -> web.Application:
     if settings.open_mode:
         log.warning(
             "api_open_dev_mode",
-            message="NO API TOKENS CONFIGURED: every client may read AND change this cluster. "
-                    "Set api.read_tokens / api.admin_tokens outside development.",
+            message="api.auth is 'none': every client of this loopback address may read AND "
+                    "change this cluster. Development only.",
             master=settings.master_id,
         )
     else:
-        log.info("api_auth_enabled", read_tokens=len(settings.read_tokens),
-                 admin_tokens=len(settings.admin_tokens), master=settings.master_id)
+        log.info("api_auth_enabled", read_tokens=[t.name for t in settings.read_tokens],
+                 admin_tokens=[t.name for t in settings.admin_tokens], master=settings.master_id)
     return app

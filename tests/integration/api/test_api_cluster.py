@@ -22,7 +22,8 @@ from tests.integration.master.conftest import PARTITIONS, StartMaster, StartSim,
 from tests.unit.api.fake_control import free_port
 from tools.exportctl.main import run
 
-API_SETTINGS = ApiSettings(read_tokens=["r-token"], admin_tokens=["a-token"])
+API_SETTINGS = ApiSettings.model_validate(
+    {"read_tokens": ["r-token"], "admin_tokens": ["a-token"]})
 ADMIN = {"Authorization": "Bearer a-token"}
 READ = {"Authorization": "Bearer r-token"}
 

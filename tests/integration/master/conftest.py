@@ -15,12 +15,15 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from kazoo.client import KazooClient
 
+from master.api.settings import ApiSettings
 from master.process import Master
 from master.settings import KafkaSettings, MasterSettings
 from scheduler import plan
 from tasks.cluster import ZkPaths, ZooKeeperSettings
 from tasks.entrypoint import ListenSettings
 from tasks.spec import JobSpec, parse_job_spec
+from tasks.tls import TlsSettings
+from tests.pki import tls_block
 from tools.bench.master_sim import SimServer
 
 PARTITIONS = 4
@@ -57,6 +60,9 @@ def master_settings(zookeeper: str, kafka: str, cluster: str, master_id: str,
         kafka=KafkaSettings(bootstrap_servers=kafka, partition_check_interval=1.0),
         lease_ttl=4.0, min_heartbeat_interval=0.2, reconcile_interval=0.2,
         log_format="console",
+        tls=TlsSettings.model_validate(tls_block(cluster, "master", master_id)),
+        # Loopback only: these tests call the API without tokens (tests/integration/api adds them).
+        api=ApiSettings(auth="none"),
     )
     return base.model_copy(update=overrides)
 
@@ -85,10 +91,14 @@ StartSim = Callable[..., Awaitable[SimServer]]
 
 
 @pytest.fixture
-async def start_sim(zk: KazooClient, paths: ZkPaths) -> AsyncIterator[StartSim]:
+async def start_sim(zk: KazooClient, paths: ZkPaths, cluster: str) -> AsyncIterator[StartSim]:
     sims: list[SimServer] = []
 
     async def start(server_id: str, **kw: Any) -> SimServer:
+        if "channel" not in kw:   # its own mTLS channel with server_id's certificate
+            kw.setdefault("tls", TlsSettings.model_validate(
+                tls_block(cluster, "server", server_id)))
+            kw.setdefault("tls_cluster", cluster)
         sim = SimServer(server_id, paths, zk, **kw)
         await asyncio.to_thread(sim.register)
         sims.append(sim)

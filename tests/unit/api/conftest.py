@@ -37,7 +37,7 @@ def control() -> FakeControl:
 
 @pytest.fixture
 def settings() -> ApiSettings:
-    return ApiSettings(master_id="m1")
+    return ApiSettings(master_id="m1", auth="none")
 
 
 @pytest.fixture

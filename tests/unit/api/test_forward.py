@@ -17,7 +17,8 @@ from tests.unit.api.fake_control import FakeControl, free_port, serve
 
 
 def _settings(master_id: str) -> ApiSettings:
-    return ApiSettings(master_id=master_id, read_tokens=["r-token"], admin_tokens=["a-token"])
+    return ApiSettings.model_validate({"master_id": master_id, "read_tokens": ["r-token"],
+                                   "admin_tokens": ["a-token"]})
 
 ADMIN = {"Authorization": "Bearer a-token"}
 

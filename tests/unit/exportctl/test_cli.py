@@ -21,7 +21,8 @@ from tests.unit.api.fake_control import FakeControl, free_port, serve
 from tools.exportctl.main import run
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "nginx-to-s3.yaml"
-SETTINGS = ApiSettings(master_id="m1", read_tokens=["r-token"], admin_tokens=["a-token"])
+SETTINGS = ApiSettings.model_validate(
+    {"master_id": "m1", "read_tokens": ["r-token"], "admin_tokens": ["a-token"]})
 
 
 @dataclass
