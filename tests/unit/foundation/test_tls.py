@@ -146,6 +146,7 @@ def test_settings_require_tls_files_or_an_explicit_insecure_switch(tmp_path: Pat
     with pytest.raises(ValueError, match="insecure"):
         TlsSettings(insecure=True, ca_file="x")
     pki = write_dev_pki(tmp_path, cluster="local", masters=["m1"], servers=["s1"])
-    master = MasterSettings.model_validate({"tls": tls_settings_for(pki, "master", "m1")})
+    master = MasterSettings.model_validate({"tls": tls_settings_for(pki, "master", "m1"),
+                                            "api": {"auth": "none"}})
     assert master.tls.ca_file == str(pki.ca_file)
     assert ServerSettings.model_validate({"tls": {"insecure": True}}).tls.insecure
