@@ -75,9 +75,14 @@ class Batcher:
     `body_factory`, each chunk's lines go straight into its file body instead of rows."""
 
     def __init__(self, limits: Limits, start_offset: int,
-                 body_factory: Callable[[], FileBody] | None = None) -> None:
+                 body_factory: Callable[[], FileBody] | None = None, *,
+                 hold_empty: bool = False) -> None:
         self.limits = limits
         self.body_factory = body_factory
+        # Chained sinks (S3, file): a chunk closes only once it holds a record, so the chunk
+        # that starts at an offset always holds the same first record, and so has the same name
+        # (its {dt} comes from that record) whoever cuts it (tasks/sinks/base.py).
+        self.hold_empty = hold_empty
         self.current = self._open(start_offset)
         self.opened_at: float | None = None
 
@@ -150,7 +155,9 @@ class Batcher:
 
     def flush(self) -> Chunk | None:
         """Close the current chunk whatever its size (time limit, drain); None if it is empty
-        and covers no offsets."""
+        and covers no offsets, or holds no record and `hold_empty`."""
         if self.current.end_offset == self.current.start_offset:
+            return None
+        if self.hold_empty and self.current.records == 0:
             return None
         return self._close(self.current.end_offset)

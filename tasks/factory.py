@@ -11,6 +11,8 @@ one per host, so the memory that open files take does not grow with the number o
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -18,8 +20,15 @@ from pathlib import Path
 
 from tasks.batching import limits_for
 from tasks.deadletter import DeadLetterSink, FileDeadLetter, KafkaDeadLetter
+from tasks.egress import (
+    EgressRefused,
+    EgressSettings,
+    check_job,
+    check_s3_endpoint,
+    file_directory,
+)
 from tasks.fence import WorkerFence
-from tasks.kafka_access import KafkaAccess
+from tasks.kafka_access import KafkaAccess, bootstrap_key
 from tasks.pipeline import PipelineRunner
 from tasks.runner import Assignment, RunnerFactory, TaskRunner
 from tasks.sinks.base import Sink
@@ -28,7 +37,7 @@ from tasks.sinks.http import HttpSinkWriter
 from tasks.sinks.kafka import KafkaSinkWriter
 from tasks.sinks.s3 import S3SinkWriter, s3_client
 from tasks.source import KafkaSource
-from tasks.spec import FileSink, HttpSink, KafkaSink, S3Sink
+from tasks.spec import FileSink, HttpSink, JobSpec, KafkaSink, S3Sink
 from tasks.spool import FileBody, MemoryBudget, body_factory
 from tasks.transforms.batch import Plan
 
@@ -55,11 +64,48 @@ class TaskEnvironment:
     # The worker's own lease (tasks/fence.py): every sink checks it before each side effect.
     # Unbounded for hosts without a lease; a server's workers renew it with each heartbeat ack.
     fence: WorkerFence = field(default_factory=WorkerFence.unbounded, compare=False)
+    # Where this host lets jobs send data (tasks/egress.py): its own settings, never the job's.
+    egress: EgressSettings = field(default_factory=EgressSettings)
 
     def kafka_cluster(self, named: str | None) -> tuple[str, Mapping[str, str | int]]:
-        """(bootstrap list, librdkafka properties) of the cluster a spec names, or of ours."""
-        bootstrap = named or self.kafka_bootstrap
-        return bootstrap, self.kafka.properties(bootstrap)
+        """(bootstrap list, librdkafka properties) of the cluster a spec names, or of ours; an
+        unlisted cluster gets none, or is refused (tasks/kafka_access.py)."""
+        if named is None or bootstrap_key(named) == bootstrap_key(self.kafka_bootstrap):
+            return self.kafka_bootstrap, self.kafka.default
+        return named, self.kafka_access().properties(named)
+
+    def kafka_access(self) -> KafkaAccess:
+        """`kafka` with this host's bootstrap list as the configured cluster."""
+        return dataclasses.replace(self.kafka, home=bootstrap_key(self.kafka_bootstrap))
+
+
+def _contained(directory: str, root: str, field: str) -> None:
+    """The directory, symlinks resolved, is still below the root (its real path)."""
+    real, real_root = os.path.realpath(directory), os.path.realpath(root)
+    if os.path.commonpath([real, real_root]) != real_root:
+        raise EgressRefused(f"{directory} leads outside the file root {root} (a symlink)",
+                            field=field)
+
+
+def egress_checked(env: TaskEnvironment, job: JobSpec) -> JobSpec:
+    """The job if this host's egress rules allow it (tasks/egress.py), with its file
+    directories made absolute below the file root; EgressRefused otherwise, so the task fails
+    with the reason before any client is built."""
+    check_job(job, env.egress, env.kafka_access())
+    sink, dead = job.sink, job.dead_letter
+    if isinstance(sink, S3Sink):
+        check_s3_endpoint(sink.endpoint_url, env.s3_endpoint, env.egress)
+    if isinstance(sink, FileSink):
+        directory = file_directory(sink.directory, env.egress.file_root)
+        _contained(directory, env.egress.file_root, "sink.directory")
+        job = job.model_copy(update={"sink": sink.model_copy(update={"directory": directory})})
+    if dead.type == "file" and dead.directory:
+        directory = file_directory(dead.directory, env.egress.file_root,
+                                   field="dead_letter.directory")
+        _contained(directory, env.egress.file_root, "dead_letter.directory")
+        job = job.model_copy(update={"dead_letter": dead.model_copy(
+            update={"directory": directory})})
+    return job
 
 
 def _sink(env: TaskEnvironment, a: Assignment) -> Sink:
@@ -68,11 +114,14 @@ def _sink(env: TaskEnvironment, a: Assignment) -> Sink:
         client = s3_client(endpoint_url=spec.endpoint_url or env.s3_endpoint,
                            region=spec.region or env.s3_region, access_key=env.s3_access_key,
                            secret_key=env.s3_secret_key)
-        return S3SinkWriter(spec, job.format, client, topic=a.topic, partition=a.partition)
+        return S3SinkWriter(spec, job.format, client, topic=a.topic, partition=a.partition,
+                            fence=env.fence)
     if isinstance(spec, HttpSink):
-        return HttpSinkWriter(spec, job.format, task_id=a.task_id, backoff_base=env.backoff_base)
+        return HttpSinkWriter(spec, job.format, task_id=a.task_id, backoff_base=env.backoff_base,
+                              allow_networks=env.egress.networks())
     if isinstance(spec, FileSink):
-        return FileSinkWriter(spec, job.format, topic=a.topic, partition=a.partition)
+        return FileSinkWriter(spec, job.format, topic=a.topic, partition=a.partition,
+                              fence=env.fence)
     assert isinstance(spec, KafkaSink)
     bootstrap, properties = env.kafka_cluster(spec.bootstrap_servers)
     return KafkaSinkWriter(spec, bootstrap=bootstrap, client_id=a.task_id, extra=properties)
@@ -100,7 +149,8 @@ def _bodies(env: TaskEnvironment, a: Assignment) -> Callable[[], FileBody] | Non
 
 
 def build_runner(env: TaskEnvironment, assignment: Assignment) -> PipelineRunner:
-    job = assignment.job
+    job = egress_checked(env, assignment.job)
+    assignment = dataclasses.replace(assignment, job=job)
     bootstrap, properties = env.kafka_cluster(job.source.bootstrap_servers)
     source = KafkaSource(job.source, bootstrap=bootstrap, group=job.consumer_group,
                          partition=assignment.partition, client_id=assignment.task_id,
@@ -111,7 +161,7 @@ def build_runner(env: TaskEnvironment, assignment: Assignment) -> PipelineRunner
         plan=Plan.of(job, assignment.partition), limits=limits_for(job),
         pool=env.process_pool, queue_batches=env.queue_batches,
         drain_timeout=env.drain_timeout, backoff_base=env.backoff_base,
-        backoff_cap=env.backoff_cap, body_factory=_bodies(env, assignment))
+        backoff_cap=env.backoff_cap, body_factory=_bodies(env, assignment), fence=env.fence)
 
 
 def runner_factory(env: TaskEnvironment) -> RunnerFactory:

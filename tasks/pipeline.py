@@ -10,6 +10,14 @@
   before the next delivery begins; the next chunk fills meanwhile. Nothing is committed that the
   sink has not acknowledged.
 
+Fencing where data lands: every side effect (sink write, offset commit, dead letter) first
+checks the worker's own lease (tasks/fence.py) and backs off while it has run out. S3 and file
+sinks write create-only objects chained by offsets; when a write finds its name taken by another
+owner's object, the records up to that object's end are exported already: the task commits that
+end and re-reads from it (`_Resync`), dropping what it had cut since. A chunk held by the chained
+sinks never closes without a record in it (Batcher `hold_empty`), so a chunk's name is a
+function of its start offset alone.
+
 Memory per task is bounded by librdkafka's prefetch (source.PREFETCH_KBYTES) + at most
 (2 * queue_batches + transform_window + 3) batches + two closed chunks. S3 file bodies share the
 host's MemoryBudget and spill to temporary files beyond it, file-sink bodies go to disk at once,
@@ -28,9 +36,10 @@ from typing import Any, TypeVar
 from tasks.batching import Batcher, Chunk, Limits
 from tasks.deadletter import DeadLetterSink
 from tasks.errors import SinkError, Unavailable
+from tasks.fence import WorkerFence
 from tasks.logs import get_logger
 from tasks.runner import TaskState, TaskStats
-from tasks.sinks.base import Sink, backoff_delay
+from tasks.sinks.base import KeyTaken, Sink, backoff_delay
 from tasks.source import KafkaSource, Polled
 from tasks.spool import FileBody
 from tasks.stats import TaskMeter
@@ -54,6 +63,14 @@ _END = _End()
 Done = tuple[Polled, TransformOutput]
 
 
+class _Resync(Exception):
+    """Another owner's object ends at `offset`: read on from there."""
+
+    def __init__(self, offset: int) -> None:
+        super().__init__(f"continue at offset {offset}")
+        self.offset = offset
+
+
 class PipelineRunner:
     """A TaskRunner (tasks/runner.py) for one (job, partition)."""
 
@@ -62,8 +79,10 @@ class PipelineRunner:
                  pool: Executor | None = None, queue_batches: int = 2,
                  transform_window: int = 2, drain_timeout: float = 60.0,
                  backoff_base: float = 0.2, backoff_cap: float = 10.0,
-                 body_factory: Callable[[], FileBody] | None = None) -> None:
+                 body_factory: Callable[[], FileBody] | None = None,
+                 fence: WorkerFence | None = None) -> None:
         self._task_id, self._generation = task_id, generation
+        self.fence = fence or WorkerFence.unbounded()
         self.source, self.sink, self.dead_letter = source, sink, dead_letter
         self.plan, self.limits, self.pool = plan, limits, pool
         self.body_factory = body_factory
@@ -73,11 +92,8 @@ class PipelineRunner:
                                                                    backoff_cap)
         self.meter = TaskMeter()
         self._state = TaskState.STOPPED
-        self._q_pulled: asyncio.Queue[Polled | _End] = asyncio.Queue(maxsize=queue_batches)
-        self._q_done: asyncio.Queue[Done | _End] = asyncio.Queue(maxsize=queue_batches)
-        # Transforms in flight beyond the one the collector awaits.
-        self._q_inflight: asyncio.Queue[asyncio.Future[Done] | _End] = asyncio.Queue(
-            maxsize=max(1, transform_window - 1))
+        self.queue_batches = queue_batches
+        self._new_queues()
         self._stopping = asyncio.Event()
         self._abort_at: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -88,9 +104,17 @@ class PipelineRunner:
         self._push_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="push")
         self._batcher: Batcher | None = None
         self._delivery: asyncio.Task[None] | None = None  # the chunk being delivered + committed
+        self._resync: asyncio.Task[None] | None = None    # stages restarting at another offset
         self._dead_lock = asyncio.Lock()
         self._closed = False
         self.log = get_logger("tasks.pipeline").bind(task=task_id, generation=generation)
+
+    def _new_queues(self) -> None:
+        self._q_pulled: asyncio.Queue[Polled | _End] = asyncio.Queue(maxsize=self.queue_batches)
+        self._q_done: asyncio.Queue[Done | _End] = asyncio.Queue(maxsize=self.queue_batches)
+        # Transforms in flight beyond the one the collector awaits.
+        self._q_inflight: asyncio.Queue[asyncio.Future[Done] | _End] = asyncio.Queue(
+            maxsize=max(1, self.transform_window - 1))
 
     @property
     def task_id(self) -> str:
@@ -115,14 +139,53 @@ class PipelineRunner:
             self._fail(exc)
             await self._close()
             raise
-        self._batcher = Batcher(self.limits, start, self.body_factory)
         self.meter.committed_offset = start  # where a restart would resume
+        if self.source.resolved:
+            # Another owner resolving `latest` (or a timestamp) later would start elsewhere and
+            # cut other chunks: the start is made common before anything is written.
+            try:
+                await self._retry("commit", lambda: self._commit(start))
+            except Exception as exc:
+                self._fail(exc)
+                await self._close()
+                raise
         self.log.info("task started", start_offset=start)
+        self._start_stages(start)
+        self._state = TaskState.RUNNING
+
+    def _start_stages(self, start: int) -> None:
+        self._batcher = Batcher(self.limits, start, self.body_factory,
+                                hold_empty=self.sink.chained)
+        self._tasks = []
         for stage in (self._pull(), self._transform(), self._collect(), self._push()):
             task = asyncio.create_task(stage)
             task.add_done_callback(self._stage_done)
             self._tasks.append(task)
-        self._state = TaskState.RUNNING
+
+    async def _commit(self, offset: int) -> None:
+        def commit() -> None:
+            self.fence.check("offset commit")
+            self.source.commit(offset)
+        # In the source's thread: a commit waits for a running consume anyway (librdkafka).
+        await self._in_source_thread(commit)
+
+    async def _restart_at(self, offset: int) -> None:
+        """Drop everything read since the last delivery and read on from `offset`, where
+        another owner's object ends (its records are exported; ours up to there are not needed).
+        """
+        self.log.info("continuing after another owner's object", offset=offset)
+        stages = [*self._tasks, *([self._delivery] if self._delivery is not None else [])]
+        for task in stages:
+            task.cancel()
+        await asyncio.gather(*stages, return_exceptions=True)
+        self._cancel_inflight()
+        self._delivery = None
+        if self._batcher is not None:  # after whatever the push thread is still adding to it
+            await asyncio.wrap_future(self._push_thread.submit(self._batcher.current.release))
+        self._new_queues()
+        await self._in_source_thread(self.source.seek, offset)
+        self.meter.committed_offset = offset
+        self._start_stages(offset)
 
     async def stop(self, *, drain: bool = True) -> None:
         if self._tasks and drain and self._state == TaskState.RUNNING:
@@ -132,6 +195,9 @@ class PipelineRunner:
             push = self._tasks[-1]
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(push), self.drain_timeout + 5)
+        if self._resync is not None:
+            self._resync.cancel()
+            await asyncio.gather(self._resync, return_exceptions=True)
         stages = [*self._tasks, *([self._delivery] if self._delivery is not None else [])]
         for task in stages:
             task.cancel()
@@ -166,7 +232,13 @@ class PipelineRunner:
     def _stage_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or task.exception() is None:
             return
-        self._fail(task.exception() or RuntimeError("stage failed"))
+        exc = task.exception()
+        if isinstance(exc, _Resync):
+            if self._resync is None or self._resync.done():
+                self._resync = asyncio.create_task(self._restart_at(exc.offset))
+                self._resync.add_done_callback(self._stage_done)
+            return
+        self._fail(exc or RuntimeError("stage failed"))
         for other in self._tasks:
             other.cancel()
 
@@ -289,9 +361,12 @@ class PipelineRunner:
 
     async def _dead(self, records: list[DeadRecord]) -> None:
         if records:
+            async def write() -> None:
+                self.fence.check("dead letter")
+                await self.dead_letter.write(records)
             # The push stage and a delivery (HTTP refusals) may both write: one at a time.
             async with self._dead_lock:
-                await self._retry("dead-letter", lambda: self.dead_letter.write(records))
+                await self._retry("dead-letter", write)
             self.meter.dead_letters_total += len(records)
 
     async def _handoff(self, chunk: Chunk) -> None:
@@ -310,17 +385,25 @@ class PipelineRunner:
             self._delivery = None
 
     async def _deliver(self, chunk: Chunk) -> None:
+        end = chunk.end_offset
         try:
             if chunk.records:
                 refused = await self._retry("sink", lambda: self.sink.write(chunk))
                 await self._dead(refused)
                 self.meter.exported_total += chunk.records - len(refused)
+        except KeyTaken as taken:
+            # Another owner's object starts here: records up to its end are exported. Our
+            # retried write of our own object lands here too, with our own end.
+            end = taken.end_offset
+            self.log.info("chunk exported by another owner", key=taken.key,
+                          start=chunk.start_offset, ours_end=chunk.end_offset, end=end)
         finally:
             chunk.release()
-        end = chunk.end_offset
-        # In the source's thread: a commit waits for a running consume anyway (librdkafka).
-        await self._retry("commit", lambda: self._in_source_thread(self.source.commit, end))
+        if not self.sink.commits_offsets:
+            await self._retry("commit", lambda: self._commit(end))
         self.meter.committed_offset = end
+        if end != chunk.end_offset:
+            raise _Resync(end)
 
 
 def _timed(func: Callable[..., T], *args: Any) -> tuple[T, float]:

@@ -111,6 +111,7 @@ class KafkaSource:
         config.update(extra or {})
         self._consumer = Consumer(config)
         self.position = -1
+        self.resolved = False   # the start offset was not a committed one (see _open)
         self._timeout = POLL_IDLE
         self._high = -1
         self._high_at = float("-inf")
@@ -146,8 +147,16 @@ class KafkaSource:
         if high < 0:
             raise ConfigError(f"partition {self.topic}[{self.partition}] does not exist")
         self.position = start_offset(committed, self.spec.start, low, high, by_ts)
+        # A start resolved from `latest`, a timestamp or a retention-dependent `earliest`
+        # differs between owners: the pipeline commits it before writing anything.
+        self.resolved = committed < 0
         self._consumer.assign([self._tp(self.position)])
         return self.position
+
+    def seek(self, offset: int) -> None:
+        """Read from `offset` next (assign again: it resets the fetch position)."""
+        self._consumer.assign([self._tp(offset)])
+        self.position = offset
 
     def poll(self) -> Polled:
         cpu0 = time.thread_time()

@@ -32,12 +32,36 @@ class CpuClock:
                 self.total += spent
 
 
+END_OFFSET_META = "end-offset"
+"""S3 user metadata (`x-amz-meta-end-offset`) of an object's end offset (exclusive)."""
+END_OFFSET_XATTR = "user.exportd.end-offset"
+"""The file sink's extended attribute holding a file's end offset (exclusive)."""
+
+
+class KeyTaken(Exception):
+    """A create-only write found its name taken: another owner of the task (a successor, or a
+    zombie whose write landed late) already exported the chunk starting at this offset, up to
+    `end_offset`. The records before it are exported; the writer continues from there."""
+
+    def __init__(self, key: str, end_offset: int) -> None:
+        super().__init__(f"{key} already exists, covering offsets up to {end_offset}")
+        self.key, self.end_offset = key, end_offset
+
+
 class Sink(Protocol):
     cpu: CpuClock
+    # Create-only chained objects (S3, file): every chunk holds at least one record, so a chunk
+    # that starts at an offset always has the same name (tasks/batching.py, `hold_empty`).
+    chained: bool
+    # The sink commits the source offsets itself, in its own transaction (Kafka): the pipeline
+    # does not commit them after a write.
+    commits_offsets: bool
 
     async def write(self, chunk: Chunk) -> list[DeadRecord]:
         """Deliver a non-empty chunk. Returns the records the destination rejected for good
-        (they go to dead-letter); raises SinkError when the chunk was not delivered."""
+        (they go to dead-letter); raises SinkError when the chunk was not delivered, KeyTaken
+        when another owner's object already starts at the chunk's offset, Fenced when the
+        worker's lease ran out before the write could start."""
         ...
 
     async def close(self) -> None: ...

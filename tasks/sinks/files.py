@@ -1,18 +1,24 @@
-"""Local file sink: render the file, write it under a temporary name, fsync, rename.
-
-A reader never sees a partial file, and a rewrite after a crash replaces the file of the same
-name atomically (names are deterministic, tasks/naming.py).
+"""Local file sink: each chunk's file published create-only under its deterministic name.
 
 A chunk's body is built in an anonymous temporary file in the sink's own directory (the
 factory puts the file sink's spool there): on Linux that is an O_TMPFILE, which gets its name
-by a hard link, so the finished file is never copied (the passthrough benchmark wrote every
-byte twice before). Anywhere else — another file system, no O_TMPFILE — it is copied in the
-kernel. Either way a crash leaves no partial file: an O_TMPFILE has no name until it is done.
+by a hard link, so the finished file is never copied. Anywhere else — another file system, no
+O_TMPFILE — it is copied in the kernel into a temporary name, which is then linked. Either way a
+reader never sees a partial file, and a crash leaves no partial file under a real name.
+
+Publishing is `link(2)`, which fails when the name exists: like S3's `If-None-Match: *`, the
+file system refuses a second file under a name, so a fenced owner's late write never replaces
+its successor's. The file's end offset travels with it in the extended attribute
+`user.exportd.end-offset`, set before the link; a writer that finds its name taken raises
+KeyTaken with the winner's end, and the pipeline continues after it. A file system without user
+extended attributes is detected at the first write and written with rename (replacing), the
+weaker mode of OPERATIONS.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import os
 import shutil
@@ -21,63 +27,114 @@ from typing import BinaryIO
 
 from tasks.batching import Chunk
 from tasks.errors import SinkError
+from tasks.fence import WorkerFence
 from tasks.formats import render_file
+from tasks.logs import get_logger
 from tasks.naming import extension, object_key
-from tasks.sinks.base import CpuClock
+from tasks.sinks.base import END_OFFSET_XATTR, CpuClock, KeyTaken
 from tasks.spec import FileSink, Format
 from tasks.transforms.batch import DeadRecord
 
 COPY_BLOCK = 1024 * 1024
+_NO_XATTR = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM})
+
+log = get_logger(__name__)
 
 
-def write_atomically(path: Path, data: bytes | BinaryIO) -> None:
-    """Write `data` (bytes, or a file object read to its end) under `path`, atomically."""
+def write_once(path: Path, data: bytes | BinaryIO, *, end_offset: int,
+               fence: WorkerFence | None = None) -> None:
+    """Publish `data` (bytes, or a file object read to its end) under `path`, create-only, with
+    its end offset attached. Raises KeyTaken (with the existing file's end) if `path` exists."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    if not isinstance(data, bytes) and _link_unnamed(data, tmp):
-        _publish(tmp, path)
+    fence = fence or WorkerFence.unbounded()
+    if not isinstance(data, bytes) and _link_unnamed(data, path, end_offset, fence):
+        _sync_dir(path.parent)
         return
-    with open(tmp, "wb") as fh:
-        if isinstance(data, bytes):
-            fh.write(data)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            if isinstance(data, bytes):
+                fh.write(data)
+            else:
+                _copy(data, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+            create_only = _mark(fh.fileno(), end_offset)
+        fence.check("file link")
+        if create_only:
+            _link(tmp, path)
         else:
-            _copy(data, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    _publish(tmp, path)
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _sync_dir(path.parent)
 
 
-def _publish(tmp: Path, path: Path) -> None:
-    os.replace(tmp, path)
-    # A body linked again by a retried delivery: tmp and path are the same file, and rename(2)
-    # then leaves both names in place.
-    tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+def end_offset_of(path: Path) -> int:
+    """The end offset recorded on an exported file."""
+    try:
+        value = os.getxattr(path, END_OFFSET_XATTR)
+    except OSError as exc:
+        raise SinkError(f"{path} exists without its end offset ({END_OFFSET_XATTR}): {exc}",
+                        retryable=True, path=str(path)) from exc
+    return int(value)
+
+
+def _mark(fd: int, end_offset: int) -> bool:
+    """Attach the end offset; False when the file system has no user extended attributes."""
+    try:
+        os.setxattr(fd, END_OFFSET_XATTR, str(end_offset).encode())
+    except OSError as exc:
+        if exc.errno not in _NO_XATTR:
+            raise
+        log.error("file_sink_xattrs_unsupported", consequence="files are replaced, not "
+                  "refused: a write a fenced owner had in flight may overwrite its successor's")
+        return False
+    return True
+
+
+def _link(src: Path | str, path: Path, *, src_dir_fd: int | None = None,
+          follow_symlinks: bool = False) -> None:
+    try:
+        os.link(src, path, src_dir_fd=src_dir_fd, follow_symlinks=follow_symlinks)
+    except FileExistsError:
+        raise KeyTaken(str(path), end_offset_of(path)) from None
+
+
+def _sync_dir(directory: Path) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
 
 
-def _link_unnamed(src: BinaryIO, tmp: Path) -> bool:
-    """Give an O_TMPFILE file (tasks.spool.unnamed_file) the name `tmp`, after an fsync; False
-    when it cannot be linked (another file system, a named file, O_EXCL, no /proc)."""
+def _link_unnamed(src: BinaryIO, path: Path, end_offset: int, fence: WorkerFence) -> bool:
+    """Give an O_TMPFILE file (tasks.spool.unnamed_file) the name `path`, create-only, after an
+    fsync; False when it cannot be linked (another file system, a named file, O_EXCL, no /proc,
+    no extended attributes) and must be copied instead."""
     try:
         fd = src.fileno()
     except (OSError, io.UnsupportedOperation):
         return False
     try:
         os.fsync(fd)
-        tmp.unlink(missing_ok=True)   # left by a delivery that failed after linking
-        # linkat(AT_SYMLINK_FOLLOW) on the /proc link; os.link only passes the flag (instead
-        # of calling link(2), which would link the /proc symlink itself) when given a dir fd.
-        root = os.open("/", os.O_RDONLY)
-        try:
-            os.link(f"/proc/self/fd/{fd}", tmp, src_dir_fd=root, follow_symlinks=True)
-        finally:
-            os.close(root)
+        if not _mark(fd, end_offset):
+            return False
     except OSError:
         return False
+    fence.check("file link")
+    # linkat(AT_SYMLINK_FOLLOW) on the /proc link; os.link only passes the flag (instead of
+    # calling link(2), which would link the /proc symlink itself) when given a dir fd.
+    root = os.open("/", os.O_RDONLY)
+    try:
+        _link(f"/proc/self/fd/{fd}", path, src_dir_fd=root, follow_symlinks=True)
+    except OSError as exc:
+        if exc.errno == errno.EEXIST:
+            raise
+        return False
+    finally:
+        os.close(root)
     return True
 
 
@@ -98,9 +155,14 @@ def _copy(src: BinaryIO, dst: BinaryIO) -> None:
 
 
 class FileSinkWriter:
-    def __init__(self, spec: FileSink, fmt: Format, *, topic: str, partition: int) -> None:
+    chained = True
+    commits_offsets = False
+
+    def __init__(self, spec: FileSink, fmt: Format, *, topic: str, partition: int,
+                 fence: WorkerFence | None = None) -> None:
         self.root, self.spec, self.fmt = Path(spec.directory), spec, fmt
         self.topic, self.partition, self.ext = topic, partition, extension(fmt)
+        self.fence = fence or WorkerFence.unbounded()
         self.cpu = CpuClock()
 
     def path_for(self, chunk: Chunk) -> Path:
@@ -113,9 +175,10 @@ class FileSinkWriter:
         try:
             if chunk.body is not None:  # rendered while the chunk filled (tasks/spool.py)
                 with chunk.body.reader() as body:
-                    write_atomically(path, body)
+                    write_once(path, body, end_offset=chunk.end_offset, fence=self.fence)
             else:
-                write_atomically(path, render_file(self.fmt, chunk.items))
+                write_once(path, render_file(self.fmt, chunk.items),
+                           end_offset=chunk.end_offset, fence=self.fence)
         except OSError as exc:
             raise SinkError(f"cannot write {path}: {exc}", retryable=True, path=str(path)) from exc
 

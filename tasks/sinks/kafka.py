@@ -1,45 +1,215 @@
-"""Kafka sink: re-feed the records to another topic; produce, then flush before the commit.
+"""Kafka sink: re-feed the records to another topic, each chunk in one Kafka transaction.
 
-Each encoded record (its line) becomes one message keyed by nothing, with
-the source record's timestamp. The producer is idempotent (no duplicates from its own retries);
-a restart may re-send a batch that was flushed but not committed: at-least-once.
+Each encoded record (its line) becomes one message keyed by nothing, with the source record's
+timestamp. One transactional producer per task, `transactional.id = exportd-<task id>`
+(`transactional_id`): the same for every owner of the task — neither the task's generation nor
+the job's incarnation is in it — so whoever starts the task next fences whoever held it before,
+a stopped or wedged zombie included, even one of an earlier incarnation of a job of the same id
+(which commits to the same consumer group).
+
+Order of effects:
+1. `prepare` — `init_transactions` — once, in the source's thread before it reads the committed
+   offset (`KafkaSource.before_open`): the broker first aborts a predecessor's open transaction
+   (or finishes one already committing) and fences its producer, so the offset read is the one
+   the predecessor's last committed chunk left and its later produce/commit are refused.
+2. Per chunk: fence check → `begin_transaction` → produce every record → flush → the source
+   partition's end offset sent with the source consumer's group metadata
+   (`send_offsets_to_transaction`) → fence check → `commit_transaction`. A read_committed
+   reader sees the chunk's records exactly when its end offset is committed, both or neither.
+   A chunk without records still commits its offset (if the pipeline hands it over).
+
+Errors (`failure_kind`, pure): PRODUCER_FENCED, INVALID_PRODUCER_EPOCH and librdkafka's _FENCED
+mean another owner initialised the task's id: this producer is a zombie and never writes again
+(`SinkError(retryable=False)`, the task fails; a host that still owns it restarts it with a new
+producer from the committed offset). Other fatal errors end the producer the same way. An
+abortable or retriable error, a failed delivery, or a lapsed worker lease (`Fenced`) aborts the
+transaction and raises a retryable error: the pipeline re-sends the chunk in a new transaction.
+A retriable error of `commit_transaction` itself is retried (aborting then could drop a commit
+that happened); if its outcome stays unknown the producer is given up as above, and the restart
+reads the outcome from the committed offset.
+
+When the sink's cluster is not the source's, the offsets cannot be in the transaction (Kafka
+commits them on the producer's cluster): `commits_offsets` is False and the pipeline commits
+after the transaction — at-least-once across a crash between the two, still one producer per
+task. The dead-letter producer (tasks/deadletter.py) is not transactional either: a dead letter
+may repeat after a restart (at-least-once).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from tasks.batching import Chunk
-from tasks.errors import SinkError
+from tasks.errors import ExportdError, SinkError, Unavailable
+from tasks.fence import Fenced, WorkerFence
 from tasks.sinks.base import CpuClock
 from tasks.spec import KafkaSink
 from tasks.transforms.batch import DeadRecord
 
 FLUSH_TIMEOUT = 60.0
+CALL_TIMEOUT = 30.0          # init, send offsets, commit, abort: each call
+COMMIT_ATTEMPTS = 5          # retriable commit errors before the outcome counts as unknown
+TRANSACTION_TIMEOUT_MS = 60_000  # the broker aborts a transaction left open this long
+CLOSE_WAIT = 30.0            # close waits this long for a transaction still in its thread
+
+
+class Failure(enum.Enum):
+    FENCED = "fenced"    # another producer of the task's id initialised: this one is a zombie
+    FATAL = "fatal"      # the producer cannot go on
+    ABORT = "abort"      # the transaction failed: abort it, re-send the chunk in a new one
+    RETRY = "retry"      # transient: the same call may be repeated
+
+
+FENCED_CODES = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED,
+                          KafkaError.INVALID_PRODUCER_EPOCH})
+
+
+def transactional_id(task_id: str) -> str:
+    """The task's transactional.id: a function of the task id only, so every owner shares it."""
+    return f"exportd-{task_id}"
+
+
+def failure_kind(code: int, *, fatal: bool, retriable: bool, abortable: bool) -> Failure:
+    """What a librdkafka error means for the producer and its transaction. librdkafka's rule
+    for the transactional calls: retriable may be repeated, abortable needs an abort, anything
+    else is fatal."""
+    if code in FENCED_CODES:
+        return Failure.FENCED
+    if fatal:
+        return Failure.FATAL
+    if abortable:
+        return Failure.ABORT
+    if retriable:
+        return Failure.RETRY
+    return Failure.FATAL
+
+
+def kind_of(err: KafkaError) -> Failure:
+    return failure_kind(err.code(), fatal=err.fatal(), retriable=err.retriable(),
+                        abortable=err.txn_requires_abort())
+
+
+def _error(exc: KafkaException) -> KafkaError:
+    err = exc.args[0] if exc.args else None
+    return err if isinstance(err, KafkaError) else KafkaError(KafkaError._FAIL, str(exc))
+
+
+class OffsetSource(Protocol):
+    """What the sink needs of the task's source (tasks/source.py KafkaSource)."""
+
+    topic: str
+    partition: int
+
+    def group_metadata(self) -> Any: ...
+
+    def before_open(self, step: Callable[[], None]) -> None: ...
+
+
+class _Broken(Exception):
+    """The transaction could not be finished; `error` says what to raise."""
+
+    def __init__(self, error: ExportdError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 class KafkaSinkWriter:
-    def __init__(self, spec: KafkaSink, *, bootstrap: str, client_id: str,
+    chained = False
+
+    def __init__(self, spec: KafkaSink, *, bootstrap: str, task_id: str, source: OffsetSource,
+                 fence: WorkerFence | None = None, commits_offsets: bool = True,
                  extra: Mapping[str, str | int] | None = None) -> None:
-        self.topic = spec.topic
+        self.topic, self.task_id, self.source = spec.topic, task_id, source
+        self.fence = fence or WorkerFence.unbounded()
+        # False when the sink's cluster is not the source's (module docstring).
+        self.commits_offsets = commits_offsets
         self.cpu = CpuClock()
         config: dict[str, str | int | float | bool] = {
-            "bootstrap.servers": spec.bootstrap_servers or bootstrap,
-            "client.id": client_id, "enable.idempotence": True, "acks": "all",
+            "bootstrap.servers": bootstrap, "client.id": task_id, "acks": "all",
             "linger.ms": 5, "compression.type": "lz4"}
         config.update(extra or {})
+        # After the cluster's properties: they cannot turn the transactions off.
+        config.update({"transactional.id": transactional_id(task_id),
+                       "enable.idempotence": True,
+                       "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS})
         self._producer = Producer(config)
-        self._errors: list[str] = []
+        self._errors: list[KafkaError] = []
+        self._ready = False
+        self._gone: SinkError | None = None   # set once the producer may not write again
+        # One transaction at a time, and close() after the one still running in its thread.
+        self._lock = threading.Lock()
+        source.before_open(self.prepare)
+
+    # -- start ------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """init_transactions (blocking; the source's thread, before it reads its offset).
+        Retriable failures raise Unavailable (the source's open retries them)."""
+        with self._lock:
+            if self._ready:
+                return
+            self.fence.check("produce")  # it fences the previous owner: a side effect
+            try:
+                self._producer.init_transactions(CALL_TIMEOUT)
+            except KafkaException as exc:
+                err = _error(exc)
+                if kind_of(err) is Failure.RETRY:
+                    raise Unavailable(f"init_transactions for {self.task_id}: {err.str()}",
+                                      task=self.task_id) from exc
+                raise self._give_up("init_transactions", err) from exc
+            self._ready = True
+
+    # -- writing ----------------------------------------------------------------------------
+
+    async def write(self, chunk: Chunk) -> list[DeadRecord]:
+        await asyncio.to_thread(self.cpu.run, self._transaction, chunk)
+        return []
+
+    def _transaction(self, chunk: Chunk) -> None:
+        with self._lock:
+            if self._gone is not None:
+                raise self._gone
+            if not self._ready:
+                raise SinkError(f"Kafka sink of {self.task_id} written before prepare()",
+                                retryable=False)
+            self.fence.check("produce")
+            try:
+                self._producer.begin_transaction()
+            except KafkaException as exc:
+                raise self._failed("begin_transaction", _error(exc), begun=False) from exc
+            try:
+                self._fill(chunk)
+                if self.commits_offsets:
+                    self._producer.send_offsets_to_transaction(
+                        [TopicPartition(self.source.topic, self.source.partition,
+                                        chunk.end_offset)],
+                        self.source.group_metadata(), CALL_TIMEOUT)
+                self.fence.check("commit")
+            except Fenced:
+                self._abort()
+                raise
+            except _Broken as broken:
+                self._abort()
+                raise broken.error from None
+            except KafkaException as exc:
+                raise self._failed("transaction", _error(exc), begun=True) from exc
+            self._commit()
 
     def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
         if err is not None:
-            self._errors.append(str(err))
+            self._errors.append(err)
 
-    def _send(self, chunk: Chunk) -> None:
+    def _fill(self, chunk: Chunk) -> None:
+        """Produce the chunk's records into the open transaction and wait for their delivery;
+        _Broken (retryable) if the local queue stayed full, the flush timed out or a delivery
+        failed; a fenced delivery is the fenced error."""
         self._errors.clear()
         for ts, item in zip(chunk.rows.timestamps, chunk.items, strict=True):
             value = item if isinstance(item, bytes) else repr(item).encode()
@@ -50,22 +220,74 @@ class KafkaSinkWriter:
                     break
                 except BufferError:
                     self._producer.poll(0.05)
-                except KafkaException as exc:
-                    raise SinkError(f"produce to {self.topic} failed: {exc}",
-                                    retryable=True) from exc
             else:
-                raise SinkError(f"producer queue for {self.topic} stayed full", retryable=True)
+                raise _Broken(SinkError(f"producer queue for {self.topic} stayed full",
+                                        retryable=True))
         deadline = time.monotonic() + FLUSH_TIMEOUT
         while self._producer.flush(1.0) > 0:
             if time.monotonic() > deadline:
-                raise SinkError(f"flush to {self.topic} timed out", retryable=True)
+                raise _Broken(SinkError(f"flush to {self.topic} timed out", retryable=True))
         if self._errors:
-            raise SinkError(f"delivery to {self.topic} failed: {self._errors[0]}",
-                            retryable=True, failures=len(self._errors))
+            first = self._errors[0]
+            if kind_of(first) in (Failure.FENCED, Failure.FATAL):
+                raise KafkaException(first)
+            raise _Broken(SinkError(f"delivery to {self.topic} failed: {first.str()}",
+                                    retryable=True, failures=len(self._errors)))
 
-    async def write(self, chunk: Chunk) -> list[DeadRecord]:
-        await asyncio.to_thread(self.cpu.run, self._send, chunk)
-        return []
+    def _commit(self) -> None:
+        for attempt in range(COMMIT_ATTEMPTS):
+            try:
+                self._producer.commit_transaction(CALL_TIMEOUT)
+                return
+            except KafkaException as exc:
+                err = _error(exc)
+                if kind_of(err) is not Failure.RETRY:
+                    raise self._failed("commit_transaction", err, begun=True) from exc
+                if attempt == COMMIT_ATTEMPTS - 1:
+                    # Committed or not, nobody can say here: a new producer's init settles it,
+                    # and the restarted task reads the outcome from the committed offset.
+                    raise self._give_up("commit_transaction (outcome unknown)", err) from exc
+
+    def _failed(self, what: str, err: KafkaError, *, begun: bool) -> SinkError:
+        """The error to raise for a failed transactional call; aborts what can be aborted."""
+        kind = kind_of(err)
+        if kind in (Failure.FENCED, Failure.FATAL):
+            return self._give_up(what, err)
+        if begun:
+            try:
+                self._abort()
+            except SinkError as gone:
+                return gone
+        return SinkError(f"{what} to {self.topic} failed, transaction aborted: {err.str()}",
+                         retryable=True, task=self.task_id)
+
+    def _abort(self) -> None:
+        """Abort the open transaction; raises the non-retryable error if even that fails."""
+        for attempt in range(COMMIT_ATTEMPTS):
+            try:
+                self._producer.abort_transaction(CALL_TIMEOUT)
+                return
+            except KafkaException as exc:
+                err = _error(exc)
+                if kind_of(err) is not Failure.RETRY or attempt == COMMIT_ATTEMPTS - 1:
+                    raise self._give_up("abort_transaction", err) from exc
+
+    def _give_up(self, what: str, err: KafkaError) -> SinkError:
+        """This producer writes no more: fenced by a newer owner of the task, or broken."""
+        if kind_of(err) is Failure.FENCED:
+            message = (f"{what}: the producer of {self.task_id} was fenced by a newer owner of "
+                       f"the task; it stops writing ({err.str()})")
+        else:
+            message = f"{what} for {self.task_id} failed, the producer stops: {err.str()}"
+        self._gone = SinkError(message, retryable=False, task=self.task_id,
+                               fenced=kind_of(err) is Failure.FENCED)
+        return self._gone
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._producer.flush, 10.0)
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        # Every transaction ends committed or aborted inside _transaction: nothing is left to
+        # flush. Wait (bounded) for one still in its thread, so the producer outlives it.
+        if self._lock.acquire(timeout=CLOSE_WAIT):
+            self._lock.release()

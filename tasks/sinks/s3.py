@@ -1,9 +1,20 @@
-"""S3 sink (boto3): one object per chunk, multipart above the spec's threshold.
+"""S3 sink (boto3): one create-only object per chunk, chained by offsets; multipart above the
+spec's threshold.
 
-The key is deterministic (tasks/naming.py), and a PUT replaces an object of the same key: a task
-restarted after a crash rewrites the object the crashed run may already have uploaded, instead of
-adding a second copy. Failures are retryable (the pipeline backs off and shows the error) except
-requests that can never succeed as they are (e.g. EntityTooLarge).
+The key is deterministic (tasks/naming.py: the chunk's start offset), the object's user metadata
+`end-offset` records where it ends, and every write is conditional (`If-None-Match: *` on the PUT
+and on CompleteMultipartUpload): storage refuses a second object under a key, so a write that a
+fenced owner had on the wire when its lease ran out cannot replace its successor's object. A
+writer that finds its key taken raises KeyTaken with the winner's end offset; the pipeline then
+treats its records up to there as exported and continues after it (tasks/pipeline.py). So any
+number of owners, in any order, leave one chain of objects in which every record appears once.
+
+Whether the store honours conditional writes is probed once per (endpoint, bucket), at the first
+write: a store that ignores them (some S3-compatible servers) is logged loudly and written with
+plain PUTs that replace — exactly-once then rests on the workers' lease alone (OPERATIONS.md).
+
+Failures are retryable (the pipeline backs off and shows the error) except requests that can
+never succeed as they are (e.g. EntityTooLarge).
 """
 
 from __future__ import annotations
@@ -11,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import threading
+import uuid
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import boto3
@@ -19,9 +32,11 @@ import botocore.exceptions
 
 from tasks.batching import Chunk
 from tasks.errors import SinkError
+from tasks.fence import WorkerFence
 from tasks.formats import content_encoding, content_type, render_file
+from tasks.logs import get_logger
 from tasks.naming import extension, object_key
-from tasks.sinks.base import CpuClock
+from tasks.sinks.base import END_OFFSET_META, CpuClock, KeyTaken
 from tasks.spec import Format, S3Sink
 from tasks.transforms.batch import DeadRecord
 
@@ -32,6 +47,16 @@ if TYPE_CHECKING:
 # bucket or denied access: an operator can fix those, and the task shows the error meanwhile.
 _PERMANENT_CODES = frozenset({"EntityTooLarge", "InvalidArgument", "InvalidRequest",
                               "KeyTooLongError", "InvalidBucketName", "MalformedXML"})
+# A conditional write lost: the key exists (412), or another conditional write to it is under
+# way (409; S3 asks to retry, and the retry then finds the winner).
+_TAKEN_CODES = frozenset({"PreconditionFailed", "412"})
+_RACING_CODES = frozenset({"ConditionalRequestConflict", "409"})
+
+log = get_logger(__name__)
+
+# (endpoint, bucket) -> whether the store refuses a second If-None-Match: * write of a key.
+_conditional: dict[tuple[str, str], bool] = {}
+_conditional_lock = threading.Lock()
 
 
 def s3_client(*, endpoint_url: str | None, region: str | None, access_key: str | None,
@@ -45,6 +70,40 @@ def s3_client(*, endpoint_url: str | None, region: str | None, access_key: str |
                         config=config)
 
 
+def _code(exc: botocore.exceptions.ClientError) -> str:
+    err: Any = exc.response.get("Error", {})
+    return str(err.get("Code", ""))
+
+
+def conditional_writes(client: S3Client, bucket: str, prefix: str) -> bool:
+    """Whether this store refuses a create-only PUT of an existing key: probed once per
+    (endpoint, bucket) by writing one small object twice under `<prefix>/.exportd/`."""
+    where = (client.meta.endpoint_url, bucket)
+    with _conditional_lock:
+        known = _conditional.get(where)
+        if known is not None:
+            return known
+        key = "/".join(p for p in (prefix.strip("/"), ".exportd", f"probe-{uuid.uuid4().hex}")
+                       if p)
+        client.put_object(Bucket=bucket, Key=key, Body=b"", IfNoneMatch="*")
+        try:
+            client.put_object(Bucket=bucket, Key=key, Body=b"", IfNoneMatch="*")
+            honoured = False
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) not in _TAKEN_CODES | _RACING_CODES:
+                raise
+            honoured = True
+        with contextlib.suppress(botocore.exceptions.BotoCoreError,
+                                 botocore.exceptions.ClientError):
+            client.delete_object(Bucket=bucket, Key=key)
+        if not honoured:
+            log.error("s3_conditional_writes_unsupported", endpoint=where[0], bucket=bucket,
+                      consequence="objects are replaced, not refused: a write a fenced owner "
+                      "had in flight may overwrite its successor's (docs/OPERATIONS.md)")
+        _conditional[where] = honoured
+        return honoured
+
+
 def sink_error(exc: Exception, key: str) -> SinkError:
     """Classify a boto3 failure."""
     if isinstance(exc, botocore.exceptions.ClientError):
@@ -56,20 +115,26 @@ def sink_error(exc: Exception, key: str) -> SinkError:
 
 
 class S3SinkWriter:
+    chained = True
+    commits_offsets = False
+
     def __init__(self, spec: S3Sink, fmt: Format, client: S3Client, *, topic: str,
-                 partition: int) -> None:
+                 partition: int, fence: WorkerFence | None = None) -> None:
         self.spec, self.fmt, self.client = spec, fmt, client
         self.topic, self.partition, self.ext = topic, partition, extension(fmt)
+        self.fence = fence or WorkerFence.unbounded()
         self.cpu = CpuClock()
+        self._create_only: bool | None = None   # probed at the first write
 
     def key_for(self, chunk: Chunk) -> str:
         return object_key(prefix=self.spec.prefix, template=self.spec.path, topic=self.topic,
                           partition=self.partition, start_offset=chunk.start_offset,
                           first_timestamp_ms=chunk.first_timestamp_ms, ext=self.ext)
 
-    def _extra(self) -> dict[str, str]:
+    def _extra(self, end_offset: int) -> dict[str, Any]:
         """Arguments of both put_object and create_multipart_upload."""
-        extra = {"ContentType": content_type(self.fmt)}
+        extra: dict[str, Any] = {"ContentType": content_type(self.fmt),
+                                 "Metadata": {END_OFFSET_META: str(end_offset)}}
         encoding = content_encoding(self.fmt)
         if encoding:
             extra["ContentEncoding"] = encoding
@@ -82,10 +147,13 @@ class S3SinkWriter:
             extra["StorageClass"] = spec.storage_class
         return extra
 
-    def _multipart(self, key: str, body: BinaryIO) -> None:
+    def _condition(self) -> dict[str, Any]:
+        return {"IfNoneMatch": "*"} if self._create_only else {}
+
+    def _multipart(self, key: str, body: BinaryIO, end_offset: int) -> None:
         part = self.spec.multipart_threshold_bytes
         upload = self.client.create_multipart_upload(Bucket=self.spec.bucket, Key=key,
-                                                     **self._extra())  # type: ignore[arg-type]
+                                                     **self._extra(end_offset))
         upload_id = upload["UploadId"]
         try:
             parts = []
@@ -97,9 +165,11 @@ class S3SinkWriter:
                                                UploadId=upload_id, PartNumber=number,
                                                Body=data)
                 parts.append({"ETag": done["ETag"], "PartNumber": number})
+            self.fence.check("s3 complete multipart upload")   # the write that publishes
             self.client.complete_multipart_upload(Bucket=self.spec.bucket, Key=key,
                                                   UploadId=upload_id,
-                                                  MultipartUpload={"Parts": parts})  # type: ignore[typeddict-item]
+                                                  MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+                                                  **self._condition())
         except BaseException:
             # Best effort: a bucket lifecycle rule cleans up what this cannot.
             with contextlib.suppress(Exception):
@@ -107,24 +177,52 @@ class S3SinkWriter:
                                                    UploadId=upload_id)
             raise
 
-    def _upload(self, key: str, body: BinaryIO, size: int) -> None:
+    def _upload(self, key: str, body: BinaryIO, size: int, end_offset: int) -> None:
         if size > self.spec.multipart_threshold_bytes:
-            self._multipart(key, body)
+            self._multipart(key, body, end_offset)
         else:
-            self.client.put_object(Bucket=self.spec.bucket, Key=key, Body=body.read(),
-                                   **self._extra())  # type: ignore[arg-type]
+            data = body.read()
+            self.fence.check("s3 put")   # last moment before the request goes out
+            self.client.put_object(Bucket=self.spec.bucket, Key=key, Body=data,
+                                   **self._extra(end_offset), **self._condition())
+
+    def winner_end(self, key: str) -> int:
+        """The end offset of the object another owner wrote under `key`."""
+        head = self.client.head_object(Bucket=self.spec.bucket, Key=key)
+        value = head.get("Metadata", {}).get(END_OFFSET_META)
+        if value is None or not value.isdigit():
+            # Written before objects carried their end (or by hand): nothing says how far it
+            # goes, so it is not treated as covering anything; the write is an error to look at.
+            raise SinkError(f"S3 object {key} exists without {END_OFFSET_META} metadata",
+                            retryable=True, key=key)
+        return int(value)
 
     def _write(self, chunk: Chunk) -> None:
         key = self.key_for(chunk)
         try:
+            if self._create_only is None:
+                self._create_only = conditional_writes(self.client, self.spec.bucket,
+                                                       self.spec.prefix)
             if chunk.body is not None:  # rendered while the chunk filled (tasks/spool.py)
                 with chunk.body.reader() as reader:
-                    self._upload(key, reader, chunk.body.size)
+                    self._upload(key, reader, chunk.body.size, chunk.end_offset)
             else:
                 body = render_file(self.fmt, chunk.items)
                 with io.BytesIO(body) as reader:
-                    self._upload(key, reader, len(body))
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+                    self._upload(key, reader, len(body), chunk.end_offset)
+        except botocore.exceptions.ClientError as exc:
+            code = _code(exc)
+            if code in _TAKEN_CODES:
+                try:
+                    raise KeyTaken(key, self.winner_end(key)) from exc
+                except (botocore.exceptions.BotoCoreError,
+                        botocore.exceptions.ClientError) as head_exc:
+                    raise sink_error(head_exc, key) from head_exc
+            if code in _RACING_CODES:
+                raise SinkError(f"S3 {code}: another write of {key} is under way", key=key,
+                                retryable=True) from exc
+            raise sink_error(exc, key) from exc
+        except botocore.exceptions.BotoCoreError as exc:
             raise sink_error(exc, key) from exc
 
     async def write(self, chunk: Chunk) -> list[DeadRecord]:

@@ -19,7 +19,8 @@ from zlib_ng import zlib_ng
 
 from tasks.batching import Batcher, Limits
 from tasks.formats import GZIP_BLOCK, GzipBlocks, compress, decompress, render_file
-from tasks.sinks.files import write_atomically
+from tasks.sinks.base import KeyTaken
+from tasks.sinks.files import end_offset_of, write_once
 from tasks.spec import Format
 from tasks.spool import FileBody, MemoryBudget, body_factory
 from tasks.transforms.batch import Columns, TransformOutput
@@ -126,7 +127,7 @@ def test_a_body_without_budget_is_on_disk_from_the_start_and_copies_whole(tmp_pa
     assert body.spilled
     target = tmp_path / "out" / "f.ndjson"
     with body.reader() as reader:
-        write_atomically(target, reader)
+        write_once(target, reader, end_offset=2)
     assert target.read_bytes() == b"a" * 100 + b"\nb\n"
     body.close()
 
@@ -160,13 +161,15 @@ def test_compression_level_changes_the_output_and_is_checked() -> None:
 
 def test_a_file_sink_body_is_linked_into_place_not_copied(tmp_path: Path) -> None:
     """An O_TMPFILE body becomes the exported file by a hard link (Linux); a retried delivery
-    of the same body leaves one file and no temporary name."""
+    of the same body finds its own file (create-only) and leaves one file, no temporary name."""
     body = FileBody(Format(compression="gzip"), None, tmp_path)
     body.add([b'{"a":1}'] * 100)
     target = tmp_path / "out" / "t+0+00000000000000000000.ndjson.gz"
-    for _ in range(2):
-        with body.reader() as reader:
-            write_atomically(target, reader)
+    with body.reader() as reader:
+        write_once(target, reader, end_offset=100)
+    with body.reader() as reader, pytest.raises(KeyTaken) as taken:
+        write_once(target, reader, end_offset=100)
+    assert taken.value.end_offset == end_offset_of(target) == 100
     with body.reader() as reader:
         linked = os.fstat(reader.fileno()).st_ino == os.stat(target).st_ino
     body.close()
