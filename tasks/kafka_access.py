@@ -3,8 +3,10 @@
 A job reads from the process's configured cluster (`kafka.bootstrap_servers`) unless its spec
 names another (`source.bootstrap_servers`, a Kafka sink's `bootstrap_servers`). Clients of the
 configured cluster get `kafka.config`. Another cluster gets the `config` of the `kafka.clusters`
-entry with its bootstrap list, for clusters with their own credentials or none at all, and
-`kafka.config` when no entry names it:
+entry with its bootstrap list, for clusters with their own credentials or none at all. A cluster
+neither names is unlisted: a job naming one is refused (a 400 from the masters, a failed task on
+a server), unless `kafka.allow_unlisted_clusters` is true, and then its clients get NO properties
+at all — credentials go only to the cluster they were configured for:
 
     kafka:
       bootstrap_servers: kafka-a:9093
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 
 from pydantic import Field, field_validator, model_validator
 
+from tasks.errors import ValidationError
 from tasks.settings import KafkaProperties, SettingsModel
 
 _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$")
@@ -53,6 +56,9 @@ class KafkaClientSettings(SettingsModel):
     config: KafkaProperties = {}
     # Other clusters by a name of your choice (lowercase: it appears in variable names).
     clusters: dict[str, KafkaCluster] = {}
+    # A job may name a cluster that is neither bootstrap_servers nor in `clusters`; its clients
+    # then get no properties (no credentials). False: such a job is refused.
+    allow_unlisted_clusters: bool = False
 
     @field_validator("clusters")
     @classmethod
@@ -77,7 +83,9 @@ class KafkaClientSettings(SettingsModel):
 
     def access(self) -> KafkaAccess:
         return KafkaAccess(self.config, {bootstrap_key(c.bootstrap_servers): c.config
-                                         for c in self.clusters.values()})
+                                         for c in self.clusters.values()},
+                           home=bootstrap_key(self.bootstrap_servers),
+                           allow_unlisted=self.allow_unlisted_clusters)
 
 
 @dataclass(frozen=True)
@@ -87,7 +95,30 @@ class KafkaAccess:
 
     default: Mapping[str, str | int] = field(default_factory=dict)
     clusters: Mapping[frozenset[str], Mapping[str, str | int]] = field(default_factory=dict)
+    home: frozenset[str] = frozenset()     # the configured cluster's bootstrap list
+    allow_unlisted: bool = False
+
+    def check(self, bootstrap: str | None, *, field: str = "bootstrap_servers") -> None:
+        """May a job name the cluster at `bootstrap` (None: the configured one)?"""
+        key = bootstrap_key(bootstrap or "")
+        if bootstrap is None or key == self.home or key in self.clusters or self.allow_unlisted:
+            return
+        raise UnlistedCluster(
+            f"{bootstrap} is not a configured Kafka cluster: name kafka.bootstrap_servers or a "
+            "kafka.clusters entry (or set kafka.allow_unlisted_clusters, and it gets no "
+            "credentials)", field=field)
 
     def properties(self, bootstrap: str) -> Mapping[str, str | int]:
-        """The properties for a client of the cluster at `bootstrap`."""
-        return self.clusters.get(bootstrap_key(bootstrap), self.default)
+        """The properties for a client of the cluster at `bootstrap`: the configured cluster's,
+        a `clusters` entry's, or none for an allowed unlisted one; UnlistedCluster otherwise."""
+        key = bootstrap_key(bootstrap)
+        if key == self.home:
+            return self.default
+        if key in self.clusters:
+            return self.clusters[key]
+        self.check(bootstrap)
+        return {}
+
+
+class UnlistedCluster(ValidationError):
+    """A job names a Kafka cluster the process is not configured for."""

@@ -10,6 +10,11 @@ response's status and reason, and the task moves on.
 A header's value may hold `${env:EXPORTD_SECRET_<NAME>}` (a token, say): it is replaced from the
 environment of the server running the task, so the job spec — stored in ZooKeeper, shown by the
 API — holds the reference, never the secret.
+
+Egress (tasks/egress.py): the session resolves names through `EgressResolver`, which keeps only
+the addresses the server's egress rules allow, at every connection (a name that turns private
+later is refused then); IP literals are checked when the task is built; redirects are not
+followed (a 3xx is a refusal like another 4xx), so a receiver cannot send the batch elsewhere.
 """
 
 from __future__ import annotations
@@ -18,11 +23,15 @@ import asyncio
 import functools
 import os
 import re
-from collections.abc import Mapping
+import socket
+from collections.abc import Mapping, Sequence
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
 
 from tasks.batching import Chunk
+from tasks.egress import IpNetwork, address_allowed
 from tasks.errors import ConfigError, SinkError
 from tasks.formats import content_encoding, content_type, render_file
 from tasks.sinks.base import CpuClock, backoff_delay, rejected
@@ -48,15 +57,40 @@ def _secret(header: str, environ: Mapping[str, str], ref: re.Match[str]) -> str:
     return environ[var[1]]
 
 
+class EgressResolver(AbstractResolver):
+    """aiohttp's resolver, keeping only the addresses HTTP sinks may reach
+    (tasks.egress.address_allowed); none left is a connection error naming the rule."""
+
+    def __init__(self, allow: Sequence[IpNetwork]) -> None:
+        self.allow = tuple(allow)
+        self._inner = DefaultResolver()
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        kept = [entry for entry in found if address_allowed(entry["host"], self.allow)]
+        if not kept:
+            refused = ", ".join(sorted({entry["host"] for entry in found}))
+            raise OSError(f"{host} resolves to {refused}, which HTTP sinks may not reach "
+                          "(egress.http_allow_networks on the servers allows networks)")
+        return kept
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
 def is_retryable_status(status: int) -> bool:
     return status >= 500 or status in RETRY_STATUSES
 
 
 class HttpSinkWriter:
+    chained = False
+    commits_offsets = False
     def __init__(self, spec: HttpSink, fmt: Format, *, task_id: str,
-                 backoff_base: float = 0.2) -> None:
+                 backoff_base: float = 0.2, allow_networks: Sequence[IpNetwork] = ()) -> None:
         self.spec, self.fmt, self.task_id = spec, fmt, task_id
         self.backoff_base = backoff_base
+        self.allow_networks = tuple(allow_networks)   # non-public networks it may reach
         self._headers = resolve_headers(spec.headers, os.environ)
         self.cpu = CpuClock()
         self._session: aiohttp.ClientSession | None = None
@@ -71,8 +105,9 @@ class HttpSinkWriter:
 
     def _session_now(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(resolver=EgressResolver(self.allow_networks))
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.spec.timeout))
+                connector=connector, timeout=aiohttp.ClientTimeout(total=self.spec.timeout))
         return self._session
 
     async def write(self, chunk: Chunk) -> list[DeadRecord]:
@@ -83,7 +118,8 @@ class HttpSinkWriter:
             if attempt:
                 await asyncio.sleep(backoff_delay(attempt - 1, base=self.backoff_base))
             try:
-                async with self._session_now().post(url, data=body, headers=headers) as resp:
+                async with self._session_now().post(url, data=body, headers=headers,
+                                                    allow_redirects=False) as resp:
                     text = (await resp.text(errors="replace"))[:200]
                     if resp.status < 300:
                         return []

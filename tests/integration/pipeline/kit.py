@@ -15,6 +15,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from tasks.egress import EgressSettings
 from tasks.factory import TaskEnvironment, build_runner
 from tasks.formats import decompress
 from tasks.pipeline import PipelineRunner
@@ -85,7 +86,12 @@ def job(topic: str, sink: dict[str, Any], **spec: Any) -> JobSpec:
 def environment(kafka: str, tmp: Path, s3: str | None = None) -> TaskEnvironment:
     return TaskEnvironment(kafka_bootstrap=kafka, state_dir=tmp, s3_endpoint=s3,
                            s3_access_key="test", s3_secret_key="test", backoff_base=0.05,
-                           backoff_cap=1.0, drain_timeout=30.0)
+                           backoff_cap=1.0, drain_timeout=30.0, egress=loopback_egress(tmp))
+
+
+def loopback_egress(tmp: Path) -> EgressSettings:
+    """The egress allowances of tests: receivers on loopback, files below the test's tmp."""
+    return EgressSettings(http_allow_networks=["127.0.0.0/8", "::1/128"], file_root=str(tmp))
 
 
 def runner(env: TaskEnvironment, spec: JobSpec, partition: int = 0,

@@ -10,7 +10,7 @@ import pytest
 from master.settings import MasterSettings
 from server.settings import ServerSettings
 from tasks.errors import ConfigError
-from tasks.kafka_access import KafkaAccess, bootstrap_key
+from tasks.kafka_access import KafkaAccess, UnlistedCluster, bootstrap_key
 from tasks.settings import load_settings
 
 SASL = {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512"}
@@ -21,7 +21,7 @@ def test_bootstrap_lists_name_the_same_cluster_in_any_order_and_spacing() -> Non
     assert bootstrap_key("a:9092") != bootstrap_key("a:9093")
 
 
-def test_the_configured_cluster_and_unnamed_ones_get_kafka_config(tmp_path: Path) -> None:
+def test_the_configured_cluster_gets_kafka_config_and_listed_ones_their_own(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("kafka:\n  bootstrap_servers: main:9093\n"
                    "  config: {security.protocol: SASL_SSL, sasl.mechanism: SCRAM-SHA-512}\n"
@@ -38,7 +38,8 @@ def test_the_configured_cluster_and_unnamed_ones_get_kafka_config(tmp_path: Path
         assert access.properties("old-2:9092, old-1:9092") == {}          # plaintext
         assert access.properties("p:9094") == {"security.protocol": "SSL",
                                                "ssl.key.password": "k"}
-        assert access.properties("elsewhere:9092") == SASL   # no entry: kafka.config
+        with pytest.raises(UnlistedCluster):   # no entry: refused, never kafka.config
+            access.properties("elsewhere:9092")
         assert pickle.loads(pickle.dumps(access)) == access  # it travels to worker processes
 
 
@@ -58,4 +59,6 @@ def test_bad_cluster_entries_are_clear_errors(clusters: dict[str, object], error
 
 
 def test_an_empty_access_gives_no_properties() -> None:
-    assert KafkaAccess().properties("any:9092") == {}
+    assert KafkaAccess(allow_unlisted=True).properties("any:9092") == {}
+    with pytest.raises(UnlistedCluster):
+        KafkaAccess().properties("any:9092")
