@@ -20,6 +20,7 @@ from master.process import Master
 from master.settings import KafkaSettings, MasterSettings
 from scheduler import plan
 from tasks.cluster import ZkPaths, ZooKeeperSettings
+from tasks.egress import EgressSettings
 from tasks.entrypoint import ListenSettings
 from tasks.spec import JobSpec, parse_job_spec
 from tasks.tls import TlsSettings
@@ -60,6 +61,7 @@ def master_settings(zookeeper: str, kafka: str, cluster: str, master_id: str,
         kafka=KafkaSettings(bootstrap_servers=kafka, partition_check_interval=1.0),
         lease_ttl=4.0, min_heartbeat_interval=0.2, reconcile_interval=0.2,
         log_format="console",
+        egress=EgressSettings(file_root="/tmp"),   # the jobs' /tmp/exportd-test
         tls=TlsSettings.model_validate(tls_block(cluster, "master", master_id)),
         # Loopback only: these tests call the API without tokens (tests/integration/api adds them).
         api=ApiSettings(auth="none"),
