@@ -27,6 +27,7 @@ from master.settings import MasterSettings
 from master.store import Store
 from proto import exportd_pb2_grpc as pb_grpc
 from tasks.errors import Unavailable
+from tasks.grpc_tls import server_credentials
 from tasks.logs import get_logger
 
 log = get_logger(__name__)
@@ -43,6 +44,7 @@ def _bind(host: str, port: int) -> socket.socket:
 
 class Master:
     def __init__(self, settings: MasterSettings, planner: Planner) -> None:
+        settings.tls.require()   # secure by default: no certificates, no master
         self.settings = settings
         self.planner = planner
         zk = settings.zookeeper
@@ -53,7 +55,9 @@ class Master:
                                           settings.kafka.metadata_timeout,
                                           access=settings.kafka.access())
         self.leadership: Leadership | None = None
-        self.sessions = SessionService(lambda: self.leadership)
+        self.sessions = SessionService(
+            lambda: self.leadership,
+            cluster=None if settings.tls.insecure else settings.zookeeper.cluster)
         self.standby = StandbyReader(self.store, planner, config_from(settings))
         self.control = MasterControl(settings.id, lambda: self.leadership, self.standby,
                                      planner, config_from(settings))
@@ -82,7 +86,13 @@ class Master:
         server = grpc.aio.server()
         pb_grpc.add_CoordinatorServicer_to_server(self.sessions, server)
         cfg = self.settings.grpc
-        port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        address = f"{cfg.host}:{cfg.port}"
+        if self.settings.tls.insecure:
+            log.warning("grpc_insecure", detail="tls.insecure: heartbeat sessions are plaintext "
+                        "and unauthenticated")
+            port = server.add_insecure_port(address)
+        else:   # mTLS: servers' certificates from the cluster CA, checked per stream
+            port = server.add_secure_port(address, server_credentials(self.settings.tls))
         await server.start()
         self._grpc = server
         self.grpc_address = cfg.advertised(port)

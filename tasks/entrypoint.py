@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import socket
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -21,6 +20,7 @@ from pydantic import Field
 
 from tasks.errors import ExportdError
 from tasks.logs import configure_logging, get_logger
+from tasks.redact import redacted
 from tasks.settings import SettingsModel, load_settings, parse_set_flags
 
 log = get_logger(__name__)
@@ -50,21 +50,6 @@ class ListenSettings(SettingsModel):
 
 
 P = TypeVar("P", bound=ProcessSettings)
-
-# Setting names whose values are secrets: S3 keys, API tokens, librdkafka passwords.
-_SECRET = re.compile(r"password|secret|token|access_key_id", re.IGNORECASE)
-
-
-def redacted(tree: Any, secret: bool = False) -> Any:
-    """Settings as plain data with every secret's value replaced by "***" (an empty one stays
-    empty, so "not set" still shows)."""
-    if isinstance(tree, dict):
-        return {key: redacted(value, secret or bool(_SECRET.search(str(key))))
-                for key, value in tree.items()}
-    if isinstance(tree, list):
-        return [redacted(item, secret) for item in tree]
-    return "***" if secret and tree not in (None, "") else tree
-
 
 def process_main(prog: str, doc: str, model: type[P], run: Callable[[P], Coroutine[Any, Any, int]],
                  argv: Sequence[str] | None = None) -> int:

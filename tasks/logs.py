@@ -11,6 +11,8 @@ import sys
 
 import structlog
 
+from tasks.redact import redact_processor
+
 _configured = False
 
 
@@ -30,6 +32,7 @@ def configure_logging(*, json: bool = True, level: str = "info") -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
+            redact_processor,   # a secret logged by mistake is masked (tasks/redact.py)
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

@@ -16,7 +16,9 @@ import pytest
 from kazoo.client import KazooClient
 
 from tasks.cluster import ZkPaths
+from tests.pki import remove_test_pki, session_pki
 from tools.infra import Infra, kafka_sasl_bootstrap, start_infra
+from tools.pki import DevPki
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -64,6 +66,16 @@ def s3() -> Iterator[str]:
     """endpoint URL of moto's S3 server (any access key and secret work)."""
     for infra in _start("s3"):
         yield infra.s3
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pki() -> Iterator[DevPki]:
+    """The session's throwaway CA (tests/pki.py): masters and servers of every test's cluster
+    get real certificates from it (`tests.pki.tls_block`); deleted at the end."""
+    try:
+        yield session_pki()
+    finally:
+        remove_test_pki()
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@ the leader when this master does not lead (master/api/forward.py). Then the rout
 
 from __future__ import annotations
 
+import ssl
+
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
@@ -50,10 +52,13 @@ async def _openapi(request: web.Request) -> web.Response:
     return json_response(openapi_document())
 
 
-def create_app(control: ControlPlane, settings: ApiSettings) -> web.Application:
+def create_app(control: ControlPlane, settings: ApiSettings, *,
+               forward_ssl: ssl.SSLContext | None = None) -> web.Application:
     """The API app for one master; the caller runs it (web.AppRunner / TCPSite). Refuses
     settings with no token unless they say `auth: none` (the caller checks the listen address
-    with master.api.auth.check_auth_mode)."""
+    with master.api.auth.check_auth_mode). `forward_ssl`: the context a standby forwards to the
+    leader with (master.api.forward.master_peer_context); None (tls.insecure) forwards only
+    requests without a token, in clear."""
     if not settings.open_mode and not settings.tokens():
         raise ConfigError("the API has no tokens and api.auth is not 'none'")
     app = web.Application(
@@ -63,12 +68,12 @@ def create_app(control: ControlPlane, settings: ApiSettings) -> web.Application:
             metrics_middleware,
             error_middleware,
             auth_middleware(settings),
-            forward_middleware(control, settings),
+            forward_middleware(control, settings, tls=forward_ssl is not None),
         ],
     )
     app[CONTROL] = control
     app[SETTINGS] = settings
-    app.cleanup_ctx.append(forward_client_ctx(settings))
+    app.cleanup_ctx.append(forward_client_ctx(settings, forward_ssl))
     add_routes(app)
     app.router.add_route("GET", OPENAPI_PATH, _openapi)
     if settings.open_mode:

@@ -12,11 +12,23 @@ has no task states, loads, rates or histories, and a placement map or an `explai
 Service that picks any master would change from one call to the next. When no leader is known or
 it does not answer within `read_forward_timeout`, the standby answers from its own view, marked
 `X-Exportd-View: zookeeper`; a read that was already forwarded is answered locally the same way.
+
+Whom a standby forwards to: the leader's address comes from the `leader` znode, which this
+master cannot vouch for, so the address is never trusted; the peer's certificate is. With TLS
+(the master's `tls` block) a request goes only over https, whatever scheme the znode names, and
+only to a peer whose certificate chains to the cluster CA and names a master of this cluster in
+its SAN URI (`tasks.tls.is_cluster_master`): the check runs inside the TLS handshake
+(`master_peer_context`), so nothing (no header, no token, no body) is sent to any other peer.
+Host names are not checked: masters are reached by pod address, the identity is the URI. Without
+TLS (`tls.insecure`) a standby forwards only requests that carry no Authorization header (an
+`auth: none` cluster); a token is never sent in clear.
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -29,6 +41,7 @@ from master.api.ports import ControlPlane, LeaderView
 from master.api.settings import ApiSettings
 from tasks.errors import ExportdError, Unavailable
 from tasks.logs import get_logger
+from tasks.tls import TlsSettings, client_ssl_context, is_cluster_master, peer_identities
 
 log = get_logger(__name__)
 
@@ -41,17 +54,48 @@ _API = "/api/v1/"
 _LOCAL_READS = frozenset(("/api/v1/leader", OPENAPI_PATH))
 
 
-def leader_base_url(leader: LeaderView) -> str:
-    """The leader's HTTP base URL, with a scheme and no trailing slash."""
+def master_peer_context(tls: TlsSettings, cluster: str) -> ssl.SSLContext:
+    """A client context that completes a handshake only with a master of `cluster`: the
+    certificate chains to the CA of `tls` AND its SAN URI names role master in `cluster`.
+    Host names are not checked (the identity is the URI). The check runs in the handshake, so a
+    failed one sends nothing."""
+    context = client_ssl_context(tls)
+    context.check_hostname = False
+
+    class MasterPeer(ssl.SSLObject):
+        def do_handshake(self) -> None:
+            super().do_handshake()
+            cert = self.getpeercert(binary_form=True)
+            if not cert or not is_cluster_master(peer_identities(cert), cluster=cluster):
+                raise ssl.SSLCertVerificationError(
+                    f"the peer's certificate does not name a master of cluster {cluster!r}")
+
+    context.sslobject_class = MasterPeer
+    return context
+
+
+def leader_base_url(leader: LeaderView, *, tls: bool) -> str:
+    """The leader's HTTP base URL, without a trailing slash: https with TLS whatever scheme the
+    znode names (a forged http:// must not downgrade), else as published (http by default)."""
     base = leader.http.strip().rstrip("/")
     if not base:
         raise Unavailable(f"the leader {leader.id or '?'} has not published an HTTP address yet; "
                           "retry shortly")
-    return base if "://" in base else f"http://{base}"
+    scheme, sep, rest = base.partition("://")
+    address = rest if sep else scheme
+    if tls:
+        return f"https://{address}"
+    return base if sep else f"http://{address}"
 
 
-def forward_target(control: ControlPlane, settings: ApiSettings, already_forwarded: bool) -> str:
-    """Where to send a write this master may not do itself, or Unavailable with the reason."""
+def forward_target(control: ControlPlane, settings: ApiSettings, already_forwarded: bool,
+                   *, tls: bool = True, carries_token: bool = False) -> str:
+    """Where to send a request this master may not answer itself, or Unavailable with the
+    reason."""
+    if not tls and carries_token:
+        raise Unavailable("this master runs without TLS (tls.insecure) and never forwards a "
+                          "token in clear: send the request to the leader (exportctl tries "
+                          "every master)")
     if already_forwarded:
         raise Unavailable("this master received a forwarded write but does not lead "
                           "(leadership is changing); retry shortly")
@@ -62,7 +106,7 @@ def forward_target(control: ControlPlane, settings: ApiSettings, already_forward
                           "retry shortly") from exc
     if settings.master_id and leader.id == settings.master_id:
         raise Unavailable("this master is taking or losing the lead; retry shortly")
-    return leader_base_url(leader)
+    return leader_base_url(leader, tls=tls)
 
 
 def forwards_read(path: str) -> bool:
@@ -96,24 +140,29 @@ async def _local_view(request: web.Request, handler: Handler) -> web.StreamRespo
     return response
 
 
-def forward_middleware(control: ControlPlane, settings: ApiSettings) -> Middleware:
+def forward_middleware(control: ControlPlane, settings: ApiSettings, *,
+                       tls: bool) -> Middleware:
+    """`tls`: whether the forwarding client verifies the leader (master_peer_context)."""
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if control.is_leader():
             return await handler(request)
         forwarded = FORWARDED_BY in request.headers
+        where: dict[str, Any] = {"tls": tls,
+                                 "carries_token": "Authorization" in request.headers}
         if not is_write(request.method):
             if forwarded or not forwards_read(request.path):
                 return await _local_view(request, handler)
             try:
-                base = forward_target(control, settings, False)
+                base = forward_target(control, settings, False, **where)
                 return await _relay(request, base, None, settings,
                                     settings.read_forward_timeout)
             except (Unavailable, aiohttp.ClientError, TimeoutError) as exc:
                 log.warning("api_read_served_locally", path=request.path,
                             reason=getattr(exc, "message", None) or type(exc).__name__)
                 return await _local_view(request, handler)
-        base = forward_target(control, settings, forwarded)
+        base = forward_target(control, settings, forwarded, **where)
         body = await read_body(request, settings.max_body_bytes)
         try:
             response = await _relay(request, base, body, settings, settings.forward_timeout)
@@ -128,13 +177,15 @@ def forward_middleware(control: ControlPlane, settings: ApiSettings) -> Middlewa
 
 
 def forward_client_ctx(
-    settings: ApiSettings,
+    settings: ApiSettings, ssl_context: ssl.SSLContext | None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """cleanup_ctx entry: one client session for forwarding, closed with the app."""
+    """cleanup_ctx entry: one client session for forwarding (verifying the leader with
+    `ssl_context` when given), closed with the app."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         timeout = aiohttp.ClientTimeout(total=settings.forward_timeout)
-        app[CLIENT_KEY] = aiohttp.ClientSession(timeout=timeout)
+        connector = aiohttp.TCPConnector(ssl=ssl_context if ssl_context is not None else True)
+        app[CLIENT_KEY] = aiohttp.ClientSession(timeout=timeout, connector=connector)
         try:
             yield
         finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from typing import TypeVar
@@ -212,15 +213,17 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def serve(app: web.Application) -> AsyncIterator[str]:
-    """Run `app` on a loopback port; yields its base URL; always cleans up."""
+async def serve(app: web.Application,
+                ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[str]:
+    """Run `app` on a loopback port (https with `ssl_context`); yields its base URL; always
+    cleans up."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
         await site.start()
         sockets = runner.addresses
         host, port = sockets[0][:2]
-        yield f"http://{host}:{port}"
+        yield f"{'https' if ssl_context else 'http'}://{host}:{port}"
     finally:
         await runner.cleanup()

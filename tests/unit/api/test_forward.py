@@ -1,19 +1,31 @@
 """A standby forwards writes and reads of the cluster to the leader, and answers reads from its
-own view when no leader answers: two real apps on loopback."""
+own view when no leader answers: two real apps on loopback, over TLS with certificates from a
+throwaway CA. And whom it forwards to: only a peer whose certificate names a master of this
+cluster; a forged leader address (a listener of the test's own, recording every byte it gets)
+with a server's certificate, another cluster's master certificate or another CA's receives
+nothing, neither the token nor the body."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ssl
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import pytest
 
 from master.api.app import create_app
-from master.api.forward import FORWARDED_BY, FORWARDED_TO, VIEW
+from master.api.forward import FORWARDED_BY, FORWARDED_TO, VIEW, master_peer_context
 from master.api.settings import ApiSettings
+from tasks.tls import TlsSettings, server_ssl_context
 from tests.unit.api.conftest import JOB
 from tests.unit.api.fake_control import FakeControl, free_port, serve
+from tools.pki import DevPki, tls_settings_for, write_dev_pki
+
+CLUSTER = "c1"
 
 
 def _settings(master_id: str) -> ApiSettings:
@@ -21,6 +33,16 @@ def _settings(master_id: str) -> ApiSettings:
                                    "admin_tokens": ["a-token"]})
 
 ADMIN = {"Authorization": "Bearer a-token"}
+
+
+def _tls(pki: DevPki, role: str, ident: str, cluster: str = CLUSTER) -> TlsSettings:
+    return TlsSettings.model_validate(tls_settings_for(pki, role, ident, cluster=cluster))
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> DevPki:
+    return write_dev_pki(tmp_path_factory.mktemp("pki"), cluster=CLUSTER,
+                         masters=["m1", "m2"], servers=["s1"])
 
 
 @dataclass
@@ -32,14 +54,21 @@ class Pair:
     http: aiohttp.ClientSession
 
 
+def _serving(pki: DevPki, ident: str) -> ssl.SSLContext:
+    return server_ssl_context(_tls(pki, "master", ident), client_certs=False)
+
+
 @pytest.fixture
-async def pair() -> AsyncIterator[Pair]:
+async def pair(pki: DevPki) -> AsyncIterator[Pair]:
     leader = FakeControl(leads=True, master_id="m1")
     standby = FakeControl(leads=False, master_id="m2")
-    async with serve(create_app(leader, _settings("m1"))) as leader_url:
+    forward = master_peer_context(_tls(pki, "master", "m2"), CLUSTER)
+    client = ssl.create_default_context(cafile=str(pki.ca_file))
+    async with serve(create_app(leader, _settings("m1")), _serving(pki, "m1")) as leader_url:
         standby.leader_http = leader_url
-        async with serve(create_app(standby, _settings("m2"))) as url, \
-                aiohttp.ClientSession() as http:
+        async with serve(create_app(standby, _settings("m2"), forward_ssl=forward),
+                         _serving(pki, "m2")) as url, \
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client)) as http:
             yield Pair(leader, standby, leader_url, url, http)
 
 
@@ -85,7 +114,7 @@ async def test_reads_fall_back_to_the_standby_view(pair: Pair, why: str) -> None
     if why == "no leader":
         pair.standby.has_leader = False
     elif why == "leader unreachable":
-        pair.standby.leader_http = f"127.0.0.1:{free_port()}"
+        pair.standby.leader_http = f"https://127.0.0.1:{free_port()}"
     else:
         headers[FORWARDED_BY] = "m9"
     async with pair.http.get(pair.standby_url + "/api/v1/jobs", headers=headers) as r:
@@ -112,7 +141,7 @@ async def test_no_leader_is_503(pair: Pair) -> None:
 
 
 async def test_unreachable_leader_is_503(pair: Pair) -> None:
-    pair.standby.leader_http = f"127.0.0.1:{free_port()}"
+    pair.standby.leader_http = f"https://127.0.0.1:{free_port()}"
     async with pair.http.post(pair.standby_url + "/api/v1/servers/srv-a/cordon",
                               headers=ADMIN) as r:
         assert r.status == 503
@@ -126,3 +155,104 @@ async def test_forwarded_write_is_not_forwarded_again(pair: Pair) -> None:
         assert r.status == 503
         assert "does not lead" in (await r.json())["message"]
     assert pair.leader.writes == 0
+
+
+@dataclass
+class Recorder:
+    """A TLS listener standing in for a forged leader address: records every byte a client
+    sends it after the handshake, and answers any request with a 201."""
+
+    url: str
+    received: list[bytes] = field(default_factory=list)
+    handshakes: int = 0
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.received)
+
+
+@contextlib.asynccontextmanager
+async def recording_listener(context: ssl.SSLContext) -> AsyncIterator[Recorder]:
+    recorder = Recorder("")
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        recorder.handshakes += 1
+        try:
+            while chunk := await asyncio.wait_for(reader.read(65536), 5):
+                recorder.received.append(chunk)
+                if b"\r\n\r\n" in recorder.data:
+                    writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n"
+                                 b"Content-Type: application/json\r\nConnection: close\r\n"
+                                 b"\r\n{}")
+                    await writer.drain()
+                    break
+        except (OSError, ssl.SSLError, TimeoutError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    recorder.url = f"https://127.0.0.1:{port}"
+    try:
+        yield recorder
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def _forger(pki: DevPki, tmp_path: Path, who: str) -> ssl.SSLContext:
+    if who == "another CA's master":
+        other = write_dev_pki(tmp_path / "other", cluster=CLUSTER, masters=["m1"], servers=[])
+        return server_ssl_context(_tls(other, "master", "m1"), client_certs=False)
+    if who == "a server":
+        return server_ssl_context(_tls(pki, "server", "s1"), client_certs=False)
+    if who == "another cluster's master":
+        return server_ssl_context(_tls(pki, "master", "m1", cluster="c2"), client_certs=False)
+    return _serving(pki, "m1")   # a real master of the cluster: the control case
+
+
+FORGERS = ["a server", "another cluster's master", "another CA's master"]
+
+
+@pytest.mark.parametrize("who", FORGERS)
+async def test_a_forged_leader_address_gets_no_token_and_no_body(
+        pair: Pair, pki: DevPki, tmp_path: Path, who: str) -> None:
+    async with recording_listener(_forger(pki, tmp_path, who)) as forged:
+        # The leader znode (leader_http) names the forger's listener; even as http://.
+        for url in (forged.url, forged.url.replace("https://", "http://")):
+            pair.standby.leader_http = url
+            async with pair.http.post(pair.standby_url + "/api/v1/jobs", json=JOB,
+                                      headers=ADMIN) as r:
+                assert r.status == 503, await r.text()
+                assert "did not answer" in (await r.json())["message"]
+            async with pair.http.get(pair.standby_url + "/api/v1/jobs", headers=ADMIN) as r:
+                assert r.status == 200 and r.headers[VIEW] == "zookeeper"
+        assert forged.data == b""
+    assert pair.leader.writes == 0
+
+
+async def test_the_recording_listener_does_record_a_real_master(
+        pair: Pair, pki: DevPki, tmp_path: Path) -> None:
+    """The control case of the test above: with a master's certificate the same listener gets
+    the request, token and body (so an empty recording there means nothing was sent)."""
+    async with recording_listener(_forger(pki, tmp_path, "a master")) as real:
+        pair.standby.leader_http = real.url.replace("https://", "")
+        async with pair.http.post(pair.standby_url + "/api/v1/jobs", json=JOB,
+                                  headers=ADMIN) as r:
+            assert r.status == 201, await r.text()
+    assert b"Authorization: Bearer a-token" in real.data and b'"orders"' in real.data
+
+
+async def test_without_tls_a_token_is_never_forwarded(pki: DevPki) -> None:
+    leader = FakeControl(leads=True, master_id="m1")
+    standby = FakeControl(leads=False, master_id="m2")
+    async with recording_listener(_serving(pki, "m1")) as listener:
+        standby.leader_http = listener.url.replace("https://", "http://")
+        async with serve(create_app(standby, _settings("m2"))) as url, \
+                aiohttp.ClientSession() as http, \
+                http.post(url + "/api/v1/jobs", json=JOB, headers=ADMIN) as r:
+            assert r.status == 503
+            assert "never forwards a token in clear" in (await r.json())["message"]
+        assert listener.handshakes == 0 and listener.data == b""
+    assert leader.writes == 0
