@@ -105,6 +105,7 @@ class PipelineRunner:
         self._batcher: Batcher | None = None
         self._delivery: asyncio.Task[None] | None = None  # the chunk being delivered + committed
         self._resync: asyncio.Task[None] | None = None    # stages restarting at another offset
+        self._start_to_commit: int | None = None
         self._dead_lock = asyncio.Lock()
         self._closed = False
         self.log = get_logger("tasks.pipeline").bind(task=task_id, generation=generation)
@@ -140,15 +141,9 @@ class PipelineRunner:
             await self._close()
             raise
         self.meter.committed_offset = start  # where a restart would resume
-        if self.source.resolved:
-            # Another owner resolving `latest` (or a timestamp) later would start elsewhere and
-            # cut other chunks: the start is made common before anything is written.
-            try:
-                await self._retry("commit", lambda: self._commit(start))
-            except Exception as exc:
-                self._fail(exc)
-                await self._close()
-                raise
+        # Another owner resolving `latest` (or a timestamp) later would start elsewhere and cut
+        # other chunks: such a start is committed before the first write (_deliver).
+        self._start_to_commit = start if self.source.resolved else None
         self.log.info("task started", start_offset=start)
         self._start_stages(start)
         self._state = TaskState.RUNNING
@@ -386,6 +381,10 @@ class PipelineRunner:
 
     async def _deliver(self, chunk: Chunk) -> None:
         end = chunk.end_offset
+        if self._start_to_commit is not None:
+            start = self._start_to_commit
+            await self._retry("commit", lambda: self._commit(start))
+            self._start_to_commit = None
         try:
             if chunk.records:
                 refused = await self._retry("sink", lambda: self.sink.write(chunk))
