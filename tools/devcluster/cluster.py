@@ -169,6 +169,12 @@ class LocalCluster:
         env.setdefault("AWS_SECRET_ACCESS_KEY", "dev")
         return env
 
+    def _egress(self) -> dict[str, Any]:
+        """Where jobs may send data (tasks/egress.py), the same for masters and servers: HTTP
+        receivers on this host, file sinks below the work directory's files/."""
+        return {"http_allow_networks": ["127.0.0.0/8", "::1/128"],
+                "file_root": str(self.workdir / "files")}
+
     def start_master(self, master_id: str) -> MasterProc:
         http_port, grpc_port = free_port(), free_port()
         config = {
@@ -177,6 +183,7 @@ class LocalCluster:
             "http": {"host": "127.0.0.1", "port": http_port},
             "grpc": {"host": "127.0.0.1", "port": grpc_port},
             "kafka": {"bootstrap_servers": self.endpoints["kafka"]},
+            "egress": self._egress(),
             "lease_ttl": self.lease_ttl,
             "log_format": "json",
             **self.master_overrides,
@@ -198,6 +205,7 @@ class LocalCluster:
             "zookeeper": self._zookeeper(),
             "http": {"host": "127.0.0.1", "port": port},
             "kafka": {"bootstrap_servers": self.endpoints["kafka"]},
+            "egress": self._egress(),
             "s3": {"endpoint_url": self.endpoints["s3"], "access_key_id": "dev",
                    "secret_access_key": "dev"},
             "work_dir": str(self.workdir / "servers" / spec.id),
