@@ -37,6 +37,10 @@ PLAN_SECONDS = Histogram(
 MOVES = Counter("exportd_moves_total", "Task moves started, by kind", ["kind"], registry=REGISTRY)
 HEARTBEATS = Counter("exportd_heartbeats_total", "Reports received from servers",
                      registry=REGISTRY)
+SESSIONS_REFUSED = Counter(
+    "exportd_sessions_refused_total",
+    "Heartbeat streams refused: the client certificate does not name the server they claim",
+    registry=REGISTRY)
 REPORT_ACK_SECONDS = Histogram(
     "exportd_report_ack_seconds", "Time from receiving a report to sending its ack",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),

@@ -5,6 +5,11 @@ from the cluster's budget). A Directive (epoch + the server's FULL desired set) 
 stream opens and whenever that set changed and was persisted. A server without a `servers/<id>`
 node gets Reregister instead of an Ack. A master that does not lead, or whose leadership is
 suspended, refuses or closes streams with UNAVAILABLE: servers then find the leader again.
+
+With TLS (the default), a stream speaks for server X only when the client certificate names
+server X of this cluster (tasks.tls.may_open_session); any other stream is refused with
+PERMISSION_DENIED before it is acked, sent a directive or allowed to replace X's stream, and a
+stream never changes the server it speaks for.
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ from master.state import LiveState
 from master.wire_errors import abort_with
 from proto import exportd_pb2 as pb
 from proto import exportd_pb2_grpc as pb_grpc
-from tasks.errors import Unavailable
+from tasks.errors import Forbidden, Unavailable
+from tasks.grpc_tls import peer_identities_of
 from tasks.logs import get_logger
+from tasks.tls import Identity, may_open_session
 
 log = get_logger(__name__)
 
@@ -35,7 +42,10 @@ Fingerprint = tuple[tuple[str, int, int, int], ...]
 
 
 class Connection:
-    def __init__(self) -> None:
+    def __init__(self, peer: list[Identity] | None = None) -> None:
+        # The identities of the client certificate; None: TLS is off (tls.insecure).
+        self.peer = peer
+        self.denied = ""
         self.server_id: str | None = None
         self.queue: asyncio.Queue[object] = asyncio.Queue(QUEUE_LIMIT)
         self.directive_seq = 0
@@ -52,6 +62,13 @@ class Connection:
         self.close_reason = reason
         with contextlib.suppress(asyncio.QueueFull):
             self.queue.put_nowait(_CLOSE)
+
+    def deny(self, reason: str) -> None:
+        """Refuse the stream: nothing more is sent on it but PERMISSION_DENIED."""
+        self.denied = reason
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(_CLOSE)
 
 
 def directive_message(state: LiveState, server_id: str, epoch: int,
@@ -74,8 +91,11 @@ def directive_message(state: LiveState, server_id: str, epoch: int,
 
 
 class SessionService(pb_grpc.CoordinatorServicer):  # type: ignore[misc]
-    def __init__(self, leadership: Callable[[], Leadership | None]) -> None:
+    def __init__(self, leadership: Callable[[], Leadership | None], *,
+                 cluster: str | None = None) -> None:
+        """`cluster`: check client certificates' identities against it; None: TLS is off."""
         self._leadership = leadership
+        self._cluster = cluster
         self._conns: dict[str, Connection] = {}
 
     # -- called by the reconcile loop --------------------------------------------------------
@@ -123,7 +143,7 @@ class SessionService(pb_grpc.CoordinatorServicer):  # type: ignore[misc]
         except Unavailable as exc:
             await abort_with(context, exc)
             return
-        conn = Connection()
+        conn = Connection(peer_identities_of(context) if self._cluster is not None else None)
         reader = asyncio.create_task(self._read(lead, conn, request_iterator))
         ended = asyncio.create_task(lead.term.ended.wait())
         try:
@@ -148,6 +168,8 @@ class SessionService(pb_grpc.CoordinatorServicer):  # type: ignore[misc]
             ended.cancel()
             if conn.server_id is not None and self._conns.get(conn.server_id) is conn:
                 del self._conns[conn.server_id]
+        if conn.denied:
+            await abort_with(context, Forbidden(conn.denied))
         if conn.close_reason:
             await abort_with(context, Unavailable(conn.close_reason))
 
@@ -160,12 +182,29 @@ class SessionService(pb_grpc.CoordinatorServicer):  # type: ignore[misc]
                 conn.close("leadership is suspended")
                 return
             await self._on_report(lead, conn, message.report)
+            if conn.denied:
+                return
+
+    @staticmethod
+    def _deny(conn: Connection, claimed: str, reason: str) -> None:
+        log.warning("session_refused", claimed=claimed, reason=reason,
+                    peer=[f"{i.cluster}/{i.role}/{i.id}" for i in conn.peer or []])
+        metrics.SESSIONS_REFUSED.inc()
+        conn.deny(reason)
 
     async def _on_report(self, lead: Leadership, conn: Connection, report: pb.Report) -> None:
         received = time.perf_counter()
         metrics.HEARTBEATS.inc()
         sid = report.server_id
         first = conn.server_id is None
+        if not first and sid != conn.server_id:
+            self._deny(conn, sid, f"a stream of server {conn.server_id!r} reported as {sid!r}")
+            return
+        if first and conn.peer is not None and not may_open_session(
+                conn.peer, cluster=self._cluster or "", server_id=sid):
+            self._deny(conn, sid, f"the client certificate does not name server {sid!r} of "
+                                  "this cluster")
+            return
         if first:
             if not sid or not await lead.known_server(sid):
                 conn.send(pb.LeaderMessage(epoch=lead.term.epoch, reregister=pb.Reregister(

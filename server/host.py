@@ -88,7 +88,9 @@ class ServerHost:
         self.draining = False
         self._closed = False
         self._sampler = Sampler(settings.capacity)
-        self.session = SessionLoop(self, settings.session)
+        settings.tls.require()   # secure by default: no certificates, no server
+        self.session = SessionLoop(self, settings.session, tls=settings.tls,
+                                   cluster=settings.zookeeper.cluster)
         self.http = HttpEndpoint(settings.http.host, settings.http.port, self.ready)
         self.registration: Registration | None = None
         self.address = ""

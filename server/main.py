@@ -78,6 +78,7 @@ def worker_pool(settings: ServerSettings) -> WorkerPool:
 
 async def run(settings: ServerSettings) -> int:
     structlog.contextvars.bind_contextvars(server=settings.id)
+    settings.tls.require()   # before the workers start: one clear line, exit 1
     pool = None if settings.runner_factory else worker_pool(settings)
     try:
         if pool is not None:

@@ -5,6 +5,11 @@ then every heartbeat interval (or sooner when the host asks), and hands every me
 to the host. The stream is dropped and opened again when the leader changes (at once), when the
 host asks (Reregister, self-fencing), or when it breaks (after a back-off with full jitter, so a
 thousand servers do not reconnect to a new leader in the same instant).
+
+With TLS (the default) the channel presents this server's certificate and accepts only a leader
+whose certificate comes from the cluster CA and carries the master name of this cluster
+(tasks/grpc_tls.py): a listener with a server's certificate, or one from another CA, fails the
+handshake and the session is retried with back-off, never believed.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from proto import exportd_pb2_grpc as pb_grpc
 from server import metrics
 from server.settings import SessionSettings
 from tasks.cluster import LeaderInfo
+from tasks.grpc_tls import channel_credentials, channel_options
 from tasks.logs import get_logger
+from tasks.tls import TlsSettings
 
 log = get_logger(__name__)
 
@@ -47,8 +54,11 @@ class SessionHost(Protocol):
 
 
 class SessionLoop:
-    def __init__(self, host: SessionHost, settings: SessionSettings) -> None:
+    def __init__(self, host: SessionHost, settings: SessionSettings, *, tls: TlsSettings,
+                 cluster: str) -> None:
         self._host = host
+        self._tls = tls
+        self._cluster = cluster
         self._settings = settings
         self._rng = random.Random()
         self._leader: LeaderInfo | None = None
@@ -120,7 +130,7 @@ class SessionLoop:
         self.target = target
         self.connected = False
         answered = False
-        async with grpc.aio.insecure_channel(target) as channel:
+        async with self._channel(target) as channel:
             call = pb_grpc.CoordinatorStub(channel).Session()
             self._host.session_started()
             writer = asyncio.ensure_future(self._write(call))
@@ -143,6 +153,13 @@ class SessionLoop:
                         result, asyncio.CancelledError):
                     log.error("session_failed", target=target, error=repr(result))
         return "answered" if answered else "unanswered"
+
+    def _channel(self, target: str) -> grpc.aio.Channel:
+        if self._tls.insecure:
+            return grpc.aio.insecure_channel(target)
+        # Files read per session: a renewed certificate is used from the next session on.
+        return grpc.aio.secure_channel(target, channel_credentials(self._tls),
+                                       options=channel_options(self._cluster))
 
     async def _write(self, call: grpc.aio.StreamStreamCall) -> None:  # type: ignore[type-arg]
         seq = 0

@@ -102,6 +102,16 @@ def is_cluster_master(identities: list[Identity], *, cluster: str) -> bool:
     return any(i.cluster == cluster and i.role == "master" for i in identities)
 
 
+def master_tls_name(cluster: str) -> str:
+    """The DNS SAN every master certificate of `cluster` carries besides its identity URI.
+
+    gRPC's Python client cannot show the peer's certificate to the application, so a server
+    proves "this leader is a master of my cluster" inside the handshake: it connects with this
+    name as the expected host name (`grpc.ssl_target_name_override`), which only master
+    certificates carry (docs/SECURITY.md, "Identities")."""
+    return f"master.{cluster}.exportd"
+
+
 # --- settings and contexts -------------------------------------------------------------------
 
 class TlsSettings(SettingsModel):

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tasks.tls import Identity, identity_uri
+from tasks.tls import Identity, identity_uri, master_tls_name
 
 VALIDITY = datetime.timedelta(days=30)
 
@@ -81,8 +81,15 @@ def make_ca(common_name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivate
 def issue(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, identity: Identity,
           ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """A leaf certificate for `identity`: SAN URI identity_uri(identity), DNS localhost, IP
-    127.0.0.1; usable as TLS server and client."""
+    127.0.0.1 (and a master's DNS master_tls_name); usable as TLS server and client."""
     key = _key()
+    names: list[x509.GeneralName] = [
+        x509.UniformResourceIdentifier(identity_uri(identity)),
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+    ]
+    if identity.role == "master":
+        names.append(x509.DNSName(master_tls_name(identity.cluster)))
     now = datetime.datetime.now(datetime.UTC)
     subject = x509.Name([
         x509.NameAttribute(NameOID.COMMON_NAME, f"{identity.role}/{identity.id}"),
@@ -102,11 +109,7 @@ def issue(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, identit
             encipher_only=False, decipher_only=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage(
             [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName([
-            x509.UniformResourceIdentifier(identity_uri(identity)),
-            x509.DNSName("localhost"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        ]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
                        critical=False)
         .sign(ca_key, hashes.SHA256())
@@ -161,9 +164,19 @@ def add_cert(pki: DevPki, role: str, ident: str, *, cluster: str | None = None) 
     return issued
 
 
-def tls_settings_for(pki: DevPki, role: str, id: str) -> dict[str, str]:
+_other_cluster: dict[tuple[Path, str, str, str], IssuedCert] = {}
+
+
+def tls_settings_for(pki: DevPki, role: str, id: str, *,
+                     cluster: str | None = None) -> dict[str, str]:
     """The `tls:` settings block of party (role, id), as a dict (issued on demand from the CA
-    if it is not in the PKI yet)."""
-    issued = pki.certs.get((role, id)) or add_cert(pki, role, id)
+    if it is not in the PKI yet). `cluster`: a party of another cluster, signed by the same CA
+    (tests give every test a cluster of its own)."""
+    if cluster is None or cluster == pki.cluster:
+        issued = pki.certs.get((role, id)) or add_cert(pki, role, id)
+    else:
+        issued = _other_cluster.get((pki.directory, cluster, role, id)) or add_cert(
+            pki, role, id, cluster=cluster)
+        _other_cluster[(pki.directory, cluster, role, id)] = issued
     return {"ca_file": str(pki.ca_file), "cert_file": str(issued.cert_file),
             "key_file": str(issued.key_file)}

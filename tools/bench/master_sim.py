@@ -6,6 +6,8 @@ tasks of the last directive it accepted: a task that leaves the desired set is r
 once (the handoff's first half) and then forgotten. It records every directive with the time it
 arrived, so tests can check what was assigned where and when. `silent = True` stops its reports
 while the stream stays open (a hung server). Many SimServers may share one gRPC channel.
+With `tls` (a `tls:` block and the cluster) its own channel is mTLS with that certificate, as a
+real server's is; without, plaintext (for a master started with tls.insecure).
 """
 
 from __future__ import annotations
@@ -33,9 +35,12 @@ from master.store import StoredAssignment, StoredJob, encode_job, encode_shard, 
 from proto import exportd_pb2 as pb
 from proto import exportd_pb2_grpc as pb_grpc
 from tasks.cluster import LeaderInfo, ServerRegistration, ZkPaths
+from tasks.grpc_tls import channel_credentials, channel_options
 from tasks.runner import task_id
 from tasks.spec import parse_job_spec
+from tasks.tls import TlsSettings
 from tools.infra import Infra, start_infra
+from tools.pki import DevPki, tls_settings_for, write_dev_pki
 
 BIN = Path(sys.executable).parent
 
@@ -63,6 +68,8 @@ class SimServer:
     silent: bool = False
     record_specs: bool = False   # keep each directive's specs (tests; benchmarks have 50k tasks)
     channel: grpc.aio.Channel | None = None      # shared channel; else one per connection
+    tls: TlsSettings | None = None                # own channel's certificate; None: plaintext
+    tls_cluster: str = ""                         # the cluster whose master the leader must be
     # observed
     directives: list[Received] = field(default_factory=list)
     acks: int = 0
@@ -136,7 +143,7 @@ class SimServer:
         if channel is None:
             if self._own_channel is not None:
                 await self._own_channel.close(None)
-            channel = self._own_channel = grpc.aio.insecure_channel(leader.grpc)
+            channel = self._own_channel = sim_channel(leader.grpc, self.tls, self.tls_cluster)
         stub = pb_grpc.CoordinatorStub(channel)
         call = stub.Session(self._reports())
         async for message in call:
@@ -211,6 +218,20 @@ class SimServer:
         return self.directives[-1].desired if self.directives else {}
 
 
+def sim_channel(target: str, tls: TlsSettings | None, cluster: str) -> grpc.aio.Channel:
+    """A channel to the leader: mTLS with `tls` (as a server's), else plaintext."""
+    if tls is None or tls.insecure:
+        return grpc.aio.insecure_channel(target)
+    return grpc.aio.secure_channel(target, channel_credentials(tls),
+                                   options=channel_options(cluster))
+
+
+def sim_tls(pki: DevPki, cluster: str, server_id: str) -> TlsSettings:
+    """The `tls:` block of simulated server `server_id` of `cluster`, from `pki`'s CA."""
+    return TlsSettings.model_validate(tls_settings_for(pki, "server", server_id,
+                                                       cluster=cluster))
+
+
 async def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
     """Poll `check` until truthy; TimeoutError naming `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -224,8 +245,12 @@ async def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
 
 class MasterProcess:
     def __init__(self, master_id: str, zookeeper: str, cluster: str, workdir: Path,
-                 session_timeout: str = "2s", extra: dict[str, Any] | None = None) -> None:
+                 session_timeout: str = "2s", extra: dict[str, Any] | None = None,
+                 pki: DevPki | None = None) -> None:
+        """`pki`: the master's certificate from it (mTLS); None: `tls.insecure`."""
         self.id = master_id
+        tls: dict[str, Any] = ({"insecure": True} if pki is None else
+                               dict(tls_settings_for(pki, "master", master_id, cluster=cluster)))
         config = workdir / f"{master_id}.yaml"
         config.write_text(yaml.safe_dump({
             "id": master_id,
@@ -233,7 +258,7 @@ class MasterProcess:
                           "session_timeout": session_timeout},
             "grpc": {"host": "127.0.0.1", "port": 0},
             "http": {"host": "127.0.0.1", "port": 0},
-            "log_format": "json", **(extra or {}),
+            "tls": tls, "log_format": "json", **(extra or {}),
         }))
         self.log = (workdir / f"{master_id}.log").open("ab")
         self.popen = subprocess.Popen([str(BIN / "exportd-master"), "--config", str(config)],
@@ -284,6 +309,7 @@ class BenchZk:
     paths: ZkPaths
     cluster: str
     workdir: Path
+    pki: DevPki    # a throwaway CA in workdir/pki: certificates for the cluster's parties
 
 
 @contextlib.asynccontextmanager
@@ -294,8 +320,9 @@ async def bench_zookeeper(prefix: str) -> AsyncIterator[BenchZk]:
         zk.start(30)
         try:
             cluster = f"{prefix}{int(time.time())}"
-            yield BenchZk(infra, zk, ZkPaths.for_cluster(cluster), cluster,
-                          Path(tempfile.mkdtemp(prefix=f"bench-{prefix}-")))
+            workdir = Path(tempfile.mkdtemp(prefix=f"bench-{prefix}-"))
+            pki = write_dev_pki(workdir / "pki", cluster=cluster, masters=(), servers=())
+            yield BenchZk(infra, zk, ZkPaths.for_cluster(cluster), cluster, workdir, pki)
         finally:
             zk.stop()
             zk.close()

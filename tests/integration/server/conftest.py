@@ -18,13 +18,17 @@ from server.settings import (
     SessionSettings,
 )
 from tasks.cluster import ZkPaths, ZooKeeperSettings
-from tests.integration.server.harness import Coordinator, FakeFactory, write_leader
+from tasks.tls import TlsSettings
+from tests.integration.server.harness import Coordinator, FakeFactory, master_tls, write_leader
+from tests.pki import tls_block
 
 
 def server_settings(zookeeper: str, cluster: str, *, session_timeout: float = 4.0,
                     margin: float = 1.0, **overrides: object) -> ServerSettings:
+    server_id = str(overrides.pop("id", None) or f"srv-{uuid.uuid4().hex[:6]}")
     base = ServerSettings(
-        id=f"srv-{uuid.uuid4().hex[:6]}",
+        id=server_id,
+        tls=TlsSettings.model_validate(tls_block(cluster, "server", server_id)),
         zookeeper=ZooKeeperSettings(hosts=zookeeper, cluster=cluster,
                                     session_timeout=session_timeout),
         http=HttpSettings(host="127.0.0.1", port=0),
@@ -35,8 +39,9 @@ def server_settings(zookeeper: str, cluster: str, *, session_timeout: float = 4.
 
 
 @pytest.fixture
-async def coordinator(zk: KazooClient, paths: ZkPaths) -> AsyncIterator[Coordinator]:
-    coord = Coordinator("master-a", epoch=5)
+async def coordinator(zk: KazooClient, paths: ZkPaths,
+                      cluster: str) -> AsyncIterator[Coordinator]:
+    coord = Coordinator("master-a", epoch=5, tls=master_tls(cluster, "master-a"))
     await coord.start()
     try:
         write_leader(zk, paths, coord)

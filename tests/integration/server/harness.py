@@ -23,8 +23,11 @@ from proto import exportd_pb2 as pb
 from proto import exportd_pb2_grpc as pb_grpc
 from server.settings import ServerSettings
 from tasks.cluster import LeaderInfo, ZkPaths
+from tasks.grpc_tls import server_credentials
 from tasks.runner import Assignment, RunnerFactory, TaskState, TaskStats
 from tasks.spec import FileSink, JobSpec, Source
+from tasks.tls import TlsSettings
+from tests.pki import tls_block
 
 DEADLINE_S = 45.0
 REPO = Path(__file__).resolve().parents[3]
@@ -114,13 +117,20 @@ def fake_factory(settings: ServerSettings) -> RunnerFactory:
 # --- the leader double ----------------------------------------------------------------------
 
 
+def master_tls(cluster: str, master_id: str) -> TlsSettings:
+    """A master certificate of `cluster` from the test session's CA (tests/pki.py)."""
+    return TlsSettings.model_validate(tls_block(cluster, "master", master_id))
+
+
 class Coordinator(pb_grpc.CoordinatorServicer):  # type: ignore[misc]
     """Plays the leading master on 127.0.0.1: acks every report (while `acking`), sends the
-    desired set at the start of every session and whenever `direct` is called."""
+    desired set at the start of every session and whenever `direct` is called. With `tls` it
+    listens with that certificate and requires client certificates (mTLS, as a master does)."""
 
     def __init__(self, name: str, epoch: int, *, lease_ttl_s: float = 30.0,
-                 heartbeat_interval_s: float = 0.2) -> None:
+                 heartbeat_interval_s: float = 0.2, tls: TlsSettings | None = None) -> None:
         self.name = name
+        self.tls = tls
         self.epoch = epoch
         self.lease_ttl_s = lease_ttl_s
         self.heartbeat_interval_s = heartbeat_interval_s
@@ -136,7 +146,11 @@ class Coordinator(pb_grpc.CoordinatorServicer):  # type: ignore[misc]
     async def start(self) -> None:
         self._server = grpc.aio.server()
         pb_grpc.add_CoordinatorServicer_to_server(self, self._server)
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        if self.tls is None or self.tls.insecure:
+            self.port = self._server.add_insecure_port("127.0.0.1:0")
+        else:
+            self.port = self._server.add_secure_port("127.0.0.1:0",
+                                                     server_credentials(self.tls))
         await self._server.start()
 
     async def stop(self) -> None:
@@ -229,9 +243,13 @@ def write_leader(zk: KazooClient, paths: ZkPaths, coordinator: Coordinator) -> N
 
 def process_settings(server_id: str, zookeeper: str, cluster: str, tmp: Path) -> dict[str, str]:
     """`--set` values for a server process on this ZooKeeper cluster root."""
+    tls = tls_block(cluster, "server", server_id)
     return {"id": server_id, "zookeeper.hosts": zookeeper, "zookeeper.cluster": cluster,
             "zookeeper.session_timeout": "4s", "http.port": "0", "work_dir": str(tmp),
-            "capacity.worker_processes": "1"}
+            "capacity.worker_processes": "1", **{f"tls.{k}": v for k, v in tls.items()},
+            # Egress (tasks/egress.py): receivers on loopback, files below the test's tmp.
+            "egress.http_allow_networks": '["127.0.0.0/8", "::1/128"]',
+            "egress.file_root": str(tmp)}
 
 
 @contextlib.asynccontextmanager

@@ -17,6 +17,7 @@ from tests.integration.server.harness import (
     Coordinator,
     FakeFactory,
     assignment,
+    master_tls,
     wait_until,
     write_leader,
 )
@@ -146,10 +147,10 @@ async def test_directive_drain_stops_everything_gracefully(
 
 async def test_leader_change_reconnects_and_tasks_keep_running(
         host: ServerHost, coordinator: Coordinator, factory: FakeFactory, zk: KazooClient,
-        paths: ZkPaths) -> None:
+        paths: ZkPaths, cluster: str) -> None:
     coordinator.direct([assignment(A, 1)])
     await wait_until(lambda: factory.running() == {(A, 1)}, "A running")
-    second = Coordinator("master-b", epoch=6)
+    second = Coordinator("master-b", epoch=6, tls=master_tls(cluster, "master-b"))
     second.desired = [assignment(A, 1)]
     await second.start()
     try:
