@@ -21,6 +21,11 @@ the broker shares the machine and a VM's speed drifts, so one run of each said l
 bare read took 0.94-1.33M records/s within one run of the script). The ratios are of the median
 runs; the ratio against the fastest (a) — the harder comparison — is printed too.
 
+With `--before TREE` (a checkout of an earlier commit, e.g. `git worktree add /tmp/before
+a551b63`), each round also runs (b) and (c) from that tree — "b0", "c0" — interleaved with this
+tree's, against the same broker, topic and S3: the report adds b/b0 and c/c0 (the cost of a
+change, e.g. create-only writes and worker fencing, measured in one run).
+
 Reported: records/s, MB/s (of consumed values), CPU seconds (the phase's processes over their
 lifetime, and within the measured window only, per record too), the Kafka broker's CPU seconds
 during the phase (it shares the cores), peak RSS, and the ratios b/a and c/a.
@@ -270,10 +275,11 @@ def phase_transform(bootstrap: str, topic: str, n: int, workdir: Path, s3: str,
     return result
 
 
-def run_phase(argv: list[str]) -> dict[str, Any]:
-    """Run one phase in a child process; it prints its result as one JSON line."""
+def run_phase(argv: list[str], tree: str | None = None) -> dict[str, Any]:
+    """Run one phase in a child process (from another checkout's code with `tree`: `-m` puts
+    the working directory first on the path); it prints its result as one JSON line."""
     out = subprocess.run([sys.executable, "-m", "tools.bench.pipeline", *argv], check=True,
-                         capture_output=True, text=True, timeout=PHASE_TIMEOUT + 120)
+                         capture_output=True, text=True, timeout=PHASE_TIMEOUT + 120, cwd=tree)
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
@@ -292,7 +298,8 @@ def machine() -> str:
 
 
 PHASE_NAMES = {"a": "(a) bare consumer", "b": "(b) passthrough → file",
-               "c": "(c) json + where + select → NDJSON gzip → S3"}
+               "c": "(c) json + where + select → NDJSON gzip → S3",
+               "b0": "(b0) (b) from --before", "c0": "(c0) (c) from --before"}
 TARGETS = {"b": 0.8, "c": 0.5}
 
 
@@ -306,7 +313,7 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def report(results: dict[str, list[dict[str, Any]]], n: int, avg: float) -> str:
-    phases = [p for p in ("a", "b", "c") if results.get(p)]
+    phases = [p for p in ("a", "b", "c", "b0", "c0") if results.get(p)]
     rounds = max(len(results[p]) for p in phases)
     lines = [f"records: {n:,} of ~{avg:.0f} B in {PARTITIONS} partitions; machine: {machine()}",
              "", "| round | " + " | ".join(f"{PHASE_NAMES[p][:3]} rec/s" for p in phases)
@@ -341,6 +348,13 @@ def report(results: dict[str, list[dict[str, Any]]], n: int, avg: float) -> str:
                 lines.append(f"{p}/a = {ratio:.2f} (medians; target ≥ {TARGETS[p]}: {verdict}); "
                              f"{rate(median_run(results[p])) / fastest:.2f} against the fastest "
                              "(a)")
+    for p in ("b", "c"):
+        if results.get(p) and results.get(f"{p}0"):
+            pairs = [rate(new) / rate(old)
+                     for new, old in zip(results[p], results[f"{p}0"], strict=False)]
+            medians = rate(median_run(results[p])) / rate(median_run(results[f"{p}0"]))
+            lines.append(f"{p}/{p}0 = {medians:.3f} (medians); per round: "
+                         + ", ".join(f"{r:.3f}" for r in pairs))
     return "\n".join(lines)
 
 
@@ -352,6 +366,8 @@ def main() -> None:
                         help="rounds of (a), (b), (c), interleaved; the report uses medians")
     parser.add_argument("--gzip-level", type=int, choices=range(1, 10), metavar="1-9",
                         help="the job's format.compression_level in (c); default: gzip's 6")
+    parser.add_argument("--before", metavar="TREE",
+                        help="also run (b) and (c) from this checkout each round (b0, c0)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--phase", choices=("a", "b", "c"), help=argparse.SUPPRESS)
     parser.add_argument("--kafka", help=argparse.SUPPRESS)
@@ -389,19 +405,22 @@ def main() -> None:
         common = ["--records", str(args.records), "--kafka", infra.kafka, "--s3", infra.s3,
                   "--topic", topic, "--workers", str(args.workers),
                   *(["--gzip-level", str(args.gzip_level)] if args.gzip_level else [])]
-        results: dict[str, list[dict[str, Any]]] = {"a": [], "b": [], "c": []}
+        results: dict[str, list[dict[str, Any]]] = {"a": [], "b": [], "c": [], "b0": [],
+                                                    "c0": []}
+        phases = ("a", "b", "c", *(("b0", "c0") if args.before else ()))
         broker = psutil.Process(infra.processes["kafka"].pid)
         s3 = psutil.Process(infra.processes["s3"].pid)  # moto shares the cores too
         warm = Path(tmp) / "warm-up"
         warm.mkdir()
         run_phase([*common, "--phase", "a", "--workdir", str(warm)])
         for round_ in range(1, args.rounds + 1):
-            for phase in ("a", "b", "c"):
+            for phase in phases:
                 workdir = Path(tmp) / f"{phase}{round_}"
                 workdir.mkdir()
                 before = _cpu([broker, *broker.children(recursive=True)])
                 s3_before = _cpu([s3])
-                res = run_phase([*common, "--phase", phase, "--workdir", str(workdir)])
+                res = run_phase([*common, "--phase", phase[0], "--workdir", str(workdir)],
+                                tree=args.before if phase.endswith("0") else None)
                 res["broker_cpu_s"] = _cpu([broker, *broker.children(recursive=True)]) - before
                 res["s3_cpu_s"] = _cpu([s3]) - s3_before
                 results[phase].append(res)
