@@ -4,19 +4,27 @@ Standard library only (urllib): a CLI call is a handful of requests, and the API
 to the leader itself, so any master that answers will do. A master that cannot be reached, or
 answers 503 (no leader yet, not ready), is skipped for the next; the first other answer is the
 result. The master that answered is tried first on the next request (drain --wait polls).
+
+TLS: masters serve https; `--ca FILE` / `EXPORTD_CA` names the cluster CA to verify them with
+(else the system's trust store). A certificate that does not verify is one clear line naming
+the fix, not a skip to the next master. The token goes only to the masters named: a redirect to
+another origin (scheme, host, port) is not followed but reported, so the Authorization header
+never reaches a host the operator did not name.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
-DEFAULT_MASTER = "http://127.0.0.1:8080"
+DEFAULT_MASTER = "https://127.0.0.1:8080"
 
 
 class CliError(Exception):
@@ -49,20 +57,57 @@ def describe_error(status: int, body: Any) -> str:
 
 def master_urls(flags: Sequence[str] | None, environ: Mapping[str, str]) -> list[str]:
     """--master flags, else EXPORTD_MASTERS (comma-separated), else the local default; each
-    with a scheme and without a trailing slash."""
+    with a scheme (https unless given) and without a trailing slash."""
     raw = list(flags or []) or [u for u in environ.get("EXPORTD_MASTERS", "").split(",")]
     urls = [u.strip().rstrip("/") for u in raw if u.strip()] or [DEFAULT_MASTER]
-    return [u if "://" in u else f"http://{u}" for u in urls]
+    return [u if "://" in u else f"https://{u}" for u in urls]
+
+
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """How masters' certificates are verified: against `ca_file` (the cluster CA, PEM), else
+    the system's trust store. CliError (one line) for a file that is missing or not a CA."""
+    if not ca_file:
+        return ssl.create_default_context()
+    if not Path(ca_file).is_file():
+        raise CliError(f"the CA file {ca_file} (--ca / EXPORTD_CA) does not exist", 2)
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (ssl.SSLError, ValueError) as exc:
+        raise CliError(f"the CA file {ca_file} (--ca / EXPORTD_CA) holds no usable PEM "
+                       f"certificate: {' '.join(str(exc).split())}", 2) from exc
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port filled in."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only within the origin asked (headers, the token included, go with
+    it); a redirect elsewhere is an error, so the token never goes to another host."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: IO[bytes], code: int,
+                         msg: str, headers: Any, newurl: str) -> urllib.request.Request | None:
+        if origin(newurl) != origin(req.full_url):
+            raise CliError(f"{req.full_url} redirected to {newurl}, another origin: not "
+                           "following it (the token is sent only to the masters named)")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 VIEW = "X-Exportd-View"   # master/api/forward.py (exportctl imports nothing of the master)
 
 
 class Client:
-    def __init__(self, masters: Sequence[str], token: str | None, timeout: float) -> None:
+    def __init__(self, masters: Sequence[str], token: str | None, timeout: float,
+                 ca_file: str | None = None) -> None:
         self.masters = list(masters)
         self.token = token
         self.timeout = timeout
+        self.ca_file = ca_file
+        self._opener: urllib.request.OpenerDirector | None = None
         # A standby answered from its own ZooKeeper view (no leader answered it): no task
         # states, loads or histories in that answer (master/api/forward.py).
         self.standby_view = False
@@ -78,6 +123,12 @@ class Client:
             try:
                 status, answer, view = self._once(base, method, target, body, content_type)
             except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError
+                untrusted = _certificate_problem(exc)
+                if untrusted:
+                    hint = ("check --ca / EXPORTD_CA" if self.ca_file else
+                            "pass the cluster CA with --ca FILE or EXPORTD_CA")
+                    raise CliError(f"{base}: the master's certificate is not trusted "
+                                   f"({untrusted}): {hint}") from exc
                 failures.append(f"{base} ({_reason(exc)})")
                 continue
             if status == 503:
@@ -103,8 +154,12 @@ class Client:
             request.add_header("Content-Type", content_type)
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
+        if self._opener is None:
+            self._opener = urllib.request.build_opener(
+                urllib.request.HTTPSHandler(context=tls_context(self.ca_file)),
+                _SameOriginRedirects())
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with self._opener.open(request, timeout=self.timeout) as response:
                 return response.status, _decode(response.read()), response.headers.get(VIEW)
         except urllib.error.HTTPError as exc:
             with exc:
@@ -118,6 +173,14 @@ def _decode(raw: bytes) -> Any:
         return json.loads(raw)
     except ValueError:
         return raw.decode(errors="replace")
+
+
+def _certificate_problem(exc: BaseException) -> str | None:
+    """The verification failure behind a connection error, if that is what it is."""
+    reason = getattr(exc, "reason", None) or exc
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        return reason.verify_message or "certificate verify failed"
+    return None
 
 
 def _reason(exc: BaseException) -> str:

@@ -38,6 +38,9 @@ def _common() -> _Parser:
                         help="print the API's JSON answer")
     common.add_argument("--request-timeout", type=float, default=argparse.SUPPRESS,
                         help="seconds to wait for one master (default 10)")
+    common.add_argument("--ca", default=argparse.SUPPRESS, metavar="FILE",
+                        help="the cluster CA (PEM) to verify masters' certificates with "
+                             "(default: $EXPORTD_CA, else the system's trust store)")
     return common
 
 
@@ -46,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     # give the subcommands' copies real defaults that overwrite options given before them.
     common = _common()
     parser = _Parser(prog="exportctl", description="Operate an exportd cluster through its "
-                     "masters' HTTP API. Token from $EXPORTD_TOKEN.", parents=[_common()])
-    parser.set_defaults(master=None, json=False, request_timeout=10.0)
+                     "masters' HTTP API (https). Token from $EXPORTD_TOKEN.", parents=[_common()])
+    parser.set_defaults(master=None, json=False, request_timeout=10.0, ca=None)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def add(name: str, command: Command, helptext: str,
@@ -119,7 +122,7 @@ def run(argv: Sequence[str], *, stdout: TextIO, stderr: TextIO,
     except SystemExit as exc:  # --help printed its text
         return int(exc.code or 0)
     client = Client(master_urls(args.master, environ), environ.get("EXPORTD_TOKEN") or None,
-                    args.request_timeout)
+                    args.request_timeout, args.ca or environ.get("EXPORTD_CA") or None)
     try:
         text = args.run(client, args, stdout)
     except CliError as exc:

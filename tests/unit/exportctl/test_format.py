@@ -134,6 +134,6 @@ def test_describe_error_and_master_urls() -> None:
                                         "(HTTP 400)"
     assert describe_error(502, "<html>\n bad gateway</html>") == \
         "HTTP 502: <html> bad gateway</html>"
-    assert master_urls(["m1:8080", "https://m2/"], {}) == ["http://m1:8080", "https://m2"]
-    assert master_urls([], {"EXPORTD_MASTERS": "a:1, b:2,"}) == ["http://a:1", "http://b:2"]
-    assert master_urls(None, {}) == ["http://127.0.0.1:8080"]
+    assert master_urls(["m1:8080", "http://m2/"], {}) == ["https://m1:8080", "http://m2"]
+    assert master_urls([], {"EXPORTD_MASTERS": "a:1, b:2,"}) == ["https://a:1", "https://b:2"]
+    assert master_urls(None, {}) == ["https://127.0.0.1:8080"]
