@@ -70,13 +70,15 @@ def write_once(path: Path, data: bytes | BinaryIO, *, end_offset: int,
     _sync_dir(path.parent)
 
 
-def end_offset_of(path: Path) -> int:
-    """The end offset recorded on an exported file."""
+def end_offset_of(path: Path) -> int | None:
+    """The end offset recorded on an exported file; None when it has none (written by a
+    version before chained files)."""
     try:
         value = os.getxattr(path, END_OFFSET_XATTR)
     except OSError as exc:
-        raise SinkError(f"{path} exists without its end offset ({END_OFFSET_XATTR}): {exc}",
-                        retryable=True, path=str(path)) from exc
+        if exc.errno == errno.ENODATA or exc.errno in _NO_XATTR:
+            return None
+        raise
     return int(value)
 
 
@@ -98,7 +100,15 @@ def _link(src: Path | str, path: Path, *, src_dir_fd: int | None = None,
     try:
         os.link(src, path, src_dir_fd=src_dir_fd, follow_symlinks=follow_symlinks)
     except FileExistsError:
-        raise KeyTaken(str(path), end_offset_of(path)) from None
+        end = end_offset_of(path)
+        if end is not None:
+            raise KeyTaken(str(path), end) from None
+        # A file of a version before chained files, cut from this same start: as before the
+        # upgrade, it is replaced.
+        log.warning("file_replacing_file_without_end_offset", path=str(path))
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.old")
+        os.link(src, tmp, src_dir_fd=src_dir_fd, follow_symlinks=follow_symlinks)
+        os.replace(tmp, path)
 
 
 def _sync_dir(directory: Path) -> None:

@@ -147,10 +147,10 @@ class S3SinkWriter:
             extra["StorageClass"] = spec.storage_class
         return extra
 
-    def _condition(self) -> dict[str, Any]:
-        return {"IfNoneMatch": "*"} if self._create_only else {}
+    def _condition(self, conditional: bool) -> dict[str, Any]:
+        return {"IfNoneMatch": "*"} if conditional else {}
 
-    def _multipart(self, key: str, body: BinaryIO, end_offset: int) -> None:
+    def _multipart(self, key: str, body: BinaryIO, end_offset: int, conditional: bool) -> None:
         part = self.spec.multipart_threshold_bytes
         upload = self.client.create_multipart_upload(Bucket=self.spec.bucket, Key=key,
                                                      **self._extra(end_offset))
@@ -169,7 +169,7 @@ class S3SinkWriter:
             self.client.complete_multipart_upload(Bucket=self.spec.bucket, Key=key,
                                                   UploadId=upload_id,
                                                   MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
-                                                  **self._condition())
+                                                  **self._condition(conditional))
         except BaseException:
             # Best effort: a bucket lifecycle rule cleans up what this cannot.
             with contextlib.suppress(Exception):
@@ -177,25 +177,31 @@ class S3SinkWriter:
                                                    UploadId=upload_id)
             raise
 
-    def _upload(self, key: str, body: BinaryIO, size: int, end_offset: int) -> None:
+    def _upload(self, key: str, chunk: Chunk, *, conditional: bool) -> None:
+        if chunk.body is not None:  # rendered while the chunk filled (tasks/spool.py)
+            with chunk.body.reader() as reader:
+                self._send(key, reader, chunk.body.size, chunk.end_offset, conditional)
+        else:
+            body = render_file(self.fmt, chunk.items)
+            with io.BytesIO(body) as reader:
+                self._send(key, reader, len(body), chunk.end_offset, conditional)
+
+    def _send(self, key: str, body: BinaryIO, size: int, end_offset: int,
+              conditional: bool) -> None:
         if size > self.spec.multipart_threshold_bytes:
-            self._multipart(key, body, end_offset)
+            self._multipart(key, body, end_offset, conditional)
         else:
             data = body.read()
             self.fence.check("s3 put")   # last moment before the request goes out
             self.client.put_object(Bucket=self.spec.bucket, Key=key, Body=data,
-                                   **self._extra(end_offset), **self._condition())
+                                   **self._extra(end_offset), **self._condition(conditional))
 
-    def winner_end(self, key: str) -> int:
-        """The end offset of the object another owner wrote under `key`."""
+    def winner_end(self, key: str) -> int | None:
+        """The end offset of the object another owner wrote under `key`; None when it has
+        none (written by a version before chained objects)."""
         head = self.client.head_object(Bucket=self.spec.bucket, Key=key)
         value = head.get("Metadata", {}).get(END_OFFSET_META)
-        if value is None or not value.isdigit():
-            # Written before objects carried their end (or by hand): nothing says how far it
-            # goes, so it is not treated as covering anything; the write is an error to look at.
-            raise SinkError(f"S3 object {key} exists without {END_OFFSET_META} metadata",
-                            retryable=True, key=key)
-        return int(value)
+        return int(value) if value is not None and value.isdigit() else None
 
     def _write(self, chunk: Chunk) -> None:
         key = self.key_for(chunk)
@@ -203,24 +209,24 @@ class S3SinkWriter:
             if self._create_only is None:
                 self._create_only = conditional_writes(self.client, self.spec.bucket,
                                                        self.spec.prefix)
-            if chunk.body is not None:  # rendered while the chunk filled (tasks/spool.py)
-                with chunk.body.reader() as reader:
-                    self._upload(key, reader, chunk.body.size, chunk.end_offset)
-            else:
-                body = render_file(self.fmt, chunk.items)
-                with io.BytesIO(body) as reader:
-                    self._upload(key, reader, len(body), chunk.end_offset)
+            try:
+                self._upload(key, chunk, conditional=self._create_only)
+            except botocore.exceptions.ClientError as exc:
+                code = _code(exc)
+                if code in _RACING_CODES:
+                    raise SinkError(f"S3 {code}: another write of {key} is under way",
+                                    key=key, retryable=True) from exc
+                if code not in _TAKEN_CODES:
+                    raise
+                end = self.winner_end(key)
+                if end is not None:
+                    raise KeyTaken(key, end) from exc
+                # An object of a version before chained objects, delivered but not committed
+                # when the task moved: it was cut from this same start, as before the upgrade it
+                # is replaced (the one case where exactly-once rests on the lease alone).
+                log.warning("s3_replacing_object_without_end_offset", key=key)
+                self._upload(key, chunk, conditional=False)
         except botocore.exceptions.ClientError as exc:
-            code = _code(exc)
-            if code in _TAKEN_CODES:
-                try:
-                    raise KeyTaken(key, self.winner_end(key)) from exc
-                except (botocore.exceptions.BotoCoreError,
-                        botocore.exceptions.ClientError) as head_exc:
-                    raise sink_error(head_exc, key) from head_exc
-            if code in _RACING_CODES:
-                raise SinkError(f"S3 {code}: another write of {key} is under way", key=key,
-                                retryable=True) from exc
             raise sink_error(exc, key) from exc
         except botocore.exceptions.BotoCoreError as exc:
             raise sink_error(exc, key) from exc

@@ -176,3 +176,26 @@ async def test_a_worker_whose_lease_ran_out_writes_and_commits_nothing_until_ren
     finally:
         await r.stop(drain=False)
     assert_one_chain(s3_chain(s3, bucket), 300)
+
+
+def test_an_object_of_a_version_before_chains_is_replaced_as_before(s3: str,
+                                                                     tmp_path: Path) -> None:
+    """Upgrading: a chunk delivered but not committed by the previous version has no end
+    offset; the new owner cut its chunk from the same start, and replaces it (the old rule)."""
+    bucket = new_bucket(s3)
+    client = s3_client(s3)
+    writer = S3SinkWriter(S3Sink(bucket=bucket), Format(), client, topic="t", partition=0)
+    key = writer.key_for(chunk_of(0, 50))
+    client.put_object(Bucket=bucket, Key=key, Body=b'{"id":0}\n')
+    writer._write(chunk_of(0, 50))
+    assert [r["id"] for r in lines(body for _, _, body in s3_chain(s3, bucket))] == list(
+        range(50))
+
+    files = FileSinkWriter(FileSink(directory=str(tmp_path)), Format(), topic="t",
+                           partition=0)
+    path = files.path_for(chunk_of(0, 50))
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b'{"id":0}\n')
+    files._write(chunk_of(0, 50))
+    assert [r["id"] for r in lines(body for _, _, body in file_chain(tmp_path))] == list(
+        range(50))
