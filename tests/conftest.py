@@ -3,7 +3,8 @@
 `zookeeper`, `kafka` (and `kafka_sasl`, its SASL/PLAIN listener) and `s3` start real servers from
 tools.infra on free loopback ports, once per test session, and stop them at the end even when
 tests fail. Their logs are kept and named when a server fails to start. Tests under tests/unit
-are marked `unit`, under tests/integration `integration`, under tests/e2e `e2e`, by directory.
+are marked `unit`, under tests/integration `integration`, under tests/e2e `e2e`, under
+tests/chaos `chaos`, by directory.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tools.pki import DevPki
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         parts = Path(str(item.fspath)).parts
-        for marker in ("unit", "integration", "e2e"):
+        for marker in ("unit", "integration", "e2e", "chaos"):
             if marker in parts:
                 item.add_marker(getattr(pytest.mark, marker))
 

@@ -90,6 +90,12 @@ class LocalCluster:
     lease_ttl: str = "10s"
     # Extra master settings (e.g. scheduler knobs), merged over the defaults below.
     master_overrides: dict[str, Any] = field(default_factory=dict)
+    # Extra server settings (e.g. lease and session timing), merged key by key over the
+    # defaults below (nested blocks merge, so an override of `lease.margin` keeps the rest).
+    server_overrides: dict[str, Any] = field(default_factory=dict)
+    # The S3 endpoint servers use, given moto's (e.g. a test's proxy in front of moto, started
+    # by this call once moto is up); None: moto's own.
+    server_s3_endpoint: Callable[[str], str] | None = None
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="exportd-dev-")))
     keep_workdir: bool = False
     # Record the infra where `python -m tools.infra status|down` look (make dev; not tests).
@@ -97,6 +103,7 @@ class LocalCluster:
     infra: Infra | None = None
     master_procs: list[MasterProc] = field(default_factory=list)
     server_procs: list[ServerProc] = field(default_factory=list)
+    _servers_s3: str | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -106,6 +113,8 @@ class LocalCluster:
             self.infra = start_infra(workdir=self.workdir / "infra")
             if self.record_infra:  # `python -m tools.infra status` then shows these servers
                 InfraState.of(self.infra).save()
+            if self.server_s3_endpoint is not None:
+                self._servers_s3 = self.server_s3_endpoint(self.endpoints["s3"])
             for i in range(self.masters):
                 self.start_master(f"master-{i + 1}")
             wait_for(lambda: self.leader_url() is not None, 60, "a master leading")
@@ -186,8 +195,8 @@ class LocalCluster:
             "egress": self._egress(),
             "lease_ttl": self.lease_ttl,
             "log_format": "json",
-            **self.master_overrides,
         }
+        config = merged(config, self.master_overrides)
         path = self._write_config(master_id, config)
         proc = ManagedProcess(master_id, [str(BIN / "exportd-master"), "--config", str(path)],
                               self.workdir / "logs" / f"{master_id}.log", env=self._env())
@@ -206,7 +215,8 @@ class LocalCluster:
             "http": {"host": "127.0.0.1", "port": port},
             "kafka": {"bootstrap_servers": self.endpoints["kafka"]},
             "egress": self._egress(),
-            "s3": {"endpoint_url": self.endpoints["s3"], "access_key_id": "dev",
+            "s3": {"endpoint_url": self._servers_s3 or self.endpoints["s3"],
+                   "access_key_id": "dev",
                    "secret_access_key": "dev"},
             "work_dir": str(self.workdir / "servers" / spec.id),
             # All servers share this host's network counters: count only the tasks' own bytes.
@@ -214,6 +224,7 @@ class LocalCluster:
                          "worker_processes": 1, "shared_host": True},
             "log_format": "json",
         }
+        config = merged(config, self.server_overrides)
         path = self._write_config(spec.id, config)
         proc = ManagedProcess(spec.id, [str(BIN / "exportd-server"), "--config", str(path)],
                               self.workdir / "logs" / f"{spec.id}.log", env=self._env())
@@ -244,6 +255,16 @@ class LocalCluster:
     def leader_master(self) -> MasterProc | None:
         url = self.leader_url()
         return next((m for m in self.master_procs if m.http == url), None)
+
+
+def merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `overrides` applied: nested dicts merge key by key, anything else replaces."""
+    out = dict(base)
+    for key, value in overrides.items():
+        old = out.get(key)
+        out[key] = (merged(old, value) if isinstance(old, dict) and isinstance(value, dict)
+                    else value)
+    return out
 
 
 def _ok(url: str) -> bool:

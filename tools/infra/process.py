@@ -88,10 +88,22 @@ class ManagedProcess:
             f"{self.name} not {what} within {timeout:.0f}s; log: {self.log_path}\n{self.log_tail()}"
         )
 
+    def send_signal(self, sig: int, *, group: bool = True) -> None:
+        """Send `sig` to the process group (the process and every child it started), or with
+        `group=False` to the main process only (e.g. SIGSTOP of a server's main process while
+        its worker processes run on)."""
+        with contextlib.suppress(ProcessLookupError):
+            if group:
+                os.killpg(self.proc.pid, sig)
+            else:
+                os.kill(self.proc.pid, sig)
+
     def stop(self, grace: float = 10.0) -> None:
         if self.alive():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
+                # A stopped process (a test's SIGSTOP) acts on SIGTERM only once continued.
+                os.killpg(self.proc.pid, signal.SIGCONT)
             try:
                 self.proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
