@@ -108,7 +108,7 @@ def egress_checked(env: TaskEnvironment, job: JobSpec) -> JobSpec:
     return job
 
 
-def _sink(env: TaskEnvironment, a: Assignment) -> Sink:
+def _sink(env: TaskEnvironment, a: Assignment, source: KafkaSource) -> Sink:
     spec, job = a.job.sink, a.job
     if isinstance(spec, S3Sink):
         client = s3_client(endpoint_url=spec.endpoint_url or env.s3_endpoint,
@@ -118,13 +118,17 @@ def _sink(env: TaskEnvironment, a: Assignment) -> Sink:
                             fence=env.fence)
     if isinstance(spec, HttpSink):
         return HttpSinkWriter(spec, job.format, task_id=a.task_id, backoff_base=env.backoff_base,
-                              allow_networks=env.egress.networks())
+                              allow_networks=env.egress.networks(), fence=env.fence)
     if isinstance(spec, FileSink):
         return FileSinkWriter(spec, job.format, topic=a.topic, partition=a.partition,
                               fence=env.fence)
     assert isinstance(spec, KafkaSink)
     bootstrap, properties = env.kafka_cluster(spec.bootstrap_servers)
-    return KafkaSinkWriter(spec, bootstrap=bootstrap, client_id=a.task_id, extra=properties)
+    # Offsets go into the sink's transaction only on the source's own cluster (sinks/kafka.py).
+    same = bootstrap_key(bootstrap) == bootstrap_key(
+        env.kafka_cluster(job.source.bootstrap_servers)[0])
+    return KafkaSinkWriter(spec, bootstrap=bootstrap, task_id=a.task_id, source=source,
+                           fence=env.fence, commits_offsets=same, extra=properties)
 
 
 def _dead_letter(env: TaskEnvironment, a: Assignment) -> DeadLetterSink:
@@ -157,7 +161,7 @@ def build_runner(env: TaskEnvironment, assignment: Assignment) -> PipelineRunner
                          extra=properties)
     return PipelineRunner(
         task_id=assignment.task_id, generation=assignment.generation, source=source,
-        sink=_sink(env, assignment), dead_letter=_dead_letter(env, assignment),
+        sink=_sink(env, assignment, source), dead_letter=_dead_letter(env, assignment),
         plan=Plan.of(job, assignment.partition), limits=limits_for(job),
         pool=env.process_pool, queue_batches=env.queue_batches,
         drain_timeout=env.drain_timeout, backoff_base=env.backoff_base,

@@ -10,8 +10,9 @@ acknowledged file or batch ended, on whichever server it lands.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -107,6 +108,10 @@ class KafkaSource:
             # (default 100 ms). At 20 ms a task opens in ~20 ms instead of ~60. Reconnects after
             # a failure still back off exponentially up to reconnect.backoff.max.ms.
             "reconnect.backoff.ms": 20,
+            # librdkafka's default, said here because exactly-once rests on it: records of open
+            # or aborted transactions are not read, and the committed offset is read only once no
+            # transaction still holds one for the partition (OffsetFetch require_stable).
+            "isolation.level": "read_committed",
         }
         config.update(extra or {})
         self._consumer = Consumer(config)
@@ -115,6 +120,21 @@ class KafkaSource:
         self._timeout = POLL_IDLE
         self._high = -1
         self._high_at = float("-inf")
+        self._before_open: list[Callable[[], None]] = []
+        self._group_metadata: Any = None
+
+    def before_open(self, step: Callable[[], None]) -> None:
+        """Run `step` at the start of `open`, in the source's thread, before the committed offset
+        is read: a transactional sink's init_transactions, which settles a previous owner's open
+        transaction (and its offsets) first. Unavailable from it is retried like open's own."""
+        self._before_open.append(step)
+
+    def group_metadata(self) -> Any:
+        """The consumer's group metadata, for a sink committing offsets in its transaction
+        (tasks/sinks/kafka.py); read by `open` in the source's thread."""
+        if self._group_metadata is None:
+            raise Unavailable(f"source of {self.topic}[{self.partition}] is not open")
+        return self._group_metadata
 
     def _tp(self, offset: int = -1001) -> TopicPartition:
         return TopicPartition(self.topic, self.partition, offset)
@@ -125,6 +145,9 @@ class KafkaSource:
         deadline = time.monotonic() + OPEN_TIMEOUT
         while True:
             try:
+                while self._before_open:
+                    self._before_open[0]()
+                    self._before_open.pop(0)
                 return self._open()
             except Unavailable:
                 # NOT_COORDINATOR and friends are not flagged retriable, yet they pass.
@@ -151,6 +174,7 @@ class KafkaSource:
         # differs between owners: the pipeline commits it before writing anything.
         self.resolved = committed < 0
         self._consumer.assign([self._tp(self.position)])
+        self._group_metadata = self._consumer.consumer_group_metadata()
         return self.position
 
     def seek(self, offset: int) -> None:

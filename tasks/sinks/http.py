@@ -1,7 +1,12 @@
 """HTTP sink (aiohttp): POST one chunk per request, retry with backoff, dead-letter refusals.
 
-Each request carries `Idempotency-Key: <task id>:<start offset>`, the same for every retry and
-for a rewrite after a restart, so a receiver can drop duplicates. Connection errors, timeouts,
+Delivery is at-least-once plus a key: each request carries `Idempotency-Key: <task id>:<start
+offset>-<end offset>` (`idempotency_key`), the chunk's source offsets [start, end). It is the same
+for every retry, and for the re-sent chunk after a restart or on the task's next owner as long
+as chunking is deterministic (rotation by records or bytes, tasks/batching.py; `max_seconds` and
+a drain cut by time), so the receiver deduplicates by it; docs/architecture/pipeline.md, "HTTP
+sink". Before each POST the worker's lease is checked (`Fenced`, tasks/fence.py): a worker
+whose lease ran out starts no request. Connection errors, timeouts,
 408, 429 and 5xx are retried with exponential backoff and full jitter up to the spec's
 max_retries, then reported as a retryable SinkError (the pipeline keeps trying and shows the
 error). Any other 4xx means the receiver refuses these records: they are dead-lettered with the
@@ -33,6 +38,7 @@ from aiohttp.resolver import DefaultResolver
 from tasks.batching import Chunk
 from tasks.egress import IpNetwork, address_allowed
 from tasks.errors import ConfigError, SinkError
+from tasks.fence import WorkerFence
 from tasks.formats import content_encoding, content_type, render_file
 from tasks.sinks.base import CpuClock, backoff_delay, rejected
 from tasks.spec import SECRET_REF, SECRET_VAR, Format, HttpSink
@@ -79,6 +85,11 @@ class EgressResolver(AbstractResolver):
         await self._inner.close()
 
 
+def idempotency_key(task_id: str, chunk: Chunk) -> str:
+    """`<task id>:<start>-<end>`: the chunk's offsets [start, end) name it, whoever sends it."""
+    return f"{task_id}:{chunk.start_offset}-{chunk.end_offset}"
+
+
 def is_retryable_status(status: int) -> bool:
     return status >= 500 or status in RETRY_STATUSES
 
@@ -87,8 +98,10 @@ class HttpSinkWriter:
     chained = False
     commits_offsets = False
     def __init__(self, spec: HttpSink, fmt: Format, *, task_id: str,
-                 backoff_base: float = 0.2, allow_networks: Sequence[IpNetwork] = ()) -> None:
+                 backoff_base: float = 0.2, allow_networks: Sequence[IpNetwork] = (),
+                 fence: WorkerFence | None = None) -> None:
         self.spec, self.fmt, self.task_id = spec, fmt, task_id
+        self.fence = fence or WorkerFence.unbounded()
         self.backoff_base = backoff_base
         self.allow_networks = tuple(allow_networks)   # non-public networks it may reach
         self._headers = resolve_headers(spec.headers, os.environ)
@@ -97,7 +110,7 @@ class HttpSinkWriter:
 
     def headers_for(self, chunk: Chunk) -> dict[str, str]:
         headers = {**self._headers, "Content-Type": content_type(self.fmt),
-                   "Idempotency-Key": f"{self.task_id}:{chunk.start_offset}"}
+                   "Idempotency-Key": idempotency_key(self.task_id, chunk)}
         encoding = content_encoding(self.fmt)
         if encoding:
             headers["Content-Encoding"] = encoding
@@ -117,6 +130,7 @@ class HttpSinkWriter:
         for attempt in range(self.spec.max_retries + 1):
             if attempt:
                 await asyncio.sleep(backoff_delay(attempt - 1, base=self.backoff_base))
+            self.fence.check("http")
             try:
                 async with self._session_now().post(url, data=body, headers=headers,
                                                     allow_redirects=False) as resp:

@@ -229,7 +229,9 @@ class KafkaSinkWriter:
                 raise _Broken(SinkError(f"flush to {self.topic} timed out", retryable=True))
         if self._errors:
             first = self._errors[0]
-            if kind_of(first) in (Failure.FENCED, Failure.FATAL):
+            # A delivery error carries no transactional flags: only a fenced or fatal one ends
+            # the producer; any other fails this transaction (abort, re-send).
+            if first.code() in FENCED_CODES or first.fatal():
                 raise KafkaException(first)
             raise _Broken(SinkError(f"delivery to {self.topic} failed: {first.str()}",
                                     retryable=True, failures=len(self._errors)))
