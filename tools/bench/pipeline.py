@@ -196,8 +196,11 @@ async def _run_tasks(bootstrap: str, topic: str, n: int, sink: dict[str, Any],
     job = parse_job_spec({"id": f"bench-{uuid.uuid4().hex[:8]}",
                           "source": {"topic": topic, "batch_size": BATCH}, "sink": sink,
                           "transform": transform, "format": fmt, "rotation": ROTATION})
+    from tasks.egress import EgressSettings
+
     env = TaskEnvironment(kafka_bootstrap=bootstrap, state_dir=workdir, s3_endpoint=s3,
-                          s3_access_key="bench", s3_secret_key="bench")
+                          s3_access_key="bench", s3_secret_key="bench",
+                          egress=EgressSettings(file_root=str(workdir)))
     # spawn: the workers are this process's children, so getrusage counts their CPU once
     # they are joined. Stats every 10 ms: each task's end is seen from them (the baseline sees
     # its end at once; a 50 ms period added up to ~60 ms to a 2 s phase).
@@ -278,8 +281,10 @@ def phase_transform(bootstrap: str, topic: str, n: int, workdir: Path, s3: str,
 def run_phase(argv: list[str], tree: str | None = None) -> dict[str, Any]:
     """Run one phase in a child process (from another checkout's code with `tree`: `-m` puts
     the working directory first on the path); it prints its result as one JSON line."""
-    out = subprocess.run([sys.executable, "-m", "tools.bench.pipeline", *argv], check=True,
+    out = subprocess.run([sys.executable, "-m", "tools.bench.pipeline", *argv], check=False,
                          capture_output=True, text=True, timeout=PHASE_TIMEOUT + 120, cwd=tree)
+    if out.returncode != 0:
+        raise RuntimeError(f"phase {argv} failed ({out.returncode}): {out.stderr[-3000:]}")
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
