@@ -7,7 +7,9 @@ The median is taken per dimension over the job's measured tasks (any group, any 
 unmeasured partition of a busy job is not assumed to be as light as the default.
 
 Numbers are sanitised once here: negative or NaN loads count as 0, absurdly large ones are clamped,
-so the rest of the planner can do plain float arithmetic.
+so the rest of the planner can do plain float arithmetic. Then every task's CPU is at least
+`Config.task_cpu_floor`: a running task is never free, and a task that costs nothing would leave
+its server's score unchanged, so every idle task would go to the same server.
 """
 
 from __future__ import annotations
@@ -51,12 +53,14 @@ def _median(values: list[float]) -> float:
 
 
 def estimate_loads(
-    tasks: Sequence[Task], default: Resources
+    tasks: Sequence[Task], default: Resources, cpu_floor: float = 0.0
 ) -> tuple[list[float], list[float], list[int]]:
-    """Per task (same order): cpu load, net load and the source code (MEASURED, HINT, ...).
+    """Per task (same order): cpu load (at least `cpu_floor`), net load and the source code
+    (MEASURED, HINT, ...).
 
     Stopped tasks get an estimate too (cheap, and `estimates()` shows it); the planner ignores it.
     """
+    floor = clean(cpu_floor)
     n = len(tasks)
     cpu = [0.0] * n
     net = [0.0] * n
@@ -71,7 +75,7 @@ def estimate_loads(
                 continue
             src[k] = HINT
         c, m = load.cpu, load.net
-        cpu[k] = c if 0.0 < c < _CLAMP else clean(c)
+        cpu[k] = c if floor < c < _CLAMP else max(clean(c), floor)
         net[k] = m if 0.0 < m < _CLAMP else clean(m)
     if not unresolved:
         return cpu, net, src
@@ -86,7 +90,7 @@ def estimate_loads(
             entry[0].append(cpu[k])
             entry[1].append(net[k])
     medians = {job: (_median(c), _median(m)) for job, (c, m) in siblings.items()}
-    dc, dn = clean(default.cpu), clean(default.net)
+    dc, dn = max(clean(default.cpu), floor), clean(default.net)
     for k in unresolved:
         med = medians.get(tasks[k].job)
         if med is not None:
@@ -104,7 +108,8 @@ def estimates(view: ClusterView) -> dict[str, Estimate]:
     Pure; for `exportctl explain` and dry runs.
     """
     tasks = view.tasks
-    cpu, net, src = estimate_loads(tasks, view.config.default_estimate)
+    cpu, net, src = estimate_loads(tasks, view.config.default_estimate,
+                                   view.config.task_cpu_floor)
     return {
         t.id: Estimate(cpu[k], net[k], SOURCE_NAMES[src[k]]) for k, t in enumerate(tasks)
     }

@@ -86,6 +86,14 @@ class Config:
     # still in flight use them up too, so they bound the handoffs under way at any time, however
     # often the master plans (for a master that plans on every event).
     budget_counts_in_flight: bool = False
+    # Count balance (scheduler/spread.py): in a group whose mean utilisation is under this, a
+    # server with less than half its share of the group's tasks (by count, in proportion to its
+    # size) takes tasks from the servers with the most, up to its share, within move_budget.
+    # 0 turns it off.
+    count_balance_below: float = 0.30
+    # No running task is free (a consumer, its buffers, a thread): every task counts at least
+    # this many cores, so idle tasks spread over servers instead of piling onto one.
+    task_cpu_floor: float = 0.001
 
 
 @dataclass(frozen=True, slots=True)

@@ -171,6 +171,7 @@ class GroupPlacer:
         del order[j]
         cl.used_c[i] += lc
         cl.used_n[i] += ln
+        cl.count[i] += 1
         cl.score[i] = new_score
         insort(order, (new_score, r))
         self.total += new_score - old
@@ -221,6 +222,8 @@ def no_server_reason(cl: Cluster, group: str) -> str:
 class PlacementResult:
     def __init__(self) -> None:
         self.placements: list[Placement] = []
+        # placements[queued_from:] were chosen by the placement rule (not reserved targets).
+        self.queued_from = 0
         self.pending: list[Pending] = []
         # group -> [tasks pending, cpu, net, of which "no room" (capacity) rather than "no server"]
         self.pending_by_group: dict[str, list[float]] = {}
@@ -284,6 +287,7 @@ def place_unplaced(cl: Cluster, placers: dict[str, GroupPlacer]) -> PlacementRes
         queues.setdefault(t.group, []).append(u.k)
 
     # 2. Everything else, per group, heaviest first (ties by task id).
+    out.queued_from = len(out.placements)
     for group in sorted(queues):
         queue = queues[group]
         placer = placers.get(group)
@@ -301,8 +305,8 @@ def _place_group(cl: Cluster, placer: GroupPlacer, queue: list[int],
                  out: PlacementResult) -> None:
     """`GroupPlacer.choose` + `commit` for a whole queue, inlined: this loop runs once per task."""
     tasks, load_c, load_n, est, origin = cl.tasks, cl.load_c, cl.load_n, cl.est, cl.origin
-    used_c, used_n, inv_c, inv_n, score, sids = (
-        cl.used_c, cl.used_n, cl.inv_c, cl.inv_n, cl.score, cl.sids)
+    used_c, used_n, inv_c, inv_n, score, sids, count = (
+        cl.used_c, cl.used_n, cl.inv_c, cl.inv_n, cl.score, cl.sids, cl.count)
     group, hw = placer.group, placer.hw
     imc, imn = placer.inv_mean_c, placer.inv_mean_n
     keys = [-max(load_c[k] * imc, load_n[k] * imn) for k in queue]
@@ -348,6 +352,7 @@ def _place_group(cl: Cluster, placer: GroupPlacer, queue: list[int],
         del order[bj]
         used_c[bi] += lc
         used_n[bi] += ln
+        count[bi] += 1
         score[bi] = best
         insort(order, (best, br))
         sid = sids[bi]
@@ -375,6 +380,7 @@ def _pending_for_room(cl: Cluster, placer: GroupPlacer, k: int, origin: str,
 
 def release(cl: Cluster, placers: dict[str, GroupPlacer], i: int, lc: float, ln: float) -> None:
     """Take a load off server `i` (a task leaves it), keeping its group's placer in step."""
+    cl.count[i] -= 1
     p = placers.get(cl.sgroup[i])
     if p is not None and i in p.rank:
         p.shift(i, -lc, -ln)

@@ -84,6 +84,7 @@ from scheduler.drain import drain, repair_isolation
 from scheduler.model import ClusterView, Move, Plan, Revocation
 from scheduler.placement import build_placers, place_unplaced
 from scheduler.rebalance import rebalance
+from scheduler.spread import spread
 from scheduler.utilisation import Cluster
 
 
@@ -128,7 +129,8 @@ def plan(view: ClusterView) -> Plan:
     budget, drain_used = _budgets(cl)
     budget = repair_isolation(cl, placers, moves, notes, budget)
     drain(cl, placers, moves, notes, drain_used)
-    rebalance(cl, placers, moves, notes, budget)
+    budget, busy = rebalance(cl, placers, moves, notes, budget)
+    spread(cl, placers, placed, moves, notes, budget, busy)
 
     return Plan(
         placements=tuple(placed.placements),

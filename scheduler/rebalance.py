@@ -187,6 +187,7 @@ class _Rebalancer:
         k, t, res = best
         lc, ln = load_c[k], load_n[k]
         placer.shift(t, lc, ln)
+        cl.count[t] += 1
         release(cl, self.placers, s, lc, ln)
         ks.remove(k)
         after = cl.score[s]
@@ -234,15 +235,18 @@ class _Rebalancer:
 def rebalance(
     cl: Cluster, placers: dict[str, GroupPlacer], moves: list[Move],
     notes: dict[str, list[str]], budget: int,
-) -> None:
-    """Append rebalance moves, at most `budget` of them (module docstring)."""
+) -> tuple[int, set[str]]:
+    """Append rebalance moves, at most `budget` of them (module docstring). Returns the budget
+    left and the groups that had a source (moved, stuck, or waiting for budget)."""
     rb = _Rebalancer(cl, placers, moves, notes)
     heap: list[tuple[float, str]] = []
+    busy: set[str] = set()
 
     def push(group: str) -> None:
         found = rb.source(group)
         if found is not None:
             s, goal = found
+            busy.add(group)
             heapq.heappush(heap, (goal - cl.score[s], group))  # most over its goal first
 
     for group in sorted(placers):
@@ -267,3 +271,4 @@ def rebalance(
     for group in sorted(stuck_in):
         for s in stuck_in[group]:
             notes.setdefault(group, []).append(rb.stuck_note(group, s))
+    return budget, busy

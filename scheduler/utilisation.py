@@ -106,7 +106,11 @@ class Cluster:
         for i, g in enumerate(self.sgroup):
             self.members.setdefault(g, []).append(i)
 
-        self.load_c, self.load_n, self.est = estimate_loads(tasks, cfg.default_estimate)
+        self.load_c, self.load_n, self.est = estimate_loads(
+            tasks, cfg.default_estimate, cfg.task_cpu_floor)
+        # Tasks counted on each server (where their load counts); kept in step with the load by
+        # every placement, move and release, for count balance (scheduler/spread.py).
+        self.count = [0] * len(servers)
         self.revoke: list[int] = []
         # Unplaced tasks: per group, positions in id order; why they have no server when it is
         # not simply "new" (evacuated ...); in-flight moves whose task is unplaced, separately.
@@ -151,7 +155,7 @@ class Cluster:
         used_c, used_n, load_c, load_n = self.used_c, self.used_n, self.load_c, self.load_n
         movable, unplaced = self.movable, self.unplaced
         now, cooldown = self.now, self.cfg.cooldown_s
-        cooling, flight_sources = self.cooling, self.flight_sources
+        cooling, flight_sources, count = self.cooling, self.flight_sources, self.count
         for k, t in enumerate(tasks):
             s = t.server
             if t.stopped:
@@ -185,11 +189,13 @@ class Cluster:
                     j = i
                 used_c[j] += load_c[k]
                 used_n[j] += load_n[k]
+                count[j] += 1
                 src = fl.source or ""
                 flight_sources[src] = flight_sources.get(src, 0) + 1
                 continue
             used_c[i] += load_c[k]
             used_n[i] += load_n[k]
+            count[i] += 1
             if sgroup[i] != t.group:
                 self.misplaced.append(k)
             elif draining[i]:
@@ -208,6 +214,7 @@ class Cluster:
             reserved = j
             self.used_c[j] += self.load_c[k]
             self.used_n[j] += self.load_n[k]
+            self.count[j] += 1
         origin = f"move from {fl.source or 'nowhere'} to {fl.target}"
         self.landing.append(Landing(k, origin, reserved, fl))
         src = fl.source or ""
