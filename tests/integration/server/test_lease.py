@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from proto import exportd_pb2 as pb
 from server import metrics
 from server.host import ServerHost
 from tasks.runner import TaskState
@@ -101,3 +102,34 @@ async def test_self_fencing_interrupts_a_drain_under_way(
     await wait_until(lambda: factory.of(A)[0].state is TaskState.STOPPED,
                      "A stopped by the fence", timeout=LEASE_TTL_S + 45)
     assert factory.of(A)[0].stop_calls == [True, False]
+
+
+async def test_workers_hear_every_renewal_and_an_ack_read_after_the_deadline_fences(
+        zookeeper: str, cluster: str, coordinator: Coordinator, factory: FakeFactory) -> None:
+    """The task workers fence themselves from the deadlines the host passes on (tasks/fence.py).
+    A main process resumed past its lease may find an ack already in its socket: that ack must
+    fence, not renew — the leader may have given the tasks away meanwhile."""
+    coordinator.lease_ttl_s = LEASE_TTL_S
+    deadlines: list[float] = []
+    skew = [0.0]
+    server = ServerHost(server_settings(zookeeper, cluster, margin=MARGIN_S), factory,
+                        clock=lambda: time.monotonic() + skew[0], on_lease=deadlines.append)
+    await server.start()
+    try:
+        coordinator.direct([assignment(A, 1)])
+        await wait_until(lambda: factory.running() == {(A, 1)}, "A running")
+        assert deadlines and deadlines[-1] > time.monotonic()
+        renewed_at = server.lease.renewed_at
+        assert renewed_at is not None
+        assert deadlines[-1] == pytest.approx(renewed_at + WINDOW_S)
+
+        # The process "resumes" past its window with an ack to read: no await in between, so
+        # the watchdog cannot fence first.
+        skew[0] = WINDOW_S + 1.0
+        server._on_ack(pb.Ack(report_seq=0, lease_ttl_s=LEASE_TTL_S))
+        assert deadlines[-1] == float("-inf")
+        assert server.lease.renewed_at is None
+        await wait_until(lambda: not factory.running(), "A stopped by the fence")
+        assert factory.of(A)[0].stop_calls == [False]
+    finally:
+        await server.close()
