@@ -3,10 +3,13 @@ malformed records dead-lettered to Kafka with their reasons while the rest flows
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from pathlib import Path
 
 import pytest
 
+from tasks.fence import WorkerFence
 from tests.integration.pipeline.kit import (
     consume_all,
     create_topic,
@@ -18,6 +21,7 @@ from tests.integration.pipeline.kit import (
     run_until_committed,
     runner,
     unique,
+    wait_for,
 )
 from tests.integration.pipeline.receiver import Receiver, Request
 
@@ -97,3 +101,40 @@ async def test_malformed_records_go_to_the_dlq_topic_and_the_rest_flows(
         assert msg.key() == r.task_id.encode()
     assert r.stats().dead_letters_total == 10
     assert r.stats().records_total == 100
+
+
+async def test_no_post_once_the_lease_ran_out_and_every_owner_sends_the_same_keys(
+        kafka: str, tmp_path: Path) -> None:
+    topic = create_topic(kafka, unique("hfence"))
+    produce(kafka, topic, json_records(0, 200))
+    fence = WorkerFence()
+
+    def decide(_req: Request, n: int) -> int:
+        if n == 0:
+            fence.revoke()  # the lease runs out while the first POST is answered
+            return 503
+        return 200
+
+    async with Receiver(decide) as receiver:
+        spec = job(topic, {"type": "http", "url": receiver.url, "batch_records": 50},
+                   transform={"parse": {"format": "json"}})
+        env = dataclasses.replace(environment(kafka, tmp_path), fence=fence)
+        first = runner(env, spec)
+        await first.start()
+        try:
+            await wait_for(lambda: "lease ran out" in first.stats().last_error,
+                           "the retry refused by the lease")
+            assert receiver.statuses == [503]   # no request started after the lease ran out
+            fence.renew(math.inf)
+            await wait_for(lambda: len(receiver.accepted) == 4, "the four batches")
+        finally:
+            await first.stop(drain=True)
+        # Another owner re-sending from offset 0 (its own consumer group: nothing committed)
+        # sends the same batches under the same keys: the receiver's way to drop them.
+        again = spec.model_copy(update={"source": spec.source.model_copy(
+            update={"consumer_group": unique("again")})})
+        await run_until_committed(runner(environment(kafka, tmp_path), again), 200)
+
+    keys = [req.key for req in receiver.accepted]
+    expected = [f"{first.task_id}:{o}-{o + 50}" for o in (0, 50, 100, 150)]
+    assert keys == expected * 2
