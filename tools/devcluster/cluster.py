@@ -30,6 +30,7 @@ from tools.infra import Infra, start_infra
 from tools.infra.ports import free_port
 from tools.infra.process import ManagedProcess
 from tools.infra.state import STATE_FILE, InfraState
+from tools.pki import DevPki, tls_settings_for, write_dev_pki
 
 BIN = Path(sys.executable).parent
 
@@ -104,6 +105,9 @@ class LocalCluster:
     master_procs: list[MasterProc] = field(default_factory=list)
     server_procs: list[ServerProc] = field(default_factory=list)
     _servers_s3: str | None = None
+    # The cluster's throwaway CA and certificates (tools/pki.py), in workdir/pki: mTLS between
+    # masters and servers, and what a client needs to trust the masters (`pki.ca_file`).
+    pki: DevPki | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -115,6 +119,9 @@ class LocalCluster:
                 InfraState.of(self.infra).save()
             if self.server_s3_endpoint is not None:
                 self._servers_s3 = self.server_s3_endpoint(self.endpoints["s3"])
+            self.pki = write_dev_pki(self.workdir / "pki", cluster=self.cluster,
+                                     masters=[f"master-{i + 1}" for i in range(self.masters)],
+                                     servers=[spec.id for spec in self.servers])
             for i in range(self.masters):
                 self.start_master(f"master-{i + 1}")
             wait_for(lambda: self.leader_url() is not None, 60, "a master leading")
@@ -184,6 +191,11 @@ class LocalCluster:
         return {"http_allow_networks": ["127.0.0.0/8", "::1/128"],
                 "file_root": str(self.workdir / "files")}
 
+    def tls(self, role: str, ident: str) -> dict[str, str]:
+        """The `tls:` settings block of (role, ident), issued from the cluster's CA."""
+        assert self.pki is not None, "start() writes the PKI"
+        return tls_settings_for(self.pki, role, ident)
+
     def start_master(self, master_id: str) -> MasterProc:
         http_port, grpc_port = free_port(), free_port()
         config = {
@@ -193,6 +205,7 @@ class LocalCluster:
             "grpc": {"host": "127.0.0.1", "port": grpc_port},
             "kafka": {"bootstrap_servers": self.endpoints["kafka"]},
             "egress": self._egress(),
+            "tls": self.tls("master", master_id),
             "lease_ttl": self.lease_ttl,
             "log_format": "json",
         }
@@ -218,6 +231,7 @@ class LocalCluster:
             "s3": {"endpoint_url": self._servers_s3 or self.endpoints["s3"],
                    "access_key_id": "dev",
                    "secret_access_key": "dev"},
+            "tls": self.tls("server", spec.id),
             "work_dir": str(self.workdir / "servers" / spec.id),
             # All servers share this host's network counters: count only the tasks' own bytes.
             "capacity": {"cpu_cores": spec.cpu_cores, "net_bytes_per_s": spec.net_bytes_per_s,
