@@ -22,6 +22,7 @@ from master.election import SetData, current_leader
 from tasks.cluster import LeaderInfo, ZkPaths
 from tasks.errors import Fenced
 from tests.integration.master.conftest import StartMaster, until
+from tests.pki import tls_block
 
 BIN = Path(sys.executable).parent
 
@@ -50,6 +51,7 @@ def procs(zookeeper: str, kafka: str, cluster: str, tmp_path: Path) -> Iterator[
             "zookeeper": {"hosts": zookeeper, "cluster": cluster, "session_timeout": "2s"},
             "grpc": {"host": "127.0.0.1", "port": 0},
             "http": {"host": "127.0.0.1", "port": 0},
+            "tls": tls_block(cluster, "master", master_id),
             "kafka": {"bootstrap_servers": kafka},
             "log_format": "json",
         }))
