@@ -143,6 +143,7 @@ class KafkaSinkWriter:
         self._errors: list[KafkaError] = []
         self._ready = False
         self._gone: SinkError | None = None   # set once the producer may not write again
+        self._closed = False
         # One transaction at a time, and close() after the one still running in its thread.
         self._lock = threading.Lock()
         source.before_open(self.prepare)
@@ -290,6 +291,15 @@ class KafkaSinkWriter:
 
     def _close(self) -> None:
         # Every transaction ends committed or aborted inside _transaction: nothing is left to
-        # flush. Wait (bounded) for one still in its thread, so the producer outlives it.
-        if self._lock.acquire(timeout=CLOSE_WAIT):
+        # flush. Wait (bounded) for one still in its thread, so the producer outlives it; a
+        # producer still busy after that is left to the garbage collector.
+        if not self._lock.acquire(timeout=CLOSE_WAIT):
+            return
+        try:
+            if not self._closed:
+                self._closed = True
+                self._gone = SinkError(f"Kafka sink of {self.task_id} is closed",
+                                       retryable=False)
+                self._producer.close()
+        finally:
             self._lock.release()
