@@ -23,6 +23,7 @@ from tools.bench.master_sim import (
     bench_zookeeper,
     print_result,
     seed_cluster,
+    sim_tls,
     until,
 )
 
@@ -39,9 +40,11 @@ async def run(jobs: int, partitions: int, servers: int) -> dict[str, Any]:
                  for c in zk.get_children(paths.assignments)]
         for name in names:     # every server registered, as in a running cluster
             SimServer(name, paths, zk).register()
-        sim = SimServer(names[0], paths, zk)
+        sim = SimServer(names[0], paths, zk, tls=sim_tls(env.pki, env.cluster, names[0]),
+                        tls_cluster=env.cluster)
         sim.start()
-        proc = MasterProcess("cold-1", env.infra.zookeeper, env.cluster, env.workdir)
+        proc = MasterProcess("cold-1", env.infra.zookeeper, env.cluster, env.workdir,
+                             pki=env.pki)
         try:
             leader = await until(lambda: current_leader(zk, paths), 60, "leader")
             got = await until(lambda: sim.directives[0] if sim.directives else None, 60,

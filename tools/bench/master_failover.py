@@ -3,9 +3,10 @@
 Two `exportd-master` processes (ZooKeeper session timeout 2 s) and one simulated server. Each
 round stops the leader — `kill -9`, or SIGTERM — and measures the time until the server receives
 its first directive from the new leader (higher epoch). The killed master is started again as
-the next standby. Targets (issue 4): kill -9 <= 3 s, SIGTERM hand-over <= 0.5 s.
+the next standby. Targets (issue 4): kill -9 <= 3 s, SIGTERM hand-over <= 0.5 s. The session is
+mTLS (certificates from a throwaway CA) unless `--plaintext` (tls.insecure) is given.
 
-    .venv/bin/python -m tools.bench.master_failover --rounds 3
+    .venv/bin/python -m tools.bench.master_failover --rounds 3 [--plaintext]
 """
 
 from __future__ import annotations
@@ -26,19 +27,24 @@ from tools.bench.master_sim import (
     SimServer,
     bench_zookeeper,
     print_result,
+    sim_tls,
     until,
 )
 
 
-async def run(rounds: int) -> dict[str, Any]:
+async def run(rounds: int, plaintext: bool = False) -> dict[str, Any]:
     async with bench_zookeeper("failover") as env:
         zk, paths = env.zk, env.paths
         procs: dict[str, MasterProcess] = {}
-        sim = SimServer("sim-1", paths, zk)
+        pki = None if plaintext else env.pki
+        sim = SimServer("sim-1", paths, zk,
+                        tls=None if pki is None else sim_tls(pki, env.cluster, "sim-1"),
+                        tls_cluster=env.cluster)
         results: dict[str, list[float]] = {"kill9": [], "sigterm": []}
         try:
             for mid in ("m1", "m2"):
-                procs[mid] = MasterProcess(mid, env.infra.zookeeper, env.cluster, env.workdir)
+                procs[mid] = MasterProcess(mid, env.infra.zookeeper, env.cluster, env.workdir,
+                                           pki=pki)
             await until(lambda: current_leader(zk, paths), 60, "first leader")
             await asyncio.to_thread(sim.register)
             sim.start()
@@ -51,7 +57,7 @@ async def run(rounds: int) -> dict[str, Any]:
                 results[kind].append(await _failover(sim, leader.epoch, procs[leader.id], sig))
                 procs.pop(leader.id).stop()
                 procs[leader.id] = MasterProcess(leader.id, env.infra.zookeeper, env.cluster,
-                                                 env.workdir)
+                                                 env.workdir, pki=pki)
         finally:
             await sim.stop()
             for proc in procs.values():
@@ -78,8 +84,9 @@ def _contending(zk: KazooClient, paths: ZkPaths) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--plaintext", action="store_true", help="tls.insecure: no mTLS")
     args = parser.parse_args()
-    print_result(run(args.rounds))
+    print_result(run(args.rounds, args.plaintext))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,14 @@ report -> ack latency seen by the leader (its histogram: receipt to ack queued) 
 clients (send to ack received, which includes this busy client process's own delays).
 Targets (issue 4): leader <= 50 % of one core, p99 report -> ack <= 50 ms.
 
+`--tls` runs the session over mTLS as in production: every simulated server holds its own
+certificate from a throwaway CA, so it has its own connection (`--channels 0`: one per server,
+which a plaintext run can use too, for a like-for-like comparison). Issue 15's goal: leader CPU
+with mTLS within 1.3x of plaintext.
+
     .venv/bin/python -m tools.bench.master_load --servers 1000 --tasks 50 --window 30
+    .venv/bin/python -m tools.bench.master_load --servers 1000 --tasks 50 --window 30 --tls
+    .venv/bin/python -m tools.bench.master_load --servers 1000 --tasks 50 --window 30 --channels 0
 """
 
 from __future__ import annotations
@@ -30,8 +37,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from master.election import current_leader
 from tasks.cluster import ZkPaths
-from tools.bench.master_sim import MasterProcess, SimServer, seed_cluster, until
+from tools.bench.master_sim import MasterProcess, SimServer, seed_cluster, sim_tls, until
 from tools.infra import start_infra
+from tools.pki import write_dev_pki
 
 CHANNELS = 20     # streams are spread over a few HTTP/2 connections, like many hosts would
 
@@ -65,7 +73,9 @@ def quantile_from_buckets(before: dict[float, float], after: dict[float, float],
     return float("inf")
 
 
-async def run(servers: int, tasks: int, window: float) -> dict[str, Any]:
+async def run(servers: int, tasks: int, window: float, tls: bool = False,
+              channel_count: int = CHANNELS) -> dict[str, Any]:
+    """`tls`: mTLS, one connection per server; `channel_count` 0: one per server."""
     infra = start_infra(("zookeeper",))
     workdir = Path(tempfile.mkdtemp(prefix="bench-load-"))
     cluster = f"load{int(time.time())}"
@@ -79,12 +89,18 @@ async def run(servers: int, tasks: int, window: float) -> dict[str, Any]:
     try:
         await asyncio.to_thread(seed_cluster, zk, paths, jobs=servers, partitions=tasks,
                                 servers=names)
+        pki = write_dev_pki(workdir / "pki", cluster=cluster, masters=["load-1"],
+                            servers=names) if tls else None
         proc = MasterProcess("load-1", infra.zookeeper, cluster, workdir,
-                             extra={"lease_ttl": "15s", "heartbeat_budget": 500})
+                             extra={"lease_ttl": "15s", "heartbeat_budget": 500}, pki=pki)
         leader = await until(lambda: current_leader(zk, paths), 60, "leader")
-        channels = [grpc.aio.insecure_channel(leader.grpc) for _ in range(CHANNELS)]
+        if pki is None and channel_count > 0:
+            channels = [grpc.aio.insecure_channel(leader.grpc) for _ in range(channel_count)]
         for i, name in enumerate(names):
-            sim = SimServer(name, paths, zk, channel=channels[i % CHANNELS])
+            sim = SimServer(name, paths, zk,
+                            channel=channels[i % len(channels)] if channels else None,
+                            tls=sim_tls(pki, cluster, name) if pki is not None else None,
+                            tls_cluster=cluster)
             await asyncio.to_thread(sim.register)
             sims.append(sim)
             sim.start()
@@ -110,6 +126,7 @@ async def run(servers: int, tasks: int, window: float) -> dict[str, Any]:
         latencies = sorted(x for s in sims for x in s.ack_latencies)
         cpu = (cpu_after.user - cpu_before.user + cpu_after.system - cpu_before.system)
         return {
+            "tls": tls, "connections": len(channels) or servers,
             "servers": servers, "tasks": servers * tasks, "interval_s": interval,
             "window_s": round(elapsed, 1), "reports_per_s": round(acks / elapsed, 1),
             "leader_cpu_fraction_of_one_core": round(cpu / elapsed, 3),
@@ -140,8 +157,12 @@ def main() -> None:
     parser.add_argument("--servers", type=int, default=1000)
     parser.add_argument("--tasks", type=int, default=50)
     parser.add_argument("--window", type=float, default=30.0)
+    parser.add_argument("--tls", action="store_true", help="mTLS, one connection per server")
+    parser.add_argument("--channels", type=int, default=CHANNELS,
+                        help="plaintext connections shared by the servers; 0: one per server")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.servers, args.tasks, args.window)), indent=2))
+    print(json.dumps(asyncio.run(run(args.servers, args.tasks, args.window, args.tls,
+                                     args.channels)), indent=2))
 
 
 if __name__ == "__main__":
