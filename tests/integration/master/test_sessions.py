@@ -223,3 +223,25 @@ async def test_a_job_deleted_and_submitted_again_runs_its_new_spec(
     await until(runs_new_spec, 30, "every task desired with the new spec")
     new_incarnation = set(a.directives[-1].incarnations.values())
     assert len(new_incarnation) == 1 and new_incarnation != old_incarnation
+
+
+async def test_a_server_added_at_low_load_takes_a_task_in_the_next_round(
+        start_master: StartMaster, start_sim: StartSim, topic: str) -> None:
+    """Issue 14: at a utilisation of a few per cent (4 tasks of 0.05 cores on 4-core servers)
+    the load rule never sees an added server; count balance hands it its share of the tasks
+    (4 / 3 servers: one) in the leader's next round, by the usual revoke -> STOPPED -> assign."""
+    master = await start_master("m1")
+    await master.wait_leading(30)
+    a, b = await start_sim("srv-a"), await start_sim("srv-b")
+    await until(lambda: a.acks and b.acks, 30, "both servers acknowledged")
+    await master.control.create_job(job_spec("scaling", topic))
+    expected = {task_id("scaling", topic, p) for p in range(PARTITIONS)}
+    await until(lambda: set(_assigned(a, b)) == expected and a.desired and b.desired, 30,
+                "tasks on both servers")
+    c = await start_sim("srv-c")
+    await until(lambda: c.desired, 30, "the added server got a task")
+    (moved,) = c.desired
+    await until(lambda: set(_assigned(a, b, c)) == expected, 30, "every task desired once")
+    history = master.control.get_task(moved).history
+    assert any(e.kind == "revoked" and "count balance group default" in e.reason
+               for e in history), [e.reason for e in history]
