@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
+STATUS = re.compile(r"HTTP/1\.[01] (\d{3})[^\r\n]*")
 HEAD_LIMIT = 1 << 20          # request head bytes
 PIPE_BLOCK = 64 * 1024
 MAX_REQUESTS = 1_000_000      # per connection: bounds the request loop
@@ -46,7 +48,8 @@ class HeldWrite:
 
 @dataclass
 class _Conn:
-    answered: asyncio.Event | None = None   # set by the response pipe once bytes come back
+    answered: asyncio.Event | None = None   # set by the response pipe once answered
+    seen: bytes = b""                       # the answer so far
 
 
 @dataclass
@@ -68,6 +71,7 @@ class HoldingProxy:
         self._held_event = threading.Event()
         self._answered_event = threading.Event()
         self._release: asyncio.Event | None = None
+        self.answer = ""
         self._lock = threading.Lock()
 
     # -- control (test thread) -----------------------------------------------------------------
@@ -112,10 +116,12 @@ class HoldingProxy:
         if release is not None:
             self._loop.call_soon_threadsafe(release.set)
 
-    def wait_answered(self, timeout: float) -> None:
-        """Block until the store's answer to the released write reached the sender's socket."""
+    def wait_answered(self, timeout: float) -> str:
+        """Block until the store's answer to the released write reached the sender's socket;
+        return its status line (e.g. `HTTP/1.1 412 Precondition Failed`)."""
         if not self._answered_event.wait(timeout):
             raise TimeoutError(f"the released write was not answered within {timeout:.0f}s")
+        return self.answer
 
     def writes_since(self, since: float) -> list[tuple[float, int, str, str]]:
         with self._lock:
@@ -176,9 +182,13 @@ class HoldingProxy:
                 writer.write(data)
                 await writer.drain()
                 if conn.answered is not None:
-                    conn.answered.set()
-                    conn.answered = None
-                    self._answered_event.set()
+                    conn.seen += data
+                    final = _final_status(conn.seen)
+                    if final is not None:   # not only a `100 Continue` yet
+                        conn.answered.set()
+                        conn.answered = None
+                        self.answer = final
+                        self._answered_event.set()
         with contextlib.suppress(Exception):
             writer.close()
 
@@ -220,6 +230,14 @@ class HoldingProxy:
         if method == "PUT":
             return "partNumber=" not in query and "x-amz-copy-source" not in headers
         return method == "POST" and "uploadId=" in query
+
+
+def _final_status(answer: bytes) -> str | None:
+    """The first status line of `answer` that is not an interim 1xx one, if it came yet."""
+    for match in STATUS.finditer(answer.decode("latin-1")):
+        if not match.group(1).startswith("1"):
+            return match.group(0)
+    return None
 
 
 def _parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:

@@ -195,8 +195,8 @@ def fault_hold_write_and_stop_group(chaos: Chaos) -> None:
     chaos.log(f"fault 2: the successor wrote partition {partition} from offset >= {start}; "
               f"releasing the held write")
     chaos.proxy.release()
-    chaos.proxy.wait_answered(30)
-    chaos.log("fault 2: the held write was answered by S3")
+    answer = chaos.proxy.wait_answered(30)
+    chaos.log(f"fault 2: S3 answered the held write: {answer}")
     chaos.resume(sender)
     chaos.log(f"fault 2: SIGCONT of {sender.spec.id}")
     chaos.wait_settled("after fault 2")
@@ -246,7 +246,7 @@ def run(chaos: Chaos, producer: UniqueIdProducer) -> list[Report]:
     submit_jobs(chaos)
     groups = [f"exportd-{j}" for j in JOBS]
     wait_for(lambda: all(min(faults.committed_offsets(chaos.kafka, g, TOPIC, PARTITIONS)
-                             .values()) > 0 for g in groups), 60, "every job exporting",
+                             .values()) > 0 for g in groups), 90, "every job exporting",
              interval=0.5)
     chaos.log("every job exporting")
     steps: list[Callable[[Chaos], None]] = [
