@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from tasks.fence import WorkerFence
@@ -43,12 +44,14 @@ CHUNK = 100
 
 class Held:
     """Wraps a Kafka sink's producer. Once more than `hold_after` records were produced, the
-    next flush or commit waits until `release` is set (a write held in flight); the record
-    numbered `lose_ack` (1-based) is delivered, but its delivery report says it failed."""
+    next call named in `hold_at` waits until `release` is set (a write held in flight); the
+    record numbered `lose_ack` (1-based) is delivered, but its delivery report says it failed."""
 
     def __init__(self, inner: Any, *, hold_after: int | None = None,
+                 hold_at: tuple[str, ...] = ("flush", "commit_transaction"),
                  lose_ack: int | None = None) -> None:
         self.inner, self.hold_after, self.lose_ack = inner, hold_after, lose_ack
+        self.hold_at = hold_at
         self.produced = 0
         self.holding = threading.Event()
         self.release = threading.Event()
@@ -65,19 +68,19 @@ class Held:
             kwargs["on_delivery"] = lose
         self.inner.produce(*args, **kwargs)
 
-    def _gate(self) -> None:
+    def _gate(self, call: str) -> None:
         if (self.hold_after is not None and self.produced > self.hold_after
-                and not self.release.is_set()):
+                and call in self.hold_at and not self.release.is_set()):
             self.holding.set()
             if not self.release.wait(DEADLINE):
                 raise RuntimeError("the test never released the held write")
 
     def flush(self, *args: Any) -> int:
-        self._gate()
+        self._gate("flush")
         return int(self.inner.flush(*args))
 
     def commit_transaction(self, *args: Any) -> None:
-        self._gate()
+        self._gate("commit_transaction")
         self.inner.commit_transaction(*args)
 
     def __getattr__(self, name: str) -> Any:
@@ -161,12 +164,15 @@ async def test_a_chunk_is_visible_to_read_committed_only_with_its_offset_commit(
     assert_once(read(kafka, target, "read_committed"))
 
 
+# Held before the flush (records sent, no offsets yet), or before the commit (the offsets are in
+# the transaction too: the successor's start must abort them before it reads its offset).
+@pytest.mark.parametrize("hold_at", ["flush", "commit_transaction"])
 async def test_a_zombie_is_fenced_by_the_next_owner_and_its_late_write_never_shows(
-        kafka: str, tmp_path: Path) -> None:
+        kafka: str, tmp_path: Path, hold_at: str) -> None:
     spec, target = setup(kafka)
     env = environment(kafka, tmp_path)
     zombie = runner(env, spec, generation=1)
-    hold = held(zombie, hold_after=2 * CHUNK)
+    hold = held(zombie, hold_after=2 * CHUNK, hold_at=(hold_at,))
     await zombie.start()
     try:
         await wait_for(hold.holding.is_set, "the zombie's third chunk held in flight")
