@@ -18,13 +18,15 @@ API — holds the reference, never the secret.
 
 Egress (tasks/egress.py): the session resolves names through `EgressResolver`, which keeps only
 the addresses the server's egress rules allow, at every connection (a name that turns private
-later is refused then); IP literals are checked when the task is built; redirects are not
+later is refused then, and the task fails with the reason); IP literals are checked when the task
+is built; redirects are not
 followed (a 3xx is a refusal like another 4xx), so a receiver cannot send the batch elsewhere.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import os
 import re
@@ -63,13 +65,17 @@ def _secret(header: str, environ: Mapping[str, str], ref: re.Match[str]) -> str:
     return environ[var[1]]
 
 
+class EgressDenied(OSError):
+    """A name resolved only to addresses the egress rules refuse."""
+
+
 class EgressResolver(AbstractResolver):
     """aiohttp's resolver, keeping only the addresses HTTP sinks may reach
     (tasks.egress.address_allowed); none left is a connection error naming the rule."""
 
-    def __init__(self, allow: Sequence[IpNetwork]) -> None:
+    def __init__(self, allow: Sequence[IpNetwork], inner: AbstractResolver | None = None) -> None:
         self.allow = tuple(allow)
-        self._inner = DefaultResolver()
+        self._inner = inner or DefaultResolver()
 
     async def resolve(self, host: str, port: int = 0,
                       family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
@@ -77,8 +83,9 @@ class EgressResolver(AbstractResolver):
         kept = [entry for entry in found if address_allowed(entry["host"], self.allow)]
         if not kept:
             refused = ", ".join(sorted({entry["host"] for entry in found}))
-            raise OSError(f"{host} resolves to {refused}, which HTTP sinks may not reach "
-                          "(egress.http_allow_networks on the servers allows networks)")
+            raise EgressDenied(errno.EACCES,
+                               f"{host} resolves to {refused}, which HTTP sinks may not reach "
+                               "(egress.http_allow_networks on the servers allows networks)")
         return kept
 
     async def close(self) -> None:
@@ -140,6 +147,11 @@ class HttpSinkWriter:
                     last = f"HTTP {resp.status} {resp.reason}: {text}".strip()
                     if not is_retryable_status(resp.status):
                         return rejected(chunk, last)
+            except aiohttp.ClientConnectorError as exc:
+                if isinstance(exc.os_error, EgressDenied):   # not retried: the task fails
+                    raise SinkError(f"POST {url} refused: {exc.os_error.strerror}",
+                                    retryable=False, url=url) from exc
+                last = f"{type(exc).__name__}: {exc}"
             except (aiohttp.ClientError, TimeoutError) as exc:
                 last = f"{type(exc).__name__}: {exc}"
         raise SinkError(f"POST {url} failed {self.spec.max_retries + 1} times: {last}",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from server.settings import ServerSettings
 from tasks.egress import (
@@ -20,6 +22,7 @@ from tasks.egress import (
 from tasks.errors import ConfigError, ValidationError
 from tasks.kafka_access import KafkaAccess, KafkaClientSettings, UnlistedCluster
 from tasks.settings import load_settings
+from tasks.sinks.http import EgressDenied, EgressResolver
 from tasks.spec import JobSpec, parse_job_spec
 
 LOOPBACK = EgressSettings(http_allow_networks=["127.0.0.0/8"]).networks()
@@ -164,3 +167,27 @@ def test_an_allowed_unlisted_cluster_gets_no_credentials() -> None:
     assert access.properties("evil:9092") == {}
     assert access.properties("main:9093") == {"sasl.password": "pw"}
     assert access.properties("old:9092") == {}
+
+
+class _Rebinding(AbstractResolver):
+    """A name that resolves to a public address first, then to the metadata service."""
+
+    def __init__(self) -> None:
+        self.answers = [["93.184.216.34"], ["169.254.169.254"], ["127.0.0.1", "93.184.216.34"]]
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        return [ResolveResult(hostname=host, host=address, port=port, family=family, proto=0,
+                              flags=0) for address in self.answers.pop(0)]
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_every_resolution_is_checked_so_rebinding_is_refused() -> None:
+    resolver = EgressResolver((), inner=_Rebinding())
+    assert [r["host"] for r in await resolver.resolve("rebind.example", 80)] == ["93.184.216.34"]
+    with pytest.raises(EgressDenied, match=r"169\.254\.169\.254, which HTTP sinks may not"):
+        await resolver.resolve("rebind.example", 80)
+    # Mixed answers: only the allowed addresses are kept, so the connection goes there alone.
+    assert [r["host"] for r in await resolver.resolve("rebind.example", 80)] == ["93.184.216.34"]
