@@ -34,12 +34,13 @@ from kazoo.exceptions import NodeExistsError, NoNodeError
 from master.store import StoredAssignment, StoredJob, encode_job, encode_shard, split_shards
 from proto import exportd_pb2 as pb
 from proto import exportd_pb2_grpc as pb_grpc
-from tasks.cluster import LeaderInfo, ServerRegistration, ZkPaths
+from tasks.cluster import LeaderInfo, Node, Role, ServerRegistration, ZkPaths
 from tasks.grpc_tls import channel_credentials, channel_options
 from tasks.runner import task_id
 from tasks.spec import parse_job_spec
 from tasks.tls import TlsSettings
 from tools.infra import Infra, start_infra
+from tools.infra.zkauth import session_credentials
 from tools.pki import DevPki, tls_settings_for, write_dev_pki
 
 BIN = Path(sys.executable).parent
@@ -255,10 +256,11 @@ class MasterProcess:
         config.write_text(yaml.safe_dump({
             "id": master_id,
             "zookeeper": {"hosts": zookeeper, "cluster": cluster,
-                          "session_timeout": session_timeout},
+                          "session_timeout": session_timeout, **session_credentials().master()},
             "grpc": {"host": "127.0.0.1", "port": 0},
             "http": {"host": "127.0.0.1", "port": 0},
-            "tls": tls, "log_format": "json", **(extra or {}),
+            # Loopback only, and the benchmarks call no write route.
+            "tls": tls, "api": {"auth": "none"}, "log_format": "json", **(extra or {}),
         }))
         self.log = (workdir / f"{master_id}.log").open("ab")
         self.popen = subprocess.Popen([str(BIN / "exportd-master"), "--config", str(config)],
@@ -272,6 +274,14 @@ class MasterProcess:
         self.kill()
         self.popen.wait(timeout=30)
         self.log.close()
+
+
+def bench_client(hosts: str) -> KazooClient:
+    """A kazoo client acting as the masters (this process's credentials, tools/infra/zkauth),
+    creating masters-only nodes by default; not started."""
+    creds = session_credentials()
+    return KazooClient(hosts=hosts, timeout=10.0, auth_data=creds.auth_data(Role.MASTER),
+                       default_acl=creds.acls.for_node(Node.ROOT))
 
 
 def seed_cluster(zk: KazooClient, paths: ZkPaths, *, jobs: int, partitions: int,
@@ -316,7 +326,7 @@ class BenchZk:
 async def bench_zookeeper(prefix: str) -> AsyncIterator[BenchZk]:
     infra = start_infra(("zookeeper",))
     try:
-        zk = KazooClient(hosts=infra.zookeeper, timeout=10.0)
+        zk = bench_client(infra.zookeeper)
         zk.start(30)
         try:
             cluster = f"{prefix}{int(time.time())}"
