@@ -29,7 +29,7 @@ from server.settings import SessionSettings
 from tasks.cluster import LeaderInfo
 from tasks.grpc_tls import channel_credentials, channel_options
 from tasks.logs import get_logger
-from tasks.tls import TlsSettings
+from tasks.tls import TlsSettings, master_tls_name
 
 log = get_logger(__name__)
 
@@ -38,6 +38,16 @@ def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> 
     """Full jitter: uniform in [low, min(high, low * 2**attempt)]."""
     ceiling = min(high, low * (2 ** min(attempt, 30)))
     return rng.uniform(low, max(ceiling, low))
+
+
+def tls_hint(details: str, cluster: str) -> dict[str, str]:
+    """What a TLS failure of the session means, for the log line (docs/OPERATIONS.md)."""
+    if "Hostname Verification" in details or "not in peer certificate" in details:
+        return {"hint": f"the listener's certificate is not a master of cluster {cluster!r} "
+                        f"(no DNS name {master_tls_name(cluster)})"}
+    if "CERTIFICATE_VERIFY_FAILED" in details:
+        return {"hint": "the listener's certificate is not from the CA in tls.ca_file"}
+    return {}
 
 
 class SessionHost(Protocol):
@@ -148,7 +158,8 @@ class SessionLoop:
             for result in results:
                 if isinstance(result, grpc.aio.AioRpcError):
                     log.warning("session_broken", target=target, code=result.code().name,
-                                details=result.details())
+                                details=result.details(),
+                                **tls_hint(result.details() or "", self._cluster))
                 elif isinstance(result, Exception) and not isinstance(
                         result, asyncio.CancelledError):
                     log.error("session_failed", target=target, error=repr(result))
