@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from tasks.fence import WorkerFence
 from tasks.pipeline import PipelineRunner
 from tasks.runner import TaskState
+from tasks.sinks.kafka import COMMIT_ATTEMPTS
 from tasks.spec import JobSpec
 from tests.integration.pipeline.kit import (
     DEADLINE,
@@ -45,13 +46,18 @@ CHUNK = 100
 class Held:
     """Wraps a Kafka sink's producer. Once more than `hold_after` records were produced, the
     next call named in `hold_at` waits until `release` is set (a write held in flight); the
-    record numbered `lose_ack` (1-based) is delivered, but its delivery report says it failed."""
+    record numbered `lose_ack` (1-based) is delivered, but its delivery report says it failed;
+    once more than `fail_after` records were produced, the next `fail_commits` commits time out
+    (a retriable error, the commit not even sent)."""
 
     def __init__(self, inner: Any, *, hold_after: int | None = None,
                  hold_at: tuple[str, ...] = ("flush", "commit_transaction"),
-                 lose_ack: int | None = None) -> None:
+                 lose_ack: int | None = None, fail_after: int = 0,
+                 fail_commits: int = 0) -> None:
         self.inner, self.hold_after, self.lose_ack = inner, hold_after, lose_ack
         self.hold_at = hold_at
+        self.fail_after, self.fail_commits = fail_after, fail_commits
+        self.failed_commits = 0
         self.produced = 0
         self.holding = threading.Event()
         self.release = threading.Event()
@@ -81,6 +87,10 @@ class Held:
 
     def commit_transaction(self, *args: Any) -> None:
         self._gate("commit_transaction")
+        if self.produced > self.fail_after and self.failed_commits < self.fail_commits:
+            self.failed_commits += 1
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "injected: commit timed out",
+                                            retriable=True))
         self.inner.commit_transaction(*args)
 
     def __getattr__(self, name: str) -> Any:
@@ -226,3 +236,32 @@ async def test_a_restart_after_a_commit_refused_by_the_lease_resends_once(
     assert committed(kafka, spec) == N
     assert_once(read(kafka, target, "read_committed"))
     assert len(read(kafka, target, "read_uncommitted")) > N  # the aborted copy
+
+
+async def test_a_commit_that_timed_out_once_is_retried_not_aborted(
+        kafka: str, tmp_path: Path) -> None:
+    spec, target = setup(kafka)
+    r = runner(environment(kafka, tmp_path), spec)
+    hold = held(r, fail_after=2 * CHUNK, fail_commits=1)
+    await run_until_committed(r, N)
+    assert hold.failed_commits == 1
+    assert_once(read(kafka, target, "read_committed"))
+    assert len(read(kafka, target, "read_uncommitted")) == N   # nothing aborted, nothing re-sent
+
+
+async def test_a_commit_whose_outcome_stays_unknown_ends_the_producer_and_the_restart_resends(
+        kafka: str, tmp_path: Path) -> None:
+    spec, target = setup(kafka)
+    first = runner(environment(kafka, tmp_path), spec)
+    hold = held(first, fail_after=2 * CHUNK, fail_commits=COMMIT_ATTEMPTS)
+    await first.start()
+    try:
+        await wait_for(lambda: first.stats().state is TaskState.FAILED, "the task failing")
+        assert "outcome unknown" in first.stats().last_error, first.stats()
+    finally:
+        await first.stop(drain=False)
+    assert hold.failed_commits == COMMIT_ATTEMPTS
+    assert committed(kafka, spec) == 2 * CHUNK
+    await run_until_committed(runner(environment(kafka, tmp_path), spec, generation=2),
+                              N - 2 * CHUNK, end=N)
+    assert_once(read(kafka, target, "read_committed"))
