@@ -3,8 +3,11 @@ certificates verify against its CA and carry their identity."""
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -150,3 +153,20 @@ def test_settings_require_tls_files_or_an_explicit_insecure_switch(tmp_path: Pat
                                             "api": {"auth": "none"}})
     assert master.tls.ca_file == str(pki.ca_file)
     assert ServerSettings.model_validate({"tls": {"insecure": True}}).tls.insecure
+
+
+
+@pytest.mark.parametrize("entry", ["master", "server"])
+def test_a_process_without_tls_files_refuses_to_start_with_one_line(entry: str) -> None:
+    args = [sys.executable, "-m", f"{entry}.main", "--set", "zookeeper.hosts=127.0.0.1:1",
+            "--set", "log_format=json"]
+    if entry == "master":
+        args += ["--set", "api.auth=none"]
+    repo = Path(__file__).resolve().parents[3]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=repo, env=env,
+                          check=False)
+    assert done.returncode == 1
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and "TLS is required" in lines[0], lines
+    assert "tls.insecure=true" in lines[0]
