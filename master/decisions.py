@@ -274,7 +274,10 @@ def build_view(now: float, servers: Iterable[ServerRecord], tasks: Iterable[Task
             id=s.id, group=s.group, capacity=Resources(s.cpu_capacity, s.net_capacity),
             background=background if s.reported else Resources(), alive=not s.dead,
             # Unregistered: keep what it runs until its lease ends, but give it nothing new.
-            cordoned=s.admin.cordoned or s.registration is None,
+            # Never reported to this leader (a registration alone, which any holder of the
+            # servers' ZooKeeper credential can write, capacity included): nothing new either;
+            # a report arrives only on a session authenticated as that server (mTLS).
+            cordoned=s.admin.cordoned or s.registration is None or not s.reported,
             draining=s.admin.draining or s.reported_draining))
     return ClusterView(now=now, servers=tuple(server_list), tasks=tuple(task_list),
                        in_flight=tuple(flights), config=config)

@@ -35,7 +35,7 @@ from kazoo.exceptions import (
 from kazoo.recipe.lock import Lock
 
 from master import metrics
-from tasks.cluster import LeaderInfo, ZkPaths
+from tasks.cluster import LeaderInfo, Node, ZkAcls, ZkPaths
 from tasks.errors import Conflict, ExportdError, Fenced, NotFound, Unavailable
 from tasks.logs import get_logger
 
@@ -78,9 +78,12 @@ def _op_error(op: Op, result: Exception) -> ExportdError:
 class Term:
     """One leadership term: the fencing token and the session it was won on."""
 
-    def __init__(self, client: KazooClient, paths: ZkPaths, token: int, info: LeaderInfo) -> None:
+    def __init__(self, client: KazooClient, paths: ZkPaths, token: int, info: LeaderInfo,
+                 acls: ZkAcls | None = None) -> None:
         self.client = client
         self.paths = paths
+        # Every node this term creates gets its ACL from the table; None: the client's default.
+        self.acls = acls
         self.token = token
         self.info = info
         self.session_id: int | None = client.client_id[0] if client.client_id else None
@@ -120,7 +123,8 @@ class Term:
         txn.check(self.paths.epoch, self.token)
         for op in ops:
             if isinstance(op, Create):
-                txn.create(op.path, op.data, ephemeral=op.ephemeral)
+                acl = self.acls.for_path(self.paths, op.path) if self.acls is not None else None
+                txn.create(op.path, op.data, acl=acl, ephemeral=op.ephemeral)
             elif isinstance(op, SetData):
                 txn.set_data(op.path, op.data, version=op.version)
             else:
@@ -140,9 +144,9 @@ class Term:
                 raise _op_error(op, result)
 
 
-def bump_epoch(client: KazooClient, paths: ZkPaths) -> int:
+def bump_epoch(client: KazooClient, paths: ZkPaths, acls: ZkAcls | None = None) -> int:
     """Blocking: increment the epoch counter with a versioned set; return the new version."""
-    client.ensure_path(paths.epoch)
+    client.ensure_path(paths.epoch, acl=acls.for_node(Node.EPOCH) if acls is not None else None)
     for _ in range(10):   # only a concurrent bump (which the lock excludes) makes this retry
         data, stat = client.get(paths.epoch)
         counter = int(data or b"0") + 1
@@ -168,9 +172,10 @@ class Elector:
     """Contend, win, lead, and contend again, until `stop()`."""
 
     def __init__(self, client: KazooClient, paths: ZkPaths, master_id: str,
-                 grpc_address: str, http_url: str) -> None:
+                 grpc_address: str, http_url: str, acls: ZkAcls | None = None) -> None:
         self.client = client
         self.paths = paths
+        self.acls = acls
         self.master_id = master_id
         self.grpc_address = grpc_address
         self.http_url = http_url
@@ -240,10 +245,10 @@ class Elector:
         return got
 
     async def _take_office(self) -> Term:
-        token = await asyncio.to_thread(bump_epoch, self.client, self.paths)
+        token = await asyncio.to_thread(bump_epoch, self.client, self.paths, self.acls)
         info = LeaderInfo(id=self.master_id, grpc=self.grpc_address, http=self.http_url,
                           epoch=token, since_unix=time.time())
-        term = Term(self.client, self.paths, token, info)
+        term = Term(self.client, self.paths, token, info, self.acls)
         self.term = term
         await asyncio.to_thread(_write_leader, term)
         metrics.EPOCH.set(token)

@@ -17,6 +17,7 @@ import grpc.aio
 from aiohttp import web
 from kazoo.client import KazooClient
 
+from master.acls import check_acls
 from master.api.app import create_app
 from master.control import MasterControl, StandbyReader
 from master.election import Elector, Term
@@ -26,6 +27,7 @@ from master.session import SessionService
 from master.settings import MasterSettings
 from master.store import Store
 from proto import exportd_pb2_grpc as pb_grpc
+from tasks.cluster import Node, Role
 from tasks.errors import Unavailable
 from tasks.grpc_tls import server_credentials
 from tasks.logs import get_logger
@@ -49,8 +51,12 @@ class Master:
         self.planner = planner
         zk = settings.zookeeper
         self.paths = zk.paths()
-        self.client = KazooClient(hosts=zk.hosts, timeout=zk.session_timeout)
-        self.store = Store(self.client, self.paths, settings.assignment_shards)
+        # Digest auth; what this master creates is masters-only unless the ACL table says
+        # more (tasks/cluster.py): ConfigError here when the credentials are missing.
+        self.acls = zk.acls(Role.MASTER)
+        self.client = KazooClient(**zk.client_options(),
+                                  default_acl=self.acls.for_node(Node.ROOT))
+        self.store = Store(self.client, self.paths, settings.assignment_shards, self.acls)
         self.partitions = PartitionSource(settings.kafka.bootstrap_servers,
                                           settings.kafka.metadata_timeout,
                                           access=settings.kafka.access())
@@ -70,11 +76,13 @@ class Master:
 
     async def start(self) -> None:
         await asyncio.to_thread(self.client.start, self.settings.zookeeper.session_timeout * 3)
+        # Refuse open znodes (OpenAcls) before writing anything: --migrate-acls closes them.
+        await asyncio.to_thread(check_acls, self.client, self.paths)
         await asyncio.to_thread(self.store.ensure_layout)
         await self._start_grpc()
         await self._start_http()
         self.elector = Elector(self.client, self.paths, self.settings.id, self.grpc_address,
-                               self.http_url)
+                               self.http_url, self.acls)
         self._tasks = [
             asyncio.create_task(self.elector.run(self._lead), name="election"),
             asyncio.create_task(self.standby.run(self.control.is_leader), name="standby"),

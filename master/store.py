@@ -26,8 +26,9 @@ from typing import Any, TypeVar
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 
+from master.acls import ensure_layout_nodes
 from master.election import Create, Delete, Op, SetData
-from tasks.cluster import ServerRegistration, ZkPaths
+from tasks.cluster import ServerRegistration, ZkAcls, ZkPaths
 from tasks.errors import ValidationError
 from tasks.logs import get_logger
 from tasks.spec import JobSpec
@@ -129,22 +130,31 @@ def split_shards(assignments: Mapping[str, StoredAssignment],
 class Store:
     """Blocking reads of the control state and the ops that change it."""
 
-    def __init__(self, client: KazooClient, paths: ZkPaths, shards: int) -> None:
+    def __init__(self, client: KazooClient, paths: ZkPaths, shards: int,
+                 acls: ZkAcls | None = None) -> None:
         self.client = client
         self.paths = paths
         self.shards = shards
+        # The table's ACLs for what ensure_layout creates; None: the client's default ACL.
+        self.acls = acls
+
+    def _ensure(self, *nodes: str) -> None:
+        if self.acls is None:
+            for path in nodes:
+                self.client.ensure_path(path)
+        else:
+            ensure_layout_nodes(self.client, self.paths, self.acls, nodes)
 
     def ensure_layout(self) -> None:
-        """Structural nodes (idempotent, the same for every master, so not fenced)."""
-        for path in (self.paths.jobs, self.paths.assignments, self.paths.servers,
-                     self.paths.admin_servers, self.paths.election):
-            self.client.ensure_path(path)
+        """Structural nodes (idempotent, the same for every master, so not fenced), each
+        created with its ACL from the table (tasks/cluster.py)."""
+        self._ensure(self.paths.jobs, self.paths.assignments, self.paths.servers,
+                     self.paths.admin, self.paths.admin_servers, self.paths.election)
         existing = self.client.get_children(self.paths.assignments)
         if existing:
             self.shards = len(existing)
             return
-        for shard in range(self.shards):
-            self.client.ensure_path(self.paths.assignment_shard(shard))
+        self._ensure(*(self.paths.assignment_shard(shard) for shard in range(self.shards)))
 
     def _children(self, path: str) -> list[str]:
         try:

@@ -24,11 +24,14 @@ from server.http import HttpEndpoint
 from server.lease import Lease
 from server.reconcile import (
     Desired,
+    EpochRead,
     Running,
     Stop,
     Version,
-    accept_epoch,
+    choose_leader,
     fence_plan,
+    judge_epoch,
+    newer_epoch,
     plan_reconcile,
 )
 from server.registration import Registration
@@ -37,7 +40,7 @@ from server.session import SessionLoop
 from server.settings import ServerSettings
 from server.tasktable import TaskEntry, forget_task_metrics, report_tasks
 from server.wire import assignment_from_proto
-from tasks.cluster import ServerRegistration
+from tasks.cluster import LeaderInfo, ServerRegistration
 from tasks.errors import ValidationError
 from tasks.logs import get_logger
 from tasks.runner import Assignment, RunnerFactory, TaskState
@@ -50,6 +53,8 @@ WATCHDOG_PERIOD_S = 0.1
 MIN_HEARTBEAT_INTERVAL_S = 0.05
 # How long a shutdown waits for the leader to acknowledge the final report.
 FINAL_ACK_TIMEOUT_S = 5.0
+# At most one re-read of the `epoch` znode this often, whatever a leader node or message claims.
+EPOCH_RECHECK_GAP_S = 1.0
 
 
 def _version() -> str:
@@ -77,7 +82,12 @@ class ServerHost:
         # the task workers fence themselves with it (tasks/fence.py, WorkerPool.renew_lease).
         self._on_lease = on_lease
         self.lease = Lease(settings.lease.margin)
-        self.highest_epoch = 0
+        self.highest_epoch = 0      # of the last message obeyed (reported to the leader)
+        # The `epoch` znode as last read: the only source of a higher epoch (reconcile.py).
+        self.confirmed_epoch: EpochRead | None = None
+        self._announced: LeaderInfo | None = None     # the `leader` znode
+        self._rechecking = False
+        self._last_recheck = float("-inf")
         self._desired: dict[str, Desired[Assignment]] = {}
         self._drain_directive = False
         self._generations: dict[str, Version] = {}
@@ -112,7 +122,7 @@ class ServerHost:
             net_bytes_per_s=self._sampler.capacity.net_bytes_per_s,
             version=_version(), labels=dict(self.settings.labels))
         self.registration = Registration(self.settings.zookeeper, payload,
-                                         self.session.set_leader)
+                                         self._on_leader, self._on_epoch)
         try:
             await self.registration.start()
         except BaseException:
@@ -200,12 +210,17 @@ class ServerHost:
             labels=dict(self.settings.labels), sent_at_unix=time.time(), draining=self.draining)
 
     def handle(self, message: pb.LeaderMessage) -> None:
-        accepted, self.highest_epoch = accept_epoch(self.highest_epoch, message.epoch)
-        if not accepted:
+        verdict = judge_epoch(message.epoch, self.confirmed_epoch)
+        if verdict != "obey":
             metrics.STALE_MESSAGES.inc()
-            log.warning("stale_epoch_ignored", epoch=message.epoch, highest=self.highest_epoch,
+            confirmed = self.confirmed_epoch.version if self.confirmed_epoch else None
+            event = "stale_epoch_ignored" if verdict == "stale" else "unconfirmed_epoch_refused"
+            log.warning(event, epoch=message.epoch, confirmed=confirmed,
                         kind=message.WhichOneof("body"))
+            if verdict == "unconfirmed":
+                self._recheck_epoch()
             return
+        self.highest_epoch = message.epoch
         kind = message.WhichOneof("body")
         if kind == "ack":
             self._on_ack(message.ack)
@@ -216,6 +231,47 @@ class ServerHost:
             if self.registration is not None:
                 self.registration.register_soon()
             self.session.reconnect(backoff=True)
+
+    # --- which leader: the `leader` and `epoch` znodes (reconcile.choose_leader) ---------------
+
+    def _on_leader(self, info: LeaderInfo | None) -> None:
+        self._announced = info
+        self._follow()
+
+    def _on_epoch(self, read: EpochRead | None) -> None:
+        self.confirmed_epoch = newer_epoch(self.confirmed_epoch, read)
+        self._follow()
+
+    def _follow(self) -> None:
+        announced = self._announced
+        decision = choose_leader(announced, self.confirmed_epoch, self.session.leader)
+        if decision == "follow" and announced is not None:
+            self.session.set_leader(announced)
+        elif decision == "recheck" and announced is not None:
+            log.warning("leader_epoch_unconfirmed", leader=announced.id, epoch=announced.epoch,
+                        confirmed=self.confirmed_epoch.version if self.confirmed_epoch else None)
+            self._recheck_epoch()
+
+    def _recheck_epoch(self) -> None:
+        """Re-read the `epoch` znode in the background: one read at a time, at most one per
+        EPOCH_RECHECK_GAP_S, so a lying leader node or listener costs ZooKeeper next to nothing."""
+        now = self._clock()
+        if (self._rechecking or self.registration is None or self._closed
+                or now - self._last_recheck < EPOCH_RECHECK_GAP_S):
+            return
+        self._rechecking = True
+        self._last_recheck = now
+        registration = self.registration
+
+        async def recheck() -> None:
+            try:
+                read = await registration.read_epoch()
+            finally:
+                self._rechecking = False
+            self._on_epoch(read)
+
+        task = asyncio.ensure_future(recheck())
+        self._background.append(task)
 
     def _on_ack(self, ack: pb.Ack) -> None:
         now = self._clock()

@@ -1,9 +1,16 @@
-"""Pure decisions of the server: which leader messages to obey, and what to start and stop.
+"""Pure decisions of the server: which leader to follow, which of its messages to obey, and
+what to start and stop.
 
-No I/O and no clocks: the host passes in what it knows (the desired set from the last accepted
-directive, what runs, the generations already run, `now`) and carries out the returned plan.
-The host calls `plan_reconcile` after every directive, ack and finished start/stop, so the set
-of running tasks converges on the desired one like a kubelet's.
+No I/O and no clocks: the host passes in what it knows (the `epoch` znode as last read, the
+`leader` znode, the desired set from the last accepted directive, what runs, the generations
+already run, `now`) and carries out the returned plan. The host calls `plan_reconcile` after
+every directive, ack and finished start/stop, so the set of running tasks converges on the
+desired one like a kubelet's.
+
+Epochs are believed only when ZooKeeper's `epoch` znode confirms them (its version IS the
+leader's fencing token). A `leader` znode or a message claiming a higher epoch than the znode's
+is refused, re-checked against ZooKeeper, and never remembered: a forged `leader` znode can
+neither take a server over nor leave it ignoring the real leader afterwards.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from tasks.cluster import LeaderInfo
 from tasks.runner import TaskState
 
 T = TypeVar("T")
@@ -19,12 +27,56 @@ T = TypeVar("T")
 ACTIVE = frozenset({TaskState.STARTING, TaskState.RUNNING})
 
 
-def accept_epoch(highest_seen: int, epoch: int) -> tuple[bool, int]:
-    """(obey the message?, new highest epoch seen). A message from an older epoch comes from a
-    deposed leader: it is ignored, acks included (they must not renew the lease)."""
-    if epoch < highest_seen:
-        return False, highest_seen
-    return True, epoch
+@dataclass(frozen=True, slots=True, order=True)
+class EpochRead:
+    """The `epoch` znode as read: (czxid, version). A node deleted and created again has a
+    newer czxid, so it orders after every version of the old one (`newer_epoch`)."""
+
+    czxid: int
+    version: int
+
+
+def newer_epoch(known: EpochRead | None, read: EpochRead | None) -> EpochRead | None:
+    """What the host keeps after a read (a watch or a re-check may deliver them out of order):
+    the later of the two; a read of a missing node changes nothing."""
+    if read is None:
+        return known
+    return read if known is None or read > known else known
+
+
+def judge_epoch(epoch: int, confirmed: EpochRead | None) -> str:
+    """What to do with a leader message of `epoch`:
+
+    - "obey": it is the epoch ZooKeeper confirms;
+    - "stale": lower: a deposed leader's; ignored, acks included (they must not renew the lease);
+    - "unconfirmed": higher than ZooKeeper says (or nothing read yet): refused, not remembered,
+      and the host re-reads the znode."""
+    if confirmed is None or epoch > confirmed.version:
+        return "unconfirmed"
+    return "stale" if epoch < confirmed.version else "obey"
+
+
+def choose_leader(announced: LeaderInfo | None, confirmed: EpochRead | None,
+                  following: LeaderInfo | None) -> str:
+    """Given the `leader` znode (`announced`), the confirmed epoch and the leader the session
+    follows now:
+
+    - "follow" `announced`: its epoch is the confirmed one, and it is not the leader followed
+      already (or that one's term is another epoch);
+    - "recheck": it claims an epoch ZooKeeper has not confirmed to us (yet): keep following whom
+      we follow, re-read the `epoch` znode;
+    - "keep": nothing to change (no leader node: its successor will bump the epoch; an older
+      epoch's node; or a second address for the epoch we follow, which no master writes: a term
+      writes its `leader` node once)."""
+    if announced is None:
+        return "keep"
+    if confirmed is None or announced.epoch > confirmed.version:
+        return "recheck"
+    if announced.epoch < confirmed.version:
+        return "keep"
+    if following is None or following.epoch != announced.epoch:
+        return "follow"
+    return "keep"
 
 
 Version = tuple[int, int]

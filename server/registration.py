@@ -1,29 +1,39 @@
-"""ZooKeeper side of a server: the ephemeral `servers/<id>` node and the `leader` watch.
+"""ZooKeeper side of a server: the ephemeral `servers/<id>` node, the `leader` and `epoch`
+watches, and the re-read of `epoch` that confirms a leader's claim.
 
 kazoo runs its own threads; its callbacks never block and only hand events to the asyncio loop
 (`call_soon_threadsafe`). Blocking kazoo calls run in a worker thread (`asyncio.to_thread`).
 When the ZooKeeper session expires, the ephemeral node is gone with it: on the next CONNECTED
 state the node is created again. kazoo's DataWatch re-reads `leader` after a reconnect itself.
+
+The session authenticates twice (digest): as the servers' role (READ on leader/epoch, CREATE on
+servers/) and as this process alone, with a credential made up at start and never stored, which
+the registration's ACL names (tasks/cluster.py, Node.REGISTRATION): no other server can change
+it. Nobody but a master may delete it: the node goes away with this session (closed at stop, or
+expired), which no ACL governs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import secrets
 import time
 from collections.abc import Callable
 
 from kazoo.client import KazooClient, KazooState
-from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+from kazoo.exceptions import KazooException, NoAuthError, NodeExistsError, NoNodeError
 from kazoo.protocol.states import ZnodeStat
+from kazoo.security import make_digest_acl_credential
 
-from tasks.cluster import LeaderInfo, ServerRegistration, ZooKeeperSettings
+from server.reconcile import EpochRead
+from tasks.cluster import LeaderInfo, Node, Role, ServerRegistration, ZooKeeperSettings
 from tasks.errors import Conflict, Unavailable
 from tasks.logs import get_logger
 
 log = get_logger(__name__)
 
 LeaderCallback = Callable[[LeaderInfo | None], None]
+EpochCallback = Callable[[EpochRead | None], None]
 # Waiting out a previous incarnation's node: bounded by time (2 session timeouts) and count.
 REGISTER_ATTEMPTS = 1000
 
@@ -41,13 +51,21 @@ def parse_leader(raw: bytes | None) -> LeaderInfo | None:
 
 class Registration:
     def __init__(self, settings: ZooKeeperSettings, payload: ServerRegistration,
-                 on_leader: LeaderCallback) -> None:
+                 on_leader: LeaderCallback, on_epoch: EpochCallback | None = None) -> None:
         self._settings = settings
         self.paths = settings.paths()
         self.payload = payload
         self._on_leader = on_leader
+        self._on_epoch = on_epoch
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._client = KazooClient(hosts=settings.hosts, timeout=settings.session_timeout)
+        acls = settings.acls(Role.SERVER)     # ConfigError without credentials
+        # This process's own identity: a credential made up now, known to nobody else.
+        user = "owner-" + payload.id.replace(":", "_")
+        password = secrets.token_urlsafe(24)
+        self._acl = acls.for_node(Node.REGISTRATION, make_digest_acl_credential(user, password))
+        options = settings.client_options()
+        options["auth_data"] = [*options.get("auth_data", []), ("digest", f"{user}:{password}")]
+        self._client = KazooClient(**options, default_acl=self._acl)
         self._lost = False
         self._stopping = False
         self._reregistering: asyncio.Task[None] | None = None
@@ -73,6 +91,7 @@ class Registration:
             raise Unavailable(f"cannot register in ZooKeeper at {self._settings.hosts}: "
                               f"{exc!r}") from exc
         self._client.DataWatch(self.paths.leader, self._on_leader_data)
+        self._client.DataWatch(self.paths.epoch, self._on_epoch_data)
 
     def _on_state(self, state: str) -> None:
         # kazoo's thread: record and hand over, never block.
@@ -104,6 +123,24 @@ class Registration:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._on_leader, info)
 
+    def _on_epoch_data(self, data: bytes | None, stat: ZnodeStat | None) -> None:
+        read = EpochRead(stat.czxid, stat.version) if stat is not None else None
+        if self._on_epoch is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._on_epoch, read)
+
+    async def read_epoch(self) -> EpochRead | None:
+        """The `epoch` znode now: `sync` first, so a lagging ZooKeeper server catches up with
+        the leader's bump before we read. None when it is missing or cannot be read."""
+        def blocking() -> EpochRead | None:
+            self._client.sync(self.paths.epoch)
+            stat = self._client.exists(self.paths.epoch)
+            return EpochRead(stat.czxid, stat.version) if stat is not None else None
+        try:
+            return await asyncio.to_thread(blocking)
+        except KazooException as exc:
+            log.warning("epoch_read_failed", error=repr(exc))
+            return None
+
     async def register(self) -> None:
         """Create the ephemeral node; if it is ours already (same session), refresh it. A node
         held by another live session (same id on another process) is waited out for a while:
@@ -120,23 +157,39 @@ class Registration:
             if time.monotonic() > deadline:
                 break
             try:
-                self._client.create(self.path, data, ephemeral=True, makepath=True)
+                # No makepath: servers/ is the masters' to create (servers may only CREATE in it).
+                self._client.create(self.path, data, acl=self._acl, ephemeral=True)
                 return
             except NodeExistsError:
                 pass
-            try:
-                _, stat = self._client.get(self.path)
             except NoNodeError:
-                continue   # it went away between create and get: try again at once
+                # servers/ is the masters' to create: wait for one (servers and masters of a
+                # new cluster start together), within the deadline.
+                owner = -1
+                time.sleep(0.2)
+                continue
+            try:
+                stat = self._client.exists(self.path)
+            except NoAuthError:
+                # Another session's node, created with ITS owner's ACL: not ours to read.
+                owner = 0
+                time.sleep(0.2)
+                continue
+            if stat is None:
+                continue   # it went away between create and exists: try again at once
             owner = stat.ephemeralOwner
             if owner == self._client.client_id[0]:
                 self._client.set(self.path, data)
                 return
             time.sleep(0.2)
+        if owner == -1:
+            raise Unavailable(f"{self.paths.servers} does not exist: no master has prepared "
+                              "this cluster in ZooKeeper yet")
         raise Conflict(f"{self.path} is held by another live ZooKeeper session", owner=owner)
 
     async def stop(self, *, deregister: bool) -> None:
-        """Delete our node (a clean exit tells the leader at once) and close the session."""
+        """Close the session: ZooKeeper deletes our ephemeral node with it at once (a clean exit
+        tells the leader at once). `deregister` is kept for callers: closing always does it."""
         self._stopping = True
         if self._reregistering is not None:
             self._reregistering.cancel()
@@ -144,11 +197,8 @@ class Registration:
         self.registered = False
 
     def _stop_blocking(self, deregister: bool) -> None:
-        try:
-            if deregister and self._client.connected:
-                with contextlib.suppress(NoNodeError):
-                    self._client.delete(self.path)
-        finally:
-            self._client.stop()
-            self._client.close()
+        # No explicit delete: servers have no DELETE on servers/ (it would let any server delete
+        # any registration); closing the session removes the ephemeral node.
+        self._client.stop()
+        self._client.close()
 

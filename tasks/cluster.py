@@ -1,29 +1,175 @@
-"""The ZooKeeper layout and the payloads masters and servers exchange through it.
+"""The ZooKeeper layout, who may do what in it, and the payloads masters and servers exchange.
 
 Masters and servers never import each other; both read and write these paths and JSON payloads
 (DESIGN.md, "ZooKeeper layout"). Everything lives under a root, default `/exportd/<cluster>`.
+
+Who may do what is data: `ACL_TABLE` names, for each kind of znode (`Node`), the permissions of
+each role; `ZkAcls.for_node` turns a row into kazoo ACLs with the cluster's digest identities,
+and every create passes it (docs/SECURITY.md, "ZooKeeper"). `node_of` says which row a concrete
+path belongs to, so a check or a migration walks the tree with the same table. Pure: no I/O.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from typing import Any
 
+from kazoo.security import ACL, Id, Permissions, make_digest_acl_credential
+
+from tasks.errors import ConfigError
 from tasks.settings import Duration, SettingsModel
 
 
 class ZooKeeperSettings(SettingsModel):
-    """Where a process finds the cluster in ZooKeeper; the same block for masters and servers."""
+    """Where a process finds the cluster in ZooKeeper and how it proves who it is there; the
+    same block for masters and servers."""
 
     hosts: str = "127.0.0.1:2181"
     cluster: str = "local"
     base_path: str = "/exportd"
     # How long a crashed process's ephemeral nodes (leadership, registration) outlive it.
     session_timeout: Duration = 10.0
+    # This process's digest credential: the masters' on a master, the servers' on a server.
+    username: str = ""
+    password: str = ""
+    # The OTHER role's digest identity ("user:base64(sha1(user:password))", see
+    # docs/SECURITY.md), named in the ACLs this process creates: a master grants `server_digest`
+    # READ on leader/epoch and CREATE on servers/; a server grants `master_digest` READ on its
+    # registration. A process's own role's identity is computed from its credential.
+    master_digest: str = ""
+    server_digest: str = ""
+    # TLS to ZooKeeper's secure client port (kazoo's use_ssl); empty ca_file: plaintext.
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
 
     def paths(self) -> ZkPaths:
         return ZkPaths.for_cluster(self.cluster, self.base_path)
+
+    def acls(self, role: Role) -> ZkAcls:
+        """The ACL identities of a process of `role` (MASTER or SERVER); ConfigError naming
+        what is missing. exportd never runs with an open ZooKeeper."""
+        missing = [name for name in ("username", "password") if not getattr(self, name)]
+        other = "server_digest" if role is Role.MASTER else "master_digest"
+        if not getattr(self, other):
+            missing.append(other)
+        if missing:
+            raise ConfigError(
+                "ZooKeeper authentication is required: set "
+                + ", ".join(f"zookeeper.{name}" for name in missing)
+                + " (docs/SECURITY.md, \"ZooKeeper\")")
+        own = make_digest_acl_credential(self.username, self.password)
+        if role is Role.MASTER:
+            return ZkAcls(master=own, server=self.server_digest)
+        return ZkAcls(master=self.master_digest, server=own)
+
+    def client_options(self) -> dict[str, Any]:
+        """KazooClient keyword arguments: hosts, timeout, this process's digest credential and
+        TLS. Never logged: it holds the password."""
+        options: dict[str, Any] = {"hosts": self.hosts, "timeout": self.session_timeout}
+        if self.username:
+            options["auth_data"] = [("digest", f"{self.username}:{self.password}")]
+        if self.ca_file:
+            options.update(use_ssl=True, ca=self.ca_file, certfile=self.cert_file or None,
+                           keyfile=self.key_file or None)
+        return options
+
+
+# -- who may do what (the one ACL table) ---------------------------------------------------------
+
+class Role(Enum):
+    MASTER = "master"
+    SERVER = "server"
+    # The one server session that created a registration (its own per-process digest).
+    OWNER = "owner"
+
+
+class Node(Enum):
+    BASE = "base"                  # /exportd (shared by the clusters under it)
+    ROOT = "root"                  # /exportd/<cluster>
+    ELECTION = "election"
+    CONTENDER = "contender"        # election/<lock node>
+    LEADER = "leader"
+    EPOCH = "epoch"
+    JOBS = "jobs"
+    JOB = "job"
+    ASSIGNMENTS = "assignments"
+    SHARD = "shard"
+    SERVERS = "servers"
+    REGISTRATION = "registration"  # servers/<id>
+    ADMIN = "admin"
+    ADMIN_SERVERS = "admin_servers"
+    ADMIN_SERVER = "admin_server"
+
+
+P = Permissions
+_MASTERS_ONLY = ((Role.MASTER, P.ALL),)
+# Anyone not named has nothing: there is no world:anyone entry anywhere. ZooKeeper checks a
+# delete against the PARENT's DELETE permission, never the child's own ACL: servers get no
+# DELETE on servers/ (it would let one delete any registration); a server's node goes away
+# with its session (close or expiry), which no ACL governs.
+ACL_TABLE: Mapping[Node, tuple[tuple[Role, int], ...]] = {
+    Node.BASE: _MASTERS_ONLY,
+    Node.ROOT: _MASTERS_ONLY,
+    Node.ELECTION: _MASTERS_ONLY,
+    Node.CONTENDER: _MASTERS_ONLY,
+    Node.LEADER: ((Role.MASTER, P.ALL), (Role.SERVER, P.READ)),
+    Node.EPOCH: ((Role.MASTER, P.ALL), (Role.SERVER, P.READ)),
+    Node.JOBS: _MASTERS_ONLY,
+    Node.JOB: _MASTERS_ONLY,
+    Node.ASSIGNMENTS: _MASTERS_ONLY,
+    Node.SHARD: _MASTERS_ONLY,
+    Node.SERVERS: ((Role.MASTER, P.ALL), (Role.SERVER, P.CREATE)),
+    Node.REGISTRATION: ((Role.MASTER, P.READ), (Role.OWNER, P.ALL)),
+    Node.ADMIN: _MASTERS_ONLY,
+    Node.ADMIN_SERVERS: _MASTERS_ONLY,
+    Node.ADMIN_SERVER: _MASTERS_ONLY,
+}
+
+_CHILD_OF = {Node.ELECTION: Node.CONTENDER, Node.JOBS: Node.JOB, Node.ASSIGNMENTS: Node.SHARD,
+             Node.SERVERS: Node.REGISTRATION, Node.ADMIN_SERVERS: Node.ADMIN_SERVER}
+
+
+def node_of(paths: ZkPaths, path: str) -> Node | None:
+    """Which row of ACL_TABLE `path` belongs to; None for a path exportd does not own."""
+    fixed = {paths.base: Node.BASE, paths.root: Node.ROOT, paths.election: Node.ELECTION,
+             paths.leader: Node.LEADER, paths.epoch: Node.EPOCH, paths.jobs: Node.JOBS,
+             paths.assignments: Node.ASSIGNMENTS, paths.servers: Node.SERVERS,
+             paths.admin: Node.ADMIN, paths.admin_servers: Node.ADMIN_SERVERS}
+    if path in fixed:
+        return fixed[path]
+    parent, _, name = path.rpartition("/")
+    kind = fixed.get(parent)
+    return _CHILD_OF.get(kind) if kind is not None and name else None
+
+
+def is_open(acl: list[ACL] | tuple[ACL, ...]) -> bool:
+    """Does this ACL give anything to a process that proves nothing (world:anyone, or an ip
+    entry, which any process on that address passes)?"""
+    return any(entry.id.scheme in {"world", "ip"} and entry.perms for entry in acl)
+
+
+@dataclass(frozen=True, slots=True)
+class ZkAcls:
+    """The cluster's digest identities, and ACL_TABLE's rows as kazoo ACLs."""
+
+    master: str
+    server: str
+
+    def for_node(self, node: Node, owner: str | None = None) -> list[ACL]:
+        """The ACL a znode of kind `node` is created with. `owner`: the creating server's own
+        digest identity (registrations); without it that entry is left out (a master
+        creating or migrating a registration: the node then belongs to no server)."""
+        ids = {Role.MASTER: self.master, Role.SERVER: self.server, Role.OWNER: owner}
+        return [ACL(perms, Id("digest", ident)) for role, perms in ACL_TABLE[node]
+                if (ident := ids[role])]
+
+    def for_path(self, paths: ZkPaths, path: str) -> list[ACL]:
+        node = node_of(paths, path)
+        return self.for_node(node) if node is not None else self.for_node(Node.ROOT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +179,10 @@ class ZkPaths:
     @classmethod
     def for_cluster(cls, cluster: str, base: str = "/exportd") -> ZkPaths:
         return cls(f"{base.rstrip('/')}/{cluster}")
+
+    @property
+    def base(self) -> str:
+        return self.root.rpartition("/")[0] or "/"
 
     @property
     def election(self) -> str:
@@ -68,8 +218,12 @@ class ZkPaths:
         return f"{self.servers}/{server_id}"
 
     @property
+    def admin(self) -> str:
+        return f"{self.root}/admin"
+
+    @property
     def admin_servers(self) -> str:
-        return f"{self.root}/admin/servers"
+        return f"{self.admin}/servers"
 
     def admin_server(self, server_id: str) -> str:
         return f"{self.admin_servers}/{server_id}"

@@ -12,7 +12,7 @@ import argparse
 import asyncio
 import socket
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 import yaml
@@ -51,8 +51,14 @@ class ListenSettings(SettingsModel):
 
 P = TypeVar("P", bound=ProcessSettings)
 
-def process_main(prog: str, doc: str, model: type[P], run: Callable[[P], Coroutine[Any, Any, int]],
-                 argv: Sequence[str] | None = None) -> int:
+Run = Callable[[P], Coroutine[Any, Any, int]]
+
+
+def process_main(prog: str, doc: str, model: type[P], run: Run[P],
+                 argv: Sequence[str] | None = None,
+                 actions: Mapping[str, tuple[str, Run[P]]] | None = None) -> int:
+    """`actions`: extra flags (e.g. "--migrate-acls") that run another coroutine with the same
+    settings instead of `run`, given as flag -> (help, coroutine)."""
     parser = argparse.ArgumentParser(prog=prog, description=doc.strip().split("\n")[0])
     parser.add_argument("--config", help="YAML settings file")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -60,7 +66,12 @@ def process_main(prog: str, doc: str, model: type[P], run: Callable[[P], Corouti
     parser.add_argument("--print-settings", action="store_true",
                         help="print every setting as this process would run with it (file, "
                              "EXPORTD_* variables and --set applied; secrets as ***), then exit")
+    for flag, (help_text, _) in (actions or {}).items():
+        parser.add_argument(flag, action="store_true", help=help_text)
     args = parser.parse_args(argv)
+    for flag, (_, action) in (actions or {}).items():
+        if getattr(args, flag.lstrip("-").replace("-", "_")):
+            run = action
     try:
         settings = load_settings(model, config_file=args.config,
                                  overrides=parse_set_flags(args.set))

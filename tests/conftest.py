@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 from kazoo.client import KazooClient
 
-from tasks.cluster import ZkPaths
+from tasks.cluster import Node, Role, ZkPaths
 from tests.pki import remove_test_pki, session_pki
 from tools.infra import Infra, kafka_sasl_bootstrap, start_infra
+from tools.infra.zkauth import session_credentials
 from tools.pki import DevPki
 
 
@@ -92,8 +93,12 @@ def paths(cluster: str) -> ZkPaths:
 
 @pytest.fixture
 def zk(zookeeper: str) -> Iterator[KazooClient]:
-    """A kazoo client on the real ZooKeeper, stopped after the test."""
-    client = KazooClient(hosts=zookeeper, timeout=5.0)
+    """A kazoo client on the real ZooKeeper, stopped after the test. It authenticates as the
+    masters (tools/infra/zkauth.py: this session's credentials) and creates masters-only nodes
+    unless a test passes the table's ACL (`session_credentials().acls.for_node(...)`)."""
+    creds = session_credentials()
+    client = KazooClient(hosts=zookeeper, timeout=5.0, auth_data=creds.auth_data(Role.MASTER),
+                         default_acl=creds.acls.for_node(Node.ROOT))
     client.start(timeout=30)
     try:
         yield client

@@ -32,12 +32,18 @@ from typing import Any
 
 import grpc.aio
 import psutil
-from kazoo.client import KazooClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from master.election import current_leader
 from tasks.cluster import ZkPaths
-from tools.bench.master_sim import MasterProcess, SimServer, seed_cluster, sim_tls, until
+from tools.bench.master_sim import (
+    MasterProcess,
+    SimServer,
+    bench_client,
+    seed_cluster,
+    sim_tls,
+    until,
+)
 from tools.infra import start_infra
 from tools.pki import write_dev_pki
 
@@ -80,7 +86,7 @@ async def run(servers: int, tasks: int, window: float, tls: bool = False,
     workdir = Path(tempfile.mkdtemp(prefix="bench-load-"))
     cluster = f"load{int(time.time())}"
     paths = ZkPaths.for_cluster(cluster)
-    zk = KazooClient(hosts=infra.zookeeper, timeout=10.0)
+    zk = bench_client(infra.zookeeper)
     zk.start(30)
     names = [f"srv-{i:04d}" for i in range(servers)]
     proc: MasterProcess | None = None

@@ -30,6 +30,7 @@ from tools.infra import Infra, start_infra
 from tools.infra.ports import free_port
 from tools.infra.process import ManagedProcess
 from tools.infra.state import STATE_FILE, InfraState
+from tools.infra.zkauth import ZkCredentials
 from tools.pki import DevPki, tls_settings_for, write_dev_pki
 
 BIN = Path(sys.executable).parent
@@ -91,6 +92,8 @@ class LocalCluster:
     lease_ttl: str = "10s"
     # Extra master settings (e.g. scheduler knobs), merged over the defaults below.
     master_overrides: dict[str, Any] = field(default_factory=dict)
+    # ZooKeeper digest credentials of the masters and the servers (random per cluster).
+    zk_credentials: ZkCredentials = field(default_factory=ZkCredentials.generate)
     # Extra server settings (e.g. lease and session timing), merged key by key over the
     # defaults below (nested blocks merge, so an override of `lease.margin` keeps the rest).
     server_overrides: dict[str, Any] = field(default_factory=dict)
@@ -168,9 +171,9 @@ class LocalCluster:
         assert self.infra is not None
         return self.infra.endpoints()
 
-    def _zookeeper(self) -> dict[str, Any]:
+    def _zookeeper(self, credentials: dict[str, str]) -> dict[str, Any]:
         return {"hosts": self.endpoints["zookeeper"], "cluster": self.cluster,
-                "session_timeout": self.zk_session_timeout}
+                "session_timeout": self.zk_session_timeout, **credentials}
 
     def _write_config(self, name: str, config: dict[str, Any]) -> Path:
         path = self.workdir / "config" / f"{name}.yaml"
@@ -200,7 +203,7 @@ class LocalCluster:
         http_port, grpc_port = free_port(), free_port()
         config = {
             "id": master_id,
-            "zookeeper": self._zookeeper(),
+            "zookeeper": self._zookeeper(self.zk_credentials.master()),
             "http": {"host": "127.0.0.1", "port": http_port},
             "grpc": {"host": "127.0.0.1", "port": grpc_port},
             "kafka": {"bootstrap_servers": self.endpoints["kafka"]},
@@ -224,7 +227,7 @@ class LocalCluster:
         config = {
             "id": spec.id,
             "group": spec.group,
-            "zookeeper": self._zookeeper(),
+            "zookeeper": self._zookeeper(self.zk_credentials.server()),
             "http": {"host": "127.0.0.1", "port": port},
             "kafka": {"bootstrap_servers": self.endpoints["kafka"]},
             "egress": self._egress(),

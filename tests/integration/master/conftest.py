@@ -26,6 +26,7 @@ from tasks.spec import JobSpec, parse_job_spec
 from tasks.tls import TlsSettings
 from tests.pki import tls_block
 from tools.bench.master_sim import SimServer
+from tools.infra.zkauth import session_credentials
 
 PARTITIONS = 4
 
@@ -55,7 +56,8 @@ def master_settings(zookeeper: str, kafka: str, cluster: str, master_id: str,
                     **overrides: Any) -> MasterSettings:
     base = MasterSettings(
         id=master_id,
-        zookeeper=ZooKeeperSettings(hosts=zookeeper, cluster=cluster, session_timeout=2.0),
+        zookeeper=ZooKeeperSettings(hosts=zookeeper, cluster=cluster, session_timeout=2.0,
+                                    **session_credentials().master()),
         grpc=ListenSettings(host="127.0.0.1", port=0),
         http=ListenSettings(host="127.0.0.1", port=0),
         kafka=KafkaSettings(bootstrap_servers=kafka, partition_check_interval=1.0),

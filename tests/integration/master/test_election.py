@@ -23,6 +23,7 @@ from tasks.cluster import LeaderInfo, ZkPaths
 from tasks.errors import Fenced
 from tests.integration.master.conftest import StartMaster, until
 from tests.pki import tls_block
+from tools.infra.zkauth import session_credentials
 
 BIN = Path(sys.executable).parent
 
@@ -48,7 +49,8 @@ def procs(zookeeper: str, kafka: str, cluster: str, tmp_path: Path) -> Iterator[
         config = tmp_path / f"{master_id}.yaml"
         config.write_text(yaml.safe_dump({
             "id": master_id,
-            "zookeeper": {"hosts": zookeeper, "cluster": cluster, "session_timeout": "2s"},
+            "zookeeper": {"hosts": zookeeper, "cluster": cluster, "session_timeout": "2s",
+                          **session_credentials().master()},
             "grpc": {"host": "127.0.0.1", "port": 0},
             "http": {"host": "127.0.0.1", "port": 0},
             "tls": tls_block(cluster, "master", master_id),

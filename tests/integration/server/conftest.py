@@ -21,6 +21,7 @@ from tasks.cluster import ZkPaths, ZooKeeperSettings
 from tasks.tls import TlsSettings
 from tests.integration.server.harness import Coordinator, FakeFactory, master_tls, write_leader
 from tests.pki import tls_block
+from tools.infra.zkauth import session_credentials
 
 
 def server_settings(zookeeper: str, cluster: str, *, session_timeout: float = 4.0,
@@ -30,7 +31,8 @@ def server_settings(zookeeper: str, cluster: str, *, session_timeout: float = 4.
         id=server_id,
         tls=TlsSettings.model_validate(tls_block(cluster, "server", server_id)),
         zookeeper=ZooKeeperSettings(hosts=zookeeper, cluster=cluster,
-                                    session_timeout=session_timeout),
+                                    session_timeout=session_timeout,
+                                    **session_credentials().server()),
         http=HttpSettings(host="127.0.0.1", port=0),
         lease=LeaseSettings(margin=margin, initial_heartbeat_interval=0.2),
         session=SessionSettings(reconnect_min=0.05, reconnect_max=0.5, shutdown_timeout=20.0),

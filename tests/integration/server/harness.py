@@ -19,15 +19,17 @@ import grpc
 import grpc.aio
 from kazoo.client import KazooClient
 
+from master.acls import ensure_layout_nodes
 from proto import exportd_pb2 as pb
 from proto import exportd_pb2_grpc as pb_grpc
 from server.settings import ServerSettings
-from tasks.cluster import LeaderInfo, ZkPaths
+from tasks.cluster import LeaderInfo, Node, ZkPaths
 from tasks.grpc_tls import server_credentials
 from tasks.runner import Assignment, RunnerFactory, TaskState, TaskStats
 from tasks.spec import FileSink, JobSpec, Source
 from tasks.tls import TlsSettings
 from tests.pki import tls_block
+from tools.infra.zkauth import session_credentials
 
 DEADLINE_S = 45.0
 REPO = Path(__file__).resolve().parents[3]
@@ -233,12 +235,28 @@ class Coordinator(pb_grpc.CoordinatorServicer):  # type: ignore[misc]
 
 
 def write_leader(zk: KazooClient, paths: ZkPaths, coordinator: Coordinator) -> None:
-    """What a master does on winning the election: (re)write the ephemeral `leader` node."""
+    """What a master does on winning the election: the layout servers need (with exportd's
+    ACLs), the `epoch` znode brought to the coordinator's epoch (servers believe no epoch it
+    does not confirm), and the ephemeral `leader` node (re)written. `zk` holds the masters'
+    credentials (tests/conftest.py)."""
+    acls = session_credentials().acls
+    ensure_layout_nodes(zk, paths, acls, (paths.servers,))
+    set_epoch(zk, paths, coordinator.epoch)
     data = coordinator.leader_info().to_bytes()
     if zk.exists(paths.leader):
         zk.set(paths.leader, data)
     else:
-        zk.create(paths.leader, data, ephemeral=True, makepath=True)
+        zk.create(paths.leader, data, acl=acls.for_node(Node.LEADER), ephemeral=True)
+
+
+def set_epoch(zk: KazooClient, paths: ZkPaths, epoch: int) -> None:
+    """Bump the `epoch` znode until its version (the fencing token) is at least `epoch`."""
+    zk.ensure_path(paths.epoch, acl=session_credentials().acls.for_node(Node.EPOCH))
+    for _ in range(epoch + 1):
+        stat = zk.exists(paths.epoch)
+        if stat.version >= epoch:
+            return
+        zk.set(paths.epoch, str(stat.version + 1).encode(), version=stat.version)
 
 
 def process_settings(server_id: str, zookeeper: str, cluster: str, tmp: Path) -> dict[str, str]:
@@ -247,6 +265,7 @@ def process_settings(server_id: str, zookeeper: str, cluster: str, tmp: Path) ->
     return {"id": server_id, "zookeeper.hosts": zookeeper, "zookeeper.cluster": cluster,
             "zookeeper.session_timeout": "4s", "http.port": "0", "work_dir": str(tmp),
             "capacity.worker_processes": "1", **{f"tls.{k}": v for k, v in tls.items()},
+            **{f"zookeeper.{k}": v for k, v in session_credentials().server().items()},
             # Egress (tasks/egress.py): receivers on loopback, files below the test's tmp.
             "egress.http_allow_networks": '["127.0.0.0/8", "::1/128"]',
             "egress.file_root": str(tmp)}

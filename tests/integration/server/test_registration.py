@@ -7,7 +7,7 @@ import pytest
 from server.host import ServerHost
 from tasks.errors import Conflict, Unavailable
 from tests.integration.server.conftest import server_settings
-from tests.integration.server.harness import FakeFactory
+from tests.integration.server.harness import Coordinator, FakeFactory
 from tools.infra.ports import free_port
 
 
@@ -19,7 +19,7 @@ async def test_unreachable_zookeeper_is_unavailable(cluster: str) -> None:
 
 
 async def test_an_id_held_by_another_live_server_is_a_conflict(
-        zookeeper: str, cluster: str) -> None:
+        zookeeper: str, cluster: str, coordinator: Coordinator) -> None:
     first = ServerHost(server_settings(zookeeper, cluster, session_timeout=1.0), FakeFactory())
     await first.start()
     try:

@@ -132,6 +132,17 @@ def test_view_shows_draining_tasks_on_their_source_with_the_move_in_flight() -> 
     assert stopped.tasks[0].stopped
 
 
+def test_a_registration_without_a_report_gets_no_new_tasks() -> None:
+    """A fake registration claiming 512 cores, with no session of its own: nothing placed."""
+    fake = ServerRecord("fake", last_seen_at=0.0, cpu_capacity=512.0)
+    fake.register(ServerRegistration("fake", "default", "h:1", 512.0, 1e9, "v"))
+    real = ServerRecord("real", last_seen_at=0.0, cpu_capacity=2.0, reported=True)
+    real.register(ServerRegistration("real", "default", "h:2", 2.0, 1e8, "v"))
+    view = decisions.build_view(1.0, [fake, real], [], set(), {}, Config())
+    servers = {s.id: s for s in view.servers}
+    assert servers["fake"].cordoned and not servers["real"].cordoned
+
+
 def test_unready_servers_defer_planning() -> None:
     known = ServerRecord("a", last_seen_at=0.0, cpu_capacity=2.0, reported=True)
     registered = ServerRecord("r", last_seen_at=0.0, cpu_capacity=2.0)

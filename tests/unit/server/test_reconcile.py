@@ -6,12 +6,16 @@ import pytest
 
 from server.reconcile import (
     Desired,
+    EpochRead,
     Running,
     Stop,
-    accept_epoch,
+    choose_leader,
     fence_plan,
+    judge_epoch,
+    newer_epoch,
     plan_reconcile,
 )
+from tasks.cluster import LeaderInfo
 from tasks.runner import TaskState
 
 
@@ -27,13 +31,58 @@ def run(task_id: str, generation: int, state: TaskState = TaskState.RUNNING,
 NOTHING: dict[str, Desired[str]] = {}
 
 
+def confirmed(version: int, czxid: int = 10) -> EpochRead:
+    return EpochRead(czxid, version)
+
+
 @pytest.mark.parametrize(
-    ("highest", "epoch", "accepted", "new_highest"),
-    [(0, 0, True, 0), (0, 1, True, 1), (3, 3, True, 3), (3, 7, True, 7), (3, 2, False, 3),
-     (5, 0, False, 5)],
+    ("epoch", "known", "verdict"),
+    [(5, confirmed(5), "obey"), (4, confirmed(5), "stale"), (0, confirmed(5), "stale"),
+     (6, confirmed(5), "unconfirmed"), (1000, confirmed(5), "unconfirmed"),
+     (1, None, "unconfirmed")],
 )
-def test_accept_epoch(highest: int, epoch: int, accepted: bool, new_highest: int) -> None:
-    assert accept_epoch(highest, epoch) == (accepted, new_highest)
+def test_judge_epoch_believes_only_what_zookeeper_confirms(
+        epoch: int, known: EpochRead | None, verdict: str) -> None:
+    assert judge_epoch(epoch, known) == verdict
+
+
+def test_a_refused_epoch_is_never_remembered() -> None:
+    """After a forged 1000 the real leader's 5 is still obeyed: nothing kept the 1000."""
+    assert judge_epoch(1000, confirmed(5)) == "unconfirmed"
+    assert judge_epoch(5, confirmed(5)) == "obey"
+
+
+def test_newer_epoch_orders_reads_and_ignores_missing_nodes() -> None:
+    assert newer_epoch(None, confirmed(3)) == confirmed(3)
+    assert newer_epoch(confirmed(5), confirmed(3)) == confirmed(5)     # a late read
+    assert newer_epoch(confirmed(5), None) == confirmed(5)
+    # The node deleted and created again: its versions start over, and count.
+    assert newer_epoch(confirmed(5, czxid=10), confirmed(1, czxid=20)) == confirmed(1, 20)
+
+
+def leader(epoch: int, grpc: str = "127.0.0.1:1") -> LeaderInfo:
+    return LeaderInfo(id="m", grpc=grpc, http="", epoch=epoch, since_unix=0.0)
+
+
+@pytest.mark.parametrize(
+    ("announced", "known", "following", "decision"),
+    [
+        (leader(5), confirmed(5), None, "follow"),
+        (leader(5), confirmed(5), leader(4), "follow"),           # a new term
+        (leader(5), confirmed(5), leader(5), "keep"),             # already followed
+        (leader(5, "evil:1"), confirmed(5), leader(5), "keep"),   # a second address, same term
+        (leader(1000, "evil:1"), confirmed(5), leader(5), "recheck"),   # forged
+        (leader(1000, "evil:1"), confirmed(5), None, "recheck"),
+        (leader(6), confirmed(5), leader(5), "recheck"),          # the watch lags: re-read
+        (leader(4), confirmed(5), leader(5), "keep"),             # an old term's node
+        (None, confirmed(5), leader(5), "keep"),                  # node gone: keep following
+        (leader(5), None, None, "recheck"),                       # epoch not read yet
+        (leader(1), confirmed(1, czxid=20), leader(7), "follow"),  # epoch node recreated
+    ],
+)
+def test_choose_leader(announced: LeaderInfo | None, known: EpochRead | None,
+                       following: LeaderInfo | None, decision: str) -> None:
+    assert choose_leader(announced, known, following) == decision
 
 
 def test_start_a_new_task_and_remember_its_generation() -> None:
