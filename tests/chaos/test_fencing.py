@@ -115,10 +115,22 @@ class Chaos:
     def wait_settled(self, what: str, timeout: float = 90.0) -> None:
         """Every task of every job running on an alive server, every alive server reporting."""
         alive = self.alive_ids()
-        wait_for(lambda: self.cluster.alive_servers() >= alive
-                 and faults.all_running(self.cluster, JOBS, PARTITIONS, alive),
-                 timeout, what, interval=0.5)
+        self.wait(lambda: self.cluster.alive_servers() >= alive
+                  and faults.all_running(self.cluster, JOBS, PARTITIONS, alive),
+                  timeout, what)
         self.log(f"settled: {what}")
+
+    def wait(self, check: Callable[[], bool], timeout: float, what: str) -> None:
+        """wait_for, failing with where every task that does not run is, and the events."""
+        try:
+            wait_for(check, timeout, what, interval=0.5)
+        except TimeoutError as exc:
+            stuck = [f"{t['id']} on {t['server']} gen {t['generation']}: {t['state']} "
+                     f"{t.get('last_error') or t.get('pending_reason') or ''}".rstrip()
+                     for job_id in JOBS for t in faults.tasks_of(self.cluster, job_id)
+                     if t["state"] != "running"]
+            raise AssertionError("\n".join([str(exc), "tasks not running:", *stuck,
+                                            "events:", *self.events])) from exc
 
     def wait_elapsed(self, since: float, seconds: float) -> None:
         wait_for(lambda: time.monotonic() - since >= seconds, seconds + 5,
@@ -152,8 +164,8 @@ def fault_stop_main_process(chaos: Chaos) -> None:
     chaos.log(f"fault 1: SIGSTOP of {victim.spec.id}'s main process {victim.proc.pid} only")
     stopped = time.monotonic()
     chaos.pause(victim, group=False)
-    wait_for(lambda: faults.all_running(chaos.cluster, JOBS, PARTITIONS, others),
-             LEASE_TTL + 60, "the stopped server's tasks running elsewhere", interval=0.5)
+    chaos.wait(lambda: faults.all_running(chaos.cluster, JOBS, PARTITIONS, others),
+               LEASE_TTL + 60, "the stopped server's tasks running elsewhere")
     chaos.log("fault 1: its tasks run on the others")
     # Past the lease by some seconds: the old workers, were they not fenced, would overlap the
     # successors for that long.
@@ -190,8 +202,7 @@ def fault_hold_write_and_stop_group(chaos: Chaos) -> None:
         return any((name_start(key) or (0, -1))[1] >= start and before.get(key) != etag
                    and key in sent for key, etag in now.items())
 
-    wait_for(successor_wrote, LEASE_TTL + 60, f"a successor's object for partition {partition}",
-             interval=0.5)
+    chaos.wait(successor_wrote, LEASE_TTL + 60, f"a successor's object for partition {partition}")
     chaos.log(f"fault 2: the successor wrote partition {partition} from offset >= {start}; "
               f"releasing the held write")
     chaos.proxy.release()
@@ -285,6 +296,7 @@ def test_every_id_once_through_stalls_pauses_and_crashes() -> None:
         stack.enter_context(cluster)
         chaos = Chaos(cluster, proxy, files)
         stack.callback(chaos.resume_all)          # before the cluster stops (LIFO)
+        stack.callback(proxy.release)             # a write left held, so shutdowns are quick
         producer = UniqueIdProducer(chaos.kafka, TOPIC, PARTITIONS, RATE, SEED)
         stack.callback(producer.stop)
         reports = run(chaos, producer)
