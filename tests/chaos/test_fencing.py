@@ -281,7 +281,8 @@ def run(chaos: Chaos, producer: UniqueIdProducer) -> list[Report]:
 
 @pytest.mark.timeout(540)
 def test_every_id_once_through_stalls_pauses_and_crashes() -> None:
-    proxy = HoldingProxy(path_prefix=f"/{BUCKET}/{PREFIX}/")
+    # Only the data objects' writes are held, not the sink's probe under <prefix>/.exportd/.
+    proxy = HoldingProxy(path_prefix=f"/{BUCKET}/{PREFIX}/{TOPIC}/")
     cluster = LocalCluster(
         masters=2, servers=[ServerSpec(s, "default") for s in SERVERS],
         cluster=f"chaos-{uuid.uuid4().hex[:6]}", lease_ttl=f"{LEASE_TTL:.0f}s",
