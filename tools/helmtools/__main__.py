@@ -42,8 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kubernetes-validate {validator} (schemas of Kubernetes {K8S_VERSION} used)")
         return 0
     failed = 0
-    for values in [[], *([p] for p in sorted(CHART_DIR.glob("values-*.yaml")))]:
-        label = values[0].name if values else "default values"
+    # The bare defaults do not render by design (no tokens, no certificates: docs/SECURITY.md);
+    # values-minimal.yaml is the least that does.
+    for values in ([p] for p in sorted(CHART_DIR.glob("values-*.yaml"))):
+        label = values[0].name
         result = check_chart(values)
         status = "ok" if not result.errors else f"{len(result.errors)} error(s)"
         print(f"{label}: {len(result.manifests)} manifests, {status}")

@@ -1,9 +1,9 @@
 """`helm lint`, `helm template` and schema validation of the rendered manifests.
 
 Schemas come from `kubernetes-validate` (strict mode: unknown fields are errors) for one fixed
-Kubernetes version. Kinds of CRDs the chart may render (the Prometheus Operator's ServiceMonitor)
-have no schema there and get a small structural check here instead; any other kind without a
-schema is an error, so nothing rendered goes unchecked.
+Kubernetes version. Kinds of CRDs the chart may render (the Prometheus Operator's ServiceMonitor,
+cert-manager's Certificate) have no schema there and get a small structural check here instead;
+any other kind without a schema is an error, so nothing rendered goes unchecked.
 """
 
 from __future__ import annotations
@@ -91,7 +91,29 @@ def _check_service_monitor(doc: Manifest) -> list[str]:
     return errors
 
 
-CRD_CHECKS = {("monitoring.coreos.com/v1", "ServiceMonitor"): _check_service_monitor}
+def _check_certificate(doc: Manifest) -> list[str]:
+    """cert-manager's Certificate: the fields the chart sets, by name and shape."""
+    spec = doc.get("spec")
+    if not isinstance(spec, dict):
+        return ["spec: missing"]
+    allowed = {"secretName", "duration", "renewBefore", "privateKey", "usages", "uris",
+               "dnsNames", "ipAddresses", "issuerRef", "commonName", "subject",
+               "secretTemplate", "keystores", "isCA", "emailAddresses"}
+    errors = [f"spec.{key}: unknown field" for key in spec if key not in allowed]
+    if not isinstance(spec.get("secretName"), str) or not spec.get("secretName"):
+        errors.append("spec.secretName: missing")
+    issuer = spec.get("issuerRef")
+    if not isinstance(issuer, dict) or not issuer.get("name"):
+        errors.append("spec.issuerRef.name: missing")
+    for key in ("uris", "dnsNames", "usages"):
+        if key in spec and not (isinstance(spec[key], list)
+                                and all(isinstance(v, str) for v in spec[key])):
+            errors.append(f"spec.{key}: must be a list of strings")
+    return errors
+
+
+CRD_CHECKS = {("monitoring.coreos.com/v1", "ServiceMonitor"): _check_service_monitor,
+              ("cert-manager.io/v1", "Certificate"): _check_certificate}
 
 
 def validate_manifests(docs: Sequence[Manifest], k8s_version: str = K8S_VERSION,

@@ -176,29 +176,52 @@ strings go in JSON-quoted (a cluster named "2024" stays a string) and secrets si
 {{- end }}
 
 {{/*
-Probes on the pod's `http` port. Argument: dict "probes" <probes values>.
+Probes on the pod's `http` port. Argument: dict "probes" <probes values> and optionally
+"scheme" HTTPS (masters over TLS) or "exec" <base URL> (an API on the pod's loopback only: the
+probe runs inside the pod; it checks liveness, not the certificate).
 */}}
 {{- define "exportd.probes" -}}
+{{- if .exec }}
+livenessProbe:
+  exec:
+    command: {{ list "python" "-c" (printf "import ssl, urllib.request as u; u.urlopen('%s/healthz', timeout=2, context=ssl._create_unverified_context())" .exec) | toJson }}
+  {{- toYaml .probes.liveness | nindent 2 }}
+readinessProbe:
+  exec:
+    command: {{ list "python" "-c" (printf "import ssl, urllib.request as u; u.urlopen('%s/readyz', timeout=2, context=ssl._create_unverified_context())" .exec) | toJson }}
+  {{- toYaml .probes.readiness | nindent 2 }}
+{{- else }}
 livenessProbe:
   httpGet:
     path: /healthz
     port: http
+    {{- with .scheme }}
+    scheme: {{ . }}
+    {{- end }}
   {{- toYaml .probes.liveness | nindent 2 }}
 readinessProbe:
   httpGet:
     path: /readyz
     port: http
+    {{- with .scheme }}
+    scheme: {{ . }}
+    {{- end }}
   {{- toYaml .probes.readiness | nindent 2 }}
+{{- end }}
 {{- end }}
 
 {{/*
-Pod annotations for prometheus.io scraping. Argument: dict "root" $ "port" <int>.
+Pod annotations for prometheus.io scraping. Argument: dict "root" $ "port" <int>, optionally
+"scheme" https (masters over TLS).
 */}}
 {{- define "exportd.scrapeAnnotations" -}}
 {{- if .root.Values.podScrapeAnnotations }}
 prometheus.io/scrape: "true"
 prometheus.io/port: {{ .port | quote }}
 prometheus.io/path: /metrics
+{{- with .scheme }}
+prometheus.io/scheme: {{ . }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -224,3 +247,82 @@ config.yaml of one server group. Argument: dict "root" $ "server" <merged entry>
 {{- end -}}
 {{- toJson $out -}}
 {{- end -}}
+
+{{/*
+The render-time refusals of the security model (docs/SECURITY.md): no API without tokens unless
+auth.none says so, no processes without certificates unless tls.insecure says so.
+*/}}
+{{- define "exportd.securityChecks" -}}
+{{- $auth := .Values.auth }}
+{{- if and (not $auth.existingSecret) (not $auth.none) }}
+{{- fail "auth.existingSecret is required: the API refuses to run without tokens (set auth.none=true for an API without auth, served on the pods' loopback only)" }}
+{{- end }}
+{{- if and $auth.existingSecret $auth.none }}
+{{- fail "auth.none=true and auth.existingSecret are both set: choose one" }}
+{{- end }}
+{{- range $name := list $auth.readTokenName $auth.adminTokenName }}
+{{- if not (regexMatch "^[a-z0-9][a-z0-9_.-]{0,63}$" $name) }}
+{{- fail (printf "auth token name %q: lower case letters, digits, '-', '_' and '.' only" $name) }}
+{{- end }}
+{{- end }}
+{{- $tls := .Values.tls }}
+{{- if $tls.insecure }}
+{{- if or $tls.master.existingSecret $tls.certManager.enabled }}
+{{- fail "tls.insecure=true cannot be combined with tls.master.existingSecret or tls.certManager.enabled" }}
+{{- end }}
+{{- else }}
+{{- if not (or $tls.master.existingSecret $tls.certManager.enabled) }}
+{{- fail "TLS certificates are required: set tls.master.existingSecret or tls.certManager.enabled, or tls.insecure=true for a lab without TLS" }}
+{{- end }}
+{{- if not (or $tls.servers.volume $tls.certManager.enabled) }}
+{{- fail "servers need a certificate each, naming the pod: set tls.certManager.enabled (cert-manager's csi-driver) or tls.servers.volume, or tls.insecure=true for a lab without TLS" }}
+{{- end }}
+{{- if and $tls.certManager.enabled (not $tls.certManager.issuerRef.name) }}
+{{- fail "tls.certManager.enabled needs tls.certManager.issuerRef.name" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding the masters' certificate (existing, or the one cert-manager writes). */}}
+{{- define "exportd.master.tlsSecret" -}}
+{{- default (printf "%s-tls" (include "exportd.master.fullname" .)) .Values.tls.master.existingSecret }}
+{{- end }}
+
+{{/* The `tls:` settings block as EXPORTD_TLS__* variables (files under /etc/exportd-tls). */}}
+{{- define "exportd.tlsEnv" -}}
+{{- if .Values.tls.insecure }}
+- name: EXPORTD_TLS__INSECURE
+  value: "true"
+{{- else }}
+- name: EXPORTD_TLS__CA_FILE
+  value: '"/etc/exportd-tls/ca.crt"'
+- name: EXPORTD_TLS__CERT_FILE
+  value: '"/etc/exportd-tls/tls.crt"'
+- name: EXPORTD_TLS__KEY_FILE
+  value: '"/etc/exportd-tls/tls.key"'
+{{- end }}
+{{- end }}
+
+{{/* The tls volume of a server pod: its own certificate from cert-manager's csi-driver. */}}
+{{- define "exportd.server.tlsVolume" -}}
+{{- $cm := .Values.tls.certManager }}
+{{- if .Values.tls.servers.volume }}
+- name: tls
+  {{- toYaml .Values.tls.servers.volume | nindent 2 }}
+{{- else }}
+- name: tls
+  csi:
+    driver: csi.cert-manager.io
+    readOnly: true
+    volumeAttributes:
+      csi.cert-manager.io/issuer-name: {{ $cm.issuerRef.name | quote }}
+      csi.cert-manager.io/issuer-kind: {{ $cm.issuerRef.kind | quote }}
+      csi.cert-manager.io/issuer-group: {{ $cm.issuerRef.group | quote }}
+      csi.cert-manager.io/uri-sans: {{ printf "exportd://%s/server/${POD_NAME}" (include "exportd.cluster" .) | quote }}
+      csi.cert-manager.io/dns-names: "${POD_NAME}.${POD_NAMESPACE}"
+      csi.cert-manager.io/key-usages: "server auth,client auth,digital signature"
+      csi.cert-manager.io/duration: {{ $cm.duration | quote }}
+      csi.cert-manager.io/renew-before: {{ $cm.renewBefore | quote }}
+      csi.cert-manager.io/fs-group: {{ .Values.podSecurityContext.fsGroup | default 10001 | quote }}
+{{- end }}
+{{- end }}

@@ -19,6 +19,7 @@ from tools.helmtools import (
     helm_template,
     validate_manifests,
 )
+from tools.helmtools.validate import CHART_DIR
 
 # The first test builds helm when it is not cached yet: allow for it.
 pytestmark = pytest.mark.timeout(1800)
@@ -26,8 +27,13 @@ pytestmark = pytest.mark.timeout(1800)
 Manifest = dict[str, Any]
 
 
+REQUIRED = CHART_DIR / "values-minimal.yaml"
+
+
 def _values(chart_dir: Path, which: str) -> list[Path]:
-    return [] if which == "default" else [chart_dir / "values-three-groups.yaml"]
+    """The chart's defaults plus what it refuses to render without (tokens, certificates), or
+    the three-group example."""
+    return [REQUIRED] if which == "default" else [chart_dir / "values-three-groups.yaml"]
 
 
 def _render(chart_dir: Path, which: str, *sets: str) -> list[Manifest]:
@@ -163,8 +169,11 @@ def test_probes_config_and_secret_references(helm: Path, chart_dir: Path) -> Non
     for deployment in _kind(docs, "Deployment"):
         spec = deployment["spec"]["template"]["spec"]
         (container,) = spec["containers"]
-        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+        https = {"scheme": "HTTPS"} if deployment in _kind(docs, "Deployment", "master") else {}
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http",
+                                                         **https}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http",
+                                                          **https}
         assert container["command"][-2:] == ["--config", "/etc/exportd/config.yaml"]
         (volume,) = [v for v in spec["volumes"] if v["name"] == "config"]
         assert "config.yaml" in configs[volume["configMap"]["name"]]["data"]
@@ -204,10 +213,90 @@ def test_notes_list_the_groups_and_warn_about_required_values(
         (doc,) = [d for d in docs if "notes" in d]
         return str(doc["notes"])
 
-    default = render()
+    default = render(REQUIRED)
     assert "default (group \"default\"): HPA 2..10 on CPU 70%" in default
     assert "WARNING: zookeeper.hosts is empty" in default
     three = render(chart / "values-three-groups.yaml")
     assert "tenant-acme (group \"acme\"): 2 replicas, drain grace 180s" in three
     assert 'exportd_group_servers_wanted{group="bulk"}' in three
     assert "WARNING" not in three
+
+
+def test_no_api_without_tokens_and_no_pods_without_certificates(
+        helm: Path, chart_dir: Path) -> None:
+    """The chart refuses what the processes would refuse, at render time, in one line."""
+    with pytest.raises(HelmToolsError, match=r"auth\.existingSecret is required"):
+        helm_template(chart_dir, [], set_values=["tls.insecure=true"])
+    with pytest.raises(HelmToolsError, match="TLS certificates are required"):
+        helm_template(chart_dir, [], set_values=["auth.existingSecret=t"])
+    with pytest.raises(HelmToolsError, match="servers need a certificate each"):
+        helm_template(chart_dir, [], set_values=["auth.existingSecret=t",
+                                                 "tls.master.existingSecret=m"])
+    with pytest.raises(HelmToolsError, match="both set"):
+        _render(chart_dir, "default", "auth.none=true")
+    with pytest.raises(HelmToolsError, match="token name"):
+        _render(chart_dir, "default", "auth.adminTokenName=Not OK")
+
+
+def test_an_api_without_auth_only_when_told_and_only_on_loopback(
+        helm: Path, chart_dir: Path) -> None:
+    docs = helm_template(chart_dir, [], set_values=["auth.none=true", "tls.insecure=true"])
+    (master,) = _kind(docs, "Deployment", "master")
+    (container,) = master["spec"]["template"]["spec"]["containers"]
+    assert _setting(container, "EXPORTD_API__AUTH") == "none"
+    assert _setting(container, "EXPORTD_HTTP__HOST") == "127.0.0.1"
+    assert _setting(container, "EXPORTD_TLS__INSECURE") is True
+    assert "http://127.0.0.1:8080/readyz" in container["readinessProbe"]["exec"]["command"][-1]
+    assert not any(name.startswith("EXPORTD_API__ADMIN_TOKENS") for name in _env(container))
+    assert validate_manifests(docs, K8S_VERSION) == []
+
+
+def test_named_tokens_and_certificates_reach_the_pods(helm: Path, chart_dir: Path) -> None:
+    docs = _render(chart_dir, "default")
+    assert validate_manifests(docs, K8S_VERSION) == []
+    (master,) = _kind(docs, "Deployment", "master")
+    spec = master["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    env = _env(container)
+    assert env["EXPORTD_API__ADMIN_TOKENS__ADMIN"]["value"] == "'$(API_ADMIN_TOKEN)'"
+    assert env["EXPORTD_API__READ_TOKENS__READ"]["value"] == "'$(API_READ_TOKEN)'"
+    assert _setting(container, "EXPORTD_TLS__CERT_FILE") == "/etc/exportd-tls/tls.crt"
+    assert _setting(container, "EXPORTD_HTTP__HOST") == "0.0.0.0"
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "tls"]
+    (cert,) = _kind(docs, "Certificate")
+    assert volume["secret"]["secretName"] == cert["spec"]["secretName"] == "exportd-master-tls"
+    assert cert["spec"]["uris"] == ["exportd://exportd/master/exportd-master"]
+    assert "master.exportd.exportd" in cert["spec"]["dnsNames"]
+    assert "exportd-master.exportd.svc" in cert["spec"]["dnsNames"]
+    assert cert["spec"]["issuerRef"]["name"] == "exportd-ca"
+    (server,) = _kind(docs, "Deployment", "server")
+    sspec = server["spec"]["template"]["spec"]
+    (svolume,) = [v for v in sspec["volumes"] if v["name"] == "tls"]
+    attributes = svolume["csi"]["volumeAttributes"]
+    assert svolume["csi"]["driver"] == "csi.cert-manager.io"
+    assert attributes["csi.cert-manager.io/uri-sans"] == "exportd://exportd/server/${POD_NAME}"
+    assert _setting(sspec["containers"][0], "EXPORTD_TLS__KEY_FILE") == \
+        "/etc/exportd-tls/tls.key"
+    # With an existing Secret for the masters, no Certificate of the chart's own.
+    docs = _render(chart_dir, "default", "tls.master.existingSecret=my-master-tls")
+    assert _kind(docs, "Certificate") == []
+    (master,) = _kind(docs, "Deployment", "master")
+    (volume,) = [v for v in master["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls"]
+    assert volume["secret"]["secretName"] == "my-master-tls"
+
+
+def test_network_policies_limit_ingress_to_the_ports_in_use(helm: Path, chart_dir: Path) -> None:
+    docs = _render(chart_dir, "default")
+    policies = {p["metadata"]["name"]: p["spec"] for p in _kind(docs, "NetworkPolicy")}
+    assert set(policies) == {"exportd-master", "exportd-server"}
+    master = policies["exportd-master"]
+    assert master["policyTypes"] == ["Ingress"]
+    api, grpc = master["ingress"]
+    assert api["ports"] == [{"port": "http", "protocol": "TCP"}] and "from" not in api
+    assert grpc["ports"] == [{"port": "grpc", "protocol": "TCP"}]
+    assert grpc["from"] == [{"podSelector": {"matchLabels": {
+        "app.kubernetes.io/name": "exportd", "app.kubernetes.io/instance": "exportd"}}}]
+    (server,) = policies["exportd-server"]["ingress"]
+    assert server["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert _kind(_render(chart_dir, "default", "networkPolicy.enabled=false"),
+                 "NetworkPolicy") == []

@@ -16,8 +16,11 @@ import pytest
 
 from tasks.settings import load_settings
 from tools.helmtools import helm_template
+from tools.helmtools.validate import CHART_DIR
 
 pytestmark = pytest.mark.timeout(1800)
+
+REQUIRED = CHART_DIR / "values-minimal.yaml"
 
 POD_IP = "10.1.2.3"
 SECRETS = {
@@ -72,22 +75,23 @@ def _deployments(docs: list[dict[str, Any]], component: str) -> list[dict[str, A
 @pytest.mark.parametrize("which", ["default", "three-groups"])
 def test_master_settings_load(helm: Path, chart_dir: Path, which: str, tmp_path: Path) -> None:
     master_settings = pytest.importorskip("master.settings")
-    values = [] if which == "default" else [chart_dir / "values-three-groups.yaml"]
+    values = [REQUIRED] if which == "default" else [chart_dir / "values-three-groups.yaml"]
     docs = helm_template(chart_dir, values)
     (deployment,) = _deployments(docs, "master")
     settings, env = _load(docs, deployment, master_settings.MasterSettings, tmp_path)
     assert settings.id == env["POD_NAME"]
     assert settings.http.port == 8080 and settings.http.host == "0.0.0.0"
     assert settings.grpc.port == 9400 and settings.grpc.advertise_host == POD_IP
+    assert [(t.name, t.token) for t in settings.api.read_tokens] == [("read", "r3ad-t0ken")]
+    assert [(t.name, t.token) for t in settings.api.admin_tokens] == [
+        ("admin", "4dm'in-t0ken")]
+    assert settings.tls.cert_file == "/etc/exportd-tls/tls.crt" and not settings.tls.insecure
     if which == "default":
         assert settings.zookeeper.cluster == "exportd"
-        assert settings.api.admin_tokens == []
     else:
         assert settings.zookeeper.cluster == "prod"
         assert settings.zookeeper.hosts.startswith("zk-0.zk-headless:2181,")
         assert settings.kafka.bootstrap_servers.startswith("kafka-0")
-        assert settings.api.read_tokens == ["r3ad-t0ken"]
-        assert settings.api.admin_tokens == ["4dm'in-t0ken"]
         assert settings.kafka.config == KAFKA_CONFIG
         access = settings.kafka.access()
         assert access.properties("partner-1:9094,partner-0:9094") == PARTNER
@@ -97,7 +101,7 @@ def test_master_settings_load(helm: Path, chart_dir: Path, which: str, tmp_path:
 @pytest.mark.parametrize("which", ["default", "three-groups"])
 def test_server_settings_load(helm: Path, chart_dir: Path, which: str, tmp_path: Path) -> None:
     server_settings = pytest.importorskip("server.settings")
-    values = [] if which == "default" else [chart_dir / "values-three-groups.yaml"]
+    values = [REQUIRED] if which == "default" else [chart_dir / "values-three-groups.yaml"]
     docs = helm_template(chart_dir, values)
     deployments = _deployments(docs, "server")
     assert deployments
@@ -126,8 +130,9 @@ def test_a_numeric_looking_cluster_name_stays_a_string(
     helm: Path, chart_dir: Path, tmp_path: Path
 ) -> None:
     server_settings = pytest.importorskip("server.settings")
-    docs = helm_template(chart_dir, set_values=["zookeeper.cluster=2024", "servers[0].name=x1",
-                                                "servers[0].group=007"])
+    docs = helm_template(chart_dir, [REQUIRED],
+                         set_values=["zookeeper.cluster=2024", "servers[0].name=x1",
+                                     "servers[0].group=007"])
     (deployment,) = _deployments(docs, "server")
     settings, _ = _load(docs, deployment, server_settings.ServerSettings, tmp_path)
     assert settings.zookeeper.cluster == "2024" and settings.group == "007"
