@@ -19,6 +19,7 @@ from kazoo.client import KazooClient
 
 from master.acls import check_acls
 from master.api.app import create_app
+from master.api.forward import master_peer_context
 from master.control import MasterControl, StandbyReader
 from master.election import Elector, Term
 from master.partitions import PartitionSource
@@ -31,6 +32,7 @@ from tasks.cluster import Node, Role
 from tasks.errors import Unavailable
 from tasks.grpc_tls import server_credentials
 from tasks.logs import get_logger
+from tasks.tls import server_ssl_context
 
 log = get_logger(__name__)
 
@@ -108,12 +110,19 @@ class Master:
     async def _start_http(self) -> None:
         cfg = self.settings.http
         sock = _bind(cfg.host, cfg.port)
-        app = create_app(self.control, self.settings.api_settings())
+        tls = self.settings.tls
+        # The API over TLS with this master's certificate (no client certificates: callers
+        # prove themselves with tokens); a standby forwards only to a verified master.
+        serving = None if tls.insecure else server_ssl_context(tls, client_certs=False)
+        forward = None if tls.insecure else master_peer_context(
+            tls, self.settings.zookeeper.cluster)
+        app = create_app(self.control, self.settings.api_settings(), forward_ssl=forward)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        await web.SockSite(runner, sock).start()
+        await web.SockSite(runner, sock, ssl_context=serving).start()
         self._http = runner
-        self.http_url = f"http://{cfg.advertised(sock.getsockname()[1])}"
+        scheme = "http" if serving is None else "https"
+        self.http_url = f"{scheme}://{cfg.advertised(sock.getsockname()[1])}"
 
     async def _lead(self, term: Term) -> None:
         assert self.elector is not None

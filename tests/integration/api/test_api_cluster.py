@@ -18,7 +18,14 @@ from master.api.forward import FORWARDED_TO
 from master.api.ports import TaskFilter
 from master.api.settings import ApiSettings
 from master.process import Master
-from tests.integration.master.conftest import PARTITIONS, StartMaster, StartSim, until
+from tests.integration.master.conftest import (
+    PARTITIONS,
+    StartMaster,
+    StartSim,
+    api_session,
+    until,
+)
+from tests.pki import session_pki
 from tests.unit.api.fake_control import free_port
 from tools.exportctl.main import run
 
@@ -30,7 +37,8 @@ READ = {"Authorization": "Bearer r-token"}
 
 async def exportctl(*argv: str, masters: list[str]) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    env = {"EXPORTD_MASTERS": ",".join(masters), "EXPORTD_TOKEN": "a-token"}
+    env = {"EXPORTD_MASTERS": ",".join(masters), "EXPORTD_TOKEN": "a-token",
+           "EXPORTD_CA": str(session_pki().ca_file)}
     code = await asyncio.to_thread(run, argv, stdout=out, stderr=err, environ=env)
     return code, out.getvalue(), err.getvalue()
 
@@ -51,7 +59,7 @@ async def test_api_and_exportctl_on_a_real_cluster(
     job = {"id": "orders", "source": {"topic": topic},
            "sink": {"type": "file", "directory": "/tmp/exportd-test"}}
 
-    async with aiohttp.ClientSession() as http:
+    async with api_session() as http:
         async def standby_knows_leader() -> bool:
             async with http.get(f"{m2.http_url}/api/v1/leader", headers=READ) as r:
                 return r.status == 200 and (await r.json())["id"] == "m1"
@@ -95,7 +103,7 @@ async def test_api_and_exportctl_on_a_real_cluster(
             assert "/api/v1/placement" in (await r.json())["paths"]
 
     # exportctl: a dead master first, then the standby (which forwards the drain).
-    masters = [f"http://127.0.0.1:{free_port()}", m2.http_url]
+    masters = [f"https://127.0.0.1:{free_port()}", m2.http_url]
     code, out, err = await exportctl("placement", masters=masters)
     assert code == 0, err
     assert "srv-a" in out and "srv-b" in out

@@ -5,11 +5,13 @@ Kafka topic, in-process masters (each with its own kazoo session) and simulated 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
@@ -24,7 +26,7 @@ from tasks.egress import EgressSettings
 from tasks.entrypoint import ListenSettings
 from tasks.spec import JobSpec, parse_job_spec
 from tasks.tls import TlsSettings
-from tests.pki import tls_block
+from tests.pki import session_pki, tls_block
 from tools.bench.master_sim import SimServer
 from tools.infra.zkauth import session_credentials
 
@@ -69,6 +71,12 @@ def master_settings(zookeeper: str, kafka: str, cluster: str, master_id: str,
         api=ApiSettings(auth="none"),
     )
     return base.model_copy(update=overrides)
+
+
+def api_session() -> aiohttp.ClientSession:
+    """A client of the masters' API (https with the session CA's certificates)."""
+    context = ssl.create_default_context(cafile=str(session_pki().ca_file))
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context))
 
 
 StartMaster = Callable[..., Awaitable[Master]]

@@ -11,6 +11,7 @@ from tests.integration.master.conftest import (
     PARTITIONS,
     StartMaster,
     StartSim,
+    api_session,
     job_spec,
     until,
 )
@@ -31,7 +32,7 @@ async def test_http_api_on_leader_and_standby(start_master: StartMaster, start_s
     await until(lambda: sim.acks, 30, "server acknowledged")
     job = {"id": "via-http", "source": {"topic": topic},
            "sink": {"type": "file", "directory": "/tmp/exportd-test"}}
-    async with aiohttp.ClientSession() as session:
+    async with api_session() as session:
         assert (await _get(session, leader.http_url + "/healthz"))[0] == 200
         await until(lambda: standby.control.readiness().ready, 30, "standby ready")
         # A write sent to the standby is forwarded to the leader.
