@@ -55,6 +55,7 @@ def procs(zookeeper: str, kafka: str, cluster: str, tmp_path: Path) -> Iterator[
             "http": {"host": "127.0.0.1", "port": 0},
             "tls": tls_block(cluster, "master", master_id),
             "kafka": {"bootstrap_servers": kafka},
+            "api": {"auth": "none"},   # loopback; these tests do not call the API
             "log_format": "json",
         }))
         started.append(Proc(master_id, config, tmp_path / f"{master_id}.log"))
