@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -46,14 +47,22 @@ def cluster() -> Iterator[LocalCluster]:
         master_overrides={"scheduler": {"cooldown": "5s", "default_net_estimate": 1000}},
     )
     with local:
+        CREDENTIALS.update({k: v for k, v in local.ctl_env().items()
+                            if k in ("EXPORTD_TOKEN", "EXPORTD_CA")})
         yield local
+
+
+# The cluster's token and CA (LocalCluster.ctl_env), as an operator exports them: over TLS.
+CREDENTIALS: dict[str, str] = {}
 
 
 def exportctl(masters: list[str], *args: str,
               timeout: float = 60) -> subprocess.CompletedProcess[str]:
     flags = [arg for url in masters for arg in ("--master", url)]
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("EXPORTD_")},
+           **CREDENTIALS}
     return subprocess.run([str(BIN / "exportctl"), *flags, *args], capture_output=True,
-                          text=True, timeout=timeout, check=False)
+                          text=True, timeout=timeout, check=False, env=env)
 
 
 def ctl_json(masters: list[str], *args: str) -> Any:
@@ -114,6 +123,21 @@ def drive_the_cluster(cluster: LocalCluster, tmp_path: Path, steady: DemoProduce
     """Submit, drain, fail over, scale out, resubmit; stop the steady producer and return its
     count."""
     masters = cluster.master_urls()
+    assert all(url.startswith("https://") for url in masters)
+
+    # The API is TLS with tokens: without the CA, or without the token, exportctl gets nothing.
+    saved = dict(CREDENTIALS)
+    try:
+        CREDENTIALS.pop("EXPORTD_CA")
+        refused = exportctl(masters, "leader")
+        assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1, refused.stderr
+        assert "certificate is not trusted" in refused.stderr
+        CREDENTIALS.update(saved)
+        CREDENTIALS.pop("EXPORTD_TOKEN")
+        refused = exportctl(masters, "servers")
+        assert refused.returncode == 1 and "unauthorized" in refused.stderr, refused.stderr
+    finally:
+        CREDENTIALS.update(saved)
 
     # Submit the job from a YAML file, as on-call would.
     job_file = tmp_path / "job.yaml"

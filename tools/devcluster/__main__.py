@@ -56,15 +56,15 @@ def submit_demo_job(leader: str) -> dict[str, Any]:
     return job
 
 
-def exportctl(masters: list[str], *args: str) -> str:
-    env = {"EXPORTD_MASTERS": ",".join(masters), "PATH": str(BIN)}
+def exportctl(cluster: LocalCluster, *args: str) -> str:
+    env = {**cluster.ctl_env(), "PATH": str(BIN)}
     result = subprocess.run([str(BIN / "exportctl"), *args], capture_output=True, text=True,
                             env=env, timeout=30, check=False)
     return result.stdout + result.stderr
 
 
 def banner(cluster: LocalCluster) -> str:
-    masters = ",".join(cluster.master_urls())
+    ctl = cluster.ctl_env()
     ep = cluster.endpoints
     return f"""
 exportd dev cluster is up (work dir {cluster.workdir}; logs in {cluster.workdir}/logs)
@@ -73,9 +73,13 @@ exportd dev cluster is up (work dir {cluster.workdir}; logs in {cluster.workdir}
   Kafka      {ep['kafka']}      topic {TOPIC} ({PARTITIONS} partitions), demo producer running
   S3 (moto)  {ep['s3']}      bucket {BUCKET}
   API        {'  '.join(cluster.master_urls())}   (GET /api/v1/openapi.json)
+             https with the cluster's throwaway CA; every call but /healthz, /readyz,
+             /metrics and the API document needs the token (named `dev`, admin)
 
 Try, in another terminal:
-  export EXPORTD_MASTERS={masters}
+  export EXPORTD_MASTERS={ctl['EXPORTD_MASTERS']}
+  export EXPORTD_TOKEN={ctl['EXPORTD_TOKEN']}
+  export EXPORTD_CA={ctl['EXPORTD_CA']}
   .venv/bin/exportctl placement
   .venv/bin/exportctl tasks --job nginx-to-s3
   .venv/bin/exportctl explain nginx-to-s3:{TOPIC}:0
@@ -108,7 +112,7 @@ def run(rate: float) -> int:
             wait_for(lambda: count_objects(cluster.endpoints["s3"]) > 0, 90,
                      "exporting to S3")
             print(banner(cluster), flush=True)
-            print(exportctl(cluster.master_urls(), "placement"), flush=True)
+            print(exportctl(cluster, "placement"), flush=True)
             while not stop.wait(10):
                 print(f"produced {producer.produced} lines; "
                       f"{count_objects(cluster.endpoints['s3'])} objects in s3://{BUCKET}",

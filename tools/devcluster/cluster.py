@@ -5,6 +5,11 @@ real console entry points (`exportd-master`, `exportd-server`) started as child 
 YAML config file each, their logs kept under the cluster's work dir. Everything started here is
 stopped by `stop()` (also at interpreter exit, and by the kernel through PR_SET_PDEATHSIG if the
 owner dies).
+
+Security is on as in production: the masters serve their API over https with certificates from
+the cluster's throwaway CA (`pki`) and require a token (`api_token`, named `dev`). `ctl_env()`
+is what exportctl needs (EXPORTD_MASTERS, EXPORTD_TOKEN, EXPORTD_CA); `http_json` authenticates
+to any master a LocalCluster of this process started, by the URL's origin, the same way.
 """
 
 from __future__ import annotations
@@ -13,11 +18,14 @@ import atexit
 import contextlib
 import json
 import os
+import secrets
 import shutil
+import ssl
 import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,11 +78,38 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: flo
     raise TimeoutError(f"not {what} within {timeout:.0f}s")
 
 
+@dataclass(frozen=True)
+class ApiCredentials:
+    """What a client of a LocalCluster's masters needs: the admin token and the CA file."""
+
+    token: str
+    ca_file: Path
+
+
+# Masters started by LocalClusters of this process, by origin ("https://127.0.0.1:PORT").
+_MASTER_CREDENTIALS: dict[str, ApiCredentials] = {}
+
+
+def _origin(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _tls_context(url: str) -> ssl.SSLContext | None:
+    known = _MASTER_CREDENTIALS.get(_origin(url))
+    return ssl.create_default_context(cafile=str(known.ca_file)) if known else None
+
+
 def http_json(url: str, method: str = "GET", body: Any = None, timeout: float = 5.0) -> Any:
+    """A JSON call to a master's API; to a master a LocalCluster started, verified against its
+    CA and with its admin token."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
+    headers = {"Content-Type": "application/json"}
+    known = _MASTER_CREDENTIALS.get(_origin(url))
+    if known is not None:
+        headers["Authorization"] = f"Bearer {known.token}"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    with urllib.request.urlopen(req, timeout=timeout, context=_tls_context(url)) as resp:
         return json.loads(resp.read() or b"null")
 
 
@@ -111,6 +146,8 @@ class LocalCluster:
     # The cluster's throwaway CA and certificates (tools/pki.py), in workdir/pki: mTLS between
     # masters and servers, and what a client needs to trust the masters (`pki.ca_file`).
     pki: DevPki | None = None
+    # The admin token of the masters' API (named `dev`): exportctl's EXPORTD_TOKEN.
+    api_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -209,6 +246,7 @@ class LocalCluster:
             "kafka": {"bootstrap_servers": self.endpoints["kafka"]},
             "egress": self._egress(),
             "tls": self.tls("master", master_id),
+            "api": {"admin_tokens": {"dev": self.api_token}},
             "lease_ttl": self.lease_ttl,
             "log_format": "json",
         }
@@ -216,8 +254,10 @@ class LocalCluster:
         path = self._write_config(master_id, config)
         proc = ManagedProcess(master_id, [str(BIN / "exportd-master"), "--config", str(path)],
                               self.workdir / "logs" / f"{master_id}.log", env=self._env())
-        master = MasterProc(master_id, f"http://127.0.0.1:{http_port}",
+        master = MasterProc(master_id, f"https://127.0.0.1:{http_port}",
                             f"127.0.0.1:{grpc_port}", proc)
+        assert self.pki is not None
+        _MASTER_CREDENTIALS[master.http] = ApiCredentials(self.api_token, self.pki.ca_file)
         proc.wait_until(lambda: _ok(master.http + "/healthz"), 60, "answering /healthz")
         self.master_procs.append(master)
         return master
@@ -255,6 +295,12 @@ class LocalCluster:
     def master_urls(self) -> list[str]:
         return [m.http for m in self.master_procs if m.proc.alive()]
 
+    def ctl_env(self) -> dict[str, str]:
+        """exportctl's environment for this cluster: masters, admin token, CA."""
+        assert self.pki is not None, "start() writes the PKI"
+        return {"EXPORTD_MASTERS": ",".join(self.master_urls()),
+                "EXPORTD_TOKEN": self.api_token, "EXPORTD_CA": str(self.pki.ca_file)}
+
     def leader_url(self) -> str | None:
         for url in self.master_urls():
             with contextlib.suppress(OSError, ValueError, urllib.error.URLError):
@@ -285,5 +331,5 @@ def merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def _ok(url: str) -> bool:
-    with urllib.request.urlopen(url, timeout=2) as resp:
+    with urllib.request.urlopen(url, timeout=2, context=_tls_context(url)) as resp:
         return int(resp.status) == 200
