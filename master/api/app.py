@@ -43,9 +43,10 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         if is_write(request.method):
             # Writes change the cluster: keep an audit line for each, naming the token (its
             # name, never the secret) that was let through, or `anonymous` for a refused one.
+            # (`principal`, not a field named like a secret: the log processors mask those.)
             who = request.get(PRINCIPAL, ANONYMOUS)
             log.info("api_write", method=request.method, path=request.path, status=status,
-                     token=who.name, role=who.role)
+                     principal=who.name, role=who.role)
 
 
 async def _openapi(request: web.Request) -> web.Response:
@@ -84,6 +85,6 @@ def create_app(control: ControlPlane, settings: ApiSettings, *,
             master=settings.master_id,
         )
     else:
-        log.info("api_auth_enabled", read_tokens=[t.name for t in settings.read_tokens],
-                 admin_tokens=[t.name for t in settings.admin_tokens], master=settings.master_id)
+        log.info("api_auth_enabled", readers=[t.name for t in settings.read_tokens],
+                 admins=[t.name for t in settings.admin_tokens], master=settings.master_id)
     return app

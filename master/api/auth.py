@@ -93,7 +93,7 @@ def authorize(settings: ApiSettings, need: Access, authorization: str | None) ->
         raise Unauthorized("unknown token")
     if need is Access.ADMIN and principal.role != "admin":
         raise Forbidden("this token may only read; writes need an admin token",
-                        token=principal.name)
+                        principal=principal.name)
     return principal
 
 
@@ -132,7 +132,7 @@ def auth_middleware(settings: ApiSettings) -> Middleware:
                                                                      request.path),
                                            request.headers.get("Authorization"))
         except Forbidden as exc:   # a known token, refused: the audit line still names it
-            request[PRINCIPAL] = Principal(str(exc.details.get("token", "?")), "read")
+            request[PRINCIPAL] = Principal(str(exc.details.get("principal", "?")), "read")
             raise
         return await handler(request)
 
