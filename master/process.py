@@ -20,6 +20,7 @@ from kazoo.client import KazooClient
 from master.acls import check_acls
 from master.api.app import create_app
 from master.api.forward import master_peer_context
+from master.api.tls import api_server_context
 from master.control import MasterControl, StandbyReader
 from master.election import Elector, Term
 from master.partitions import PartitionSource
@@ -32,7 +33,6 @@ from tasks.cluster import Node, Role
 from tasks.errors import Unavailable
 from tasks.grpc_tls import server_credentials
 from tasks.logs import get_logger
-from tasks.tls import server_ssl_context
 
 log = get_logger(__name__)
 
@@ -111,9 +111,10 @@ class Master:
         cfg = self.settings.http
         sock = _bind(cfg.host, cfg.port)
         tls = self.settings.tls
-        # The API over TLS with this master's certificate (no client certificates: callers
-        # prove themselves with tokens); a standby forwards only to a verified master.
-        serving = None if tls.insecure else server_ssl_context(tls, client_certs=False)
+        # The API over TLS with this master's certificate, renewed files served without a
+        # restart (no client certificates: callers prove themselves with tokens); a standby
+        # forwards only to a verified master.
+        serving = None if tls.insecure else api_server_context(tls)
         forward = None if tls.insecure else master_peer_context(
             tls, self.settings.zookeeper.cluster)
         app = create_app(self.control, self.settings.api_settings(), forward_ssl=forward)
