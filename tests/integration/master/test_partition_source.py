@@ -17,6 +17,7 @@ def test_partition_counts_through_the_configured_sasl_properties(
         kafka: str, kafka_sasl: str) -> None:
     topic = create_topic(kafka, unique("msasl"), partitions=3)
     settings = load_settings(MasterSettings, environ={
+        "EXPORTD_API__AUTH": "none",   # no API here: loopback, no tokens
         "EXPORTD_KAFKA__BOOTSTRAP_SERVERS": kafka_sasl,
         "EXPORTD_KAFKA__CONFIG": '{"security.protocol": "SASL_PLAINTEXT", '
                                  f'"sasl.mechanism": "PLAIN", "sasl.username": "{SASL_USER}"}}',
@@ -36,6 +37,7 @@ def test_partition_counts_of_a_job_cluster_with_its_own_properties(
         "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
         "sasl.username": SASL_USER}}}
     settings = load_settings(MasterSettings, environ={
+        "EXPORTD_API__AUTH": "none",   # no API here: loopback, no tokens
         "EXPORTD_KAFKA__BOOTSTRAP_SERVERS": kafka,          # plaintext, no properties
         "EXPORTD_KAFKA__CLUSTERS": json.dumps(clusters),
         "EXPORTD_KAFKA__CLUSTERS__SECURE__CONFIG__SASL.PASSWORD": f"'{SASL_PASSWORD}'"})

@@ -73,10 +73,10 @@ def test_history_is_bounded_and_collapses_repeated_pending() -> None:
 
 def test_settings_defaults_and_durations() -> None:
     s = load_settings(MasterSettings, environ={}, overrides={
-        "id": "m1", "zookeeper.session_timeout": "2s", "lease_ttl": "15s"})
+        "id": "m1", "zookeeper.session_timeout": "2s", "lease_ttl": "15s", "api.auth": "none"})
     assert s.zookeeper.session_timeout == 2.0 and s.lease_ttl == 15.0
     assert s.heartbeat_budget == 500 and s.api_settings().master_id == "m1"
     with pytest.raises(ConfigError):
-        load_settings(MasterSettings, environ={}, overrides={"id": "a/b"})
+        load_settings(MasterSettings, environ={}, overrides={"id": "a/b", "api.auth": "none"})
     with pytest.raises(ConfigError):
-        load_settings(MasterSettings, environ={}, overrides={"lease_ttl": "1s"})
+        load_settings(MasterSettings, environ={}, overrides={"lease_ttl": "1s", "api.auth": "none"})
