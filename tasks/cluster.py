@@ -38,7 +38,9 @@ class ZooKeeperSettings(SettingsModel):
     # The OTHER role's digest identity ("user:base64(sha1(user:password))", see
     # docs/SECURITY.md), named in the ACLs this process creates: a master grants `server_digest`
     # READ on leader/epoch and CREATE on servers/; a server grants `master_digest` READ on its
-    # registration. A process's own role's identity is computed from its credential.
+    # registration. A process's own role's identity is computed from its credential; its own
+    # role's digest setting, if given, adds identities (a rotation: old and new). Several
+    # identities: comma-separated.
     master_digest: str = ""
     server_digest: str = ""
     # TLS to ZooKeeper's secure client port (kazoo's use_ssl); empty ca_file: plaintext.
@@ -61,10 +63,10 @@ class ZooKeeperSettings(SettingsModel):
                 "ZooKeeper authentication is required: set "
                 + ", ".join(f"zookeeper.{name}" for name in missing)
                 + " (docs/SECURITY.md, \"ZooKeeper\")")
-        own = make_digest_acl_credential(self.username, self.password)
+        own = str(make_digest_acl_credential(self.username, self.password))
         if role is Role.MASTER:
-            return ZkAcls(master=own, server=self.server_digest)
-        return ZkAcls(master=self.master_digest, server=own)
+            return ZkAcls(master=_ids(own, self.master_digest), server=_ids(self.server_digest))
+        return ZkAcls(master=_ids(self.master_digest), server=_ids(own, self.server_digest))
 
     def client_options(self) -> dict[str, Any]:
         """KazooClient keyword arguments: hosts, timeout, this process's digest credential and
@@ -76,6 +78,15 @@ class ZooKeeperSettings(SettingsModel):
             options.update(use_ssl=True, ca=self.ca_file, certfile=self.cert_file or None,
                            keyfile=self.key_file or None)
         return options
+
+
+def _ids(*lists: str) -> str:
+    """Digest identities, comma-separated, each once, in order."""
+    out: list[str] = []
+    for item in ",".join(lists).split(","):
+        if item.strip() and item.strip() not in out:
+            out.append(item.strip())
+    return ",".join(out)
 
 
 # -- who may do what (the one ACL table) ---------------------------------------------------------
@@ -154,7 +165,8 @@ def is_open(acl: list[ACL] | tuple[ACL, ...]) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class ZkAcls:
-    """The cluster's digest identities, and ACL_TABLE's rows as kazoo ACLs."""
+    """The cluster's digest identities (each role's: comma-separated, e.g. an old and a new one
+    during a rotation), and ACL_TABLE's rows as kazoo ACLs."""
 
     master: str
     server: str
@@ -163,9 +175,9 @@ class ZkAcls:
         """The ACL a znode of kind `node` is created with. `owner`: the creating server's own
         digest identity (registrations); without it that entry is left out (a master
         creating or migrating a registration: the node then belongs to no server)."""
-        ids = {Role.MASTER: self.master, Role.SERVER: self.server, Role.OWNER: owner}
+        ids = {Role.MASTER: self.master, Role.SERVER: self.server, Role.OWNER: owner or ""}
         return [ACL(perms, Id("digest", ident)) for role, perms in ACL_TABLE[node]
-                if (ident := ids[role])]
+                for ident in ids[role].split(",") if ident]
 
     def for_path(self, paths: ZkPaths, path: str) -> list[ACL]:
         node = node_of(paths, path)

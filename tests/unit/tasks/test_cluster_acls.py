@@ -84,3 +84,14 @@ def test_credentials_are_required_and_the_own_digest_is_computed() -> None:
     assert "use_ssl" not in server.client_options()
     tls = ZooKeeperSettings(ca_file="/ca.pem").client_options()
     assert tls["use_ssl"] and tls["ca"] == "/ca.pem"
+
+
+def test_a_rotation_names_old_and_new_identities() -> None:
+    master = ZooKeeperSettings(username="m", password="new", master_digest="m:old",
+                               server_digest="s:old, s:new")
+    acls = master.acls(Role.MASTER)
+    new = make_digest_acl_credential("m", "new")
+    assert acls == ZkAcls(f"{new},m:old", "s:old,s:new")
+    leader = {(a.id.id, a.perms) for a in acls.for_node(Node.LEADER)}
+    assert leader == {(new, Permissions.ALL), ("m:old", Permissions.ALL),
+                      ("s:old", Permissions.READ), ("s:new", Permissions.READ)}
