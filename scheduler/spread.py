@@ -67,17 +67,27 @@ def spread(
     gate = cl.cfg.count_balance_below
     if gate <= 0.0:
         return budget
-    fresh: dict[int, list[int]] | None = None
-    for group in sorted(placers):
-        placer = placers[group]
-        if group in busy or placer.mean() >= gate:
-            continue
-        g = _Group(cl, placers, placer, placed, moves, notes)
-        if not g.starved():
-            continue
-        if fresh is None:
-            fresh = _placed_by_server(cl, placed)
-        budget = g.run(budget, fresh)
+    groups = [
+        group for group in sorted(placers)
+        if group not in busy and placers[group].mean() < gate
+        and _Group(cl, placers, placers[group], placed, moves, notes).starved()
+    ]
+    if not groups:
+        return budget
+    # Two passes, so that one group's new servers do not use up the budget of the others: first
+    # each group gets an even slice, then what is left goes round in group order again.
+    fresh = _placed_by_server(cl, placed)
+    even = max(budget // len(groups), 1)
+    for group in groups:
+        slice_ = min(budget, even)
+        left = _Group(cl, placers, placers[group], placed, moves, notes).run(
+            slice_, fresh, final=False)
+        budget -= slice_ - left
+    fresh = _placed_by_server(cl, placed)
+    for group in groups:
+        g = _Group(cl, placers, placers[group], placed, moves, notes)
+        if g.starved():
+            budget = g.run(budget, fresh, final=True)
     return budget
 
 
@@ -132,7 +142,8 @@ class _Group:
             ks = self.tasks[s] = sorted(cl.movable[s], key=lambda k: (lc[k] * ic + ln[k] * in_, k))
         return ks
 
-    def run(self, budget: int, fresh: dict[int, list[int]]) -> int:
+    def run(self, budget: int, fresh: dict[int, list[int]], final: bool) -> int:
+        """Count moves (at most `budget`) and redirects for this group; notes when `final`."""
         cl, rank = self.cl, self.placer.rank
         count, share = cl.count, self.share
         starved = self.starved()
@@ -195,8 +206,9 @@ class _Group:
                 heapq.heappush(sources, (-self.per_size(s), rank[s], s))
             if count[t] < share[t] - EPS:
                 heapq.heappush(targets, (self.per_size(t), rank[t], t))
-        waiting = budget <= 0 and any(count[t] < share[t] - EPS for _, _, t in targets)
-        self.note(starved, received, blocked, waiting)
+        if final:
+            waiting = budget <= 0 and any(count[t] < share[t] - EPS for _, _, t in targets)
+            self.note(starved, received, blocked, waiting)
         return budget
 
     def fit(self, s: int, t: int, may_move: bool) -> tuple[int, int, float]:
@@ -247,6 +259,7 @@ class _Group:
         cl.count[t] += 1
         release(cl, self.placers, s, lc, ln)
         self.tasks[s].remove(k)
+        cl.movable[s].remove(k)     # a task moves at most once per round (the second pass too)
         sid, tid = cl.sids[s], cl.sids[t]
         self.moves.append(Move(
             cl.tasks[k].id, sid, tid,

@@ -235,3 +235,12 @@ def test_property_random_clusters_at_low_load_settle_without_bouncing(
         v = handoff(v, plan, advance=60.0)
     else:
         raise AssertionError("rounds did not stop")
+
+
+def test_new_servers_in_several_groups_share_the_budget_in_the_first_round() -> None:
+    servers = [srv(f"{g}{n}", group=g) for g in "abcd" for n in range(3)]
+    tasks = [task(f"{g}{n}-{k:02d}", group=g, cpu=LOW_CPU, server=f"{g}{n}")
+             for g in "abcd" for n in range(3) for k in range(10)]
+    servers += [srv(f"{g}-new", group=g) for g in "abcd"]
+    plan = scheduler.plan(view(servers, tasks, move_budget=4))
+    assert sorted(m.target for m in plan.moves) == ["a-new", "b-new", "c-new", "d-new"]
