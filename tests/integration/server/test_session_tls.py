@@ -63,8 +63,11 @@ async def test_a_listener_that_is_not_a_master_of_the_cluster_is_never_obeyed(
         assert rogue.sessions == 0 and rogue.reports == []
         assert host.highest_epoch == coordinator.epoch
         assert factory.running() == {(A, 1)}
-        # The real leader named again: the same task carries on, nothing restarted.
+        # The real leader named again: the same task carries on, nothing restarted. In a new
+        # term: write_leader bumped the epoch znode for the rogue, and servers follow only the
+        # epoch ZooKeeper confirms (an older one's node is not followed).
         reports = len(coordinator.reports)
+        coordinator.epoch = rogue.epoch + 1
         write_leader(zk, paths, coordinator)
         await wait_until(lambda: len(coordinator.reports) >= reports + 3, "reports again")
         assert factory.running() == {(A, 1)} and len(factory.of(A)) == 1
