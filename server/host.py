@@ -391,6 +391,9 @@ class ServerHost:
             entry.drain_op.cancel()
         entry.pending += 1
         op = self._spawn(self._stop(entry, stop))
+        # In a callback, not in _stop's finally: a drain cancelled by a fence before its first
+        # step never runs its coroutine, and the entry would stay busy (never restarted).
+        op.add_done_callback(lambda _op: self._stop_done(entry))
         if stop.drain:
             entry.drain_op = op
 
@@ -414,13 +417,13 @@ class ServerHost:
             self._after_op()
 
     async def _stop(self, entry: TaskEntry, stop: Stop) -> None:
-        try:
-            await self._release(entry, drain=stop.drain)
-            log.info("task_stopped", task=entry.task_id, generation=entry.generation,
-                     drain=stop.drain, reason=stop.reason)
-        finally:
-            entry.pending -= 1
-            self._after_op()
+        await self._release(entry, drain=stop.drain)
+        log.info("task_stopped", task=entry.task_id, generation=entry.generation,
+                 drain=stop.drain, reason=stop.reason)
+
+    def _stop_done(self, entry: TaskEntry) -> None:
+        entry.pending -= 1
+        self._after_op()
 
     async def _release(self, entry: TaskEntry, *, drain: bool) -> None:
         async with entry.lock:

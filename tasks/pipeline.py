@@ -386,7 +386,8 @@ class PipelineRunner:
             await self._retry("commit", lambda: self._commit(start))
             self._start_to_commit = None
         try:
-            if chunk.records:
+            # A sink that commits the offsets itself (Kafka) commits even an empty chunk's.
+            if chunk.records or self.sink.commits_offsets:
                 refused = await self._retry("sink", lambda: self.sink.write(chunk))
                 await self._dead(refused)
                 self.meter.exported_total += chunk.records - len(refused)

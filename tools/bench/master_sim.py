@@ -284,14 +284,6 @@ def bench_client(hosts: str) -> KazooClient:
                        default_acl=creds.acls.for_node(Node.ROOT))
 
 
-def bench_client(hosts: str) -> KazooClient:
-    """A kazoo client acting as the masters (this process's credentials, tools/infra/zkauth),
-    creating masters-only nodes by default; not started."""
-    creds = session_credentials()
-    return KazooClient(hosts=hosts, timeout=10.0, auth_data=creds.auth_data(Role.MASTER),
-                       default_acl=creds.acls.for_node(Node.ROOT))
-
-
 def seed_cluster(zk: KazooClient, paths: ZkPaths, *, jobs: int, partitions: int,
                  servers: list[str], shards: int = 64) -> dict[str, dict[str, int]]:
     """Blocking: store `jobs` x `partitions` tasks spread round-robin over `servers` at

@@ -129,7 +129,8 @@ async def test_workers_hear_every_renewal_and_an_ack_read_after_the_deadline_fen
         server._on_ack(pb.Ack(report_seq=0, lease_ttl_s=LEASE_TTL_S))
         assert deadlines[-1] == float("-inf")
         assert server.lease.renewed_at is None
-        await wait_until(lambda: not factory.running(), "A stopped by the fence")
-        assert factory.of(A)[0].stop_calls == [False]
+        # The first runner is stopped without drain (the leader, still directing A on the fresh
+        # session, may start it again afterwards).
+        await wait_until(lambda: factory.of(A)[0].stop_calls == [False], "A stopped by the fence")
     finally:
         await server.close()
