@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from server.settings import ServerSettings
-from tasks.entrypoint import process_main, redacted
+from tasks.entrypoint import process_main
+from tasks.redact import redacted
 
 
 async def _never(settings: ServerSettings) -> int:
