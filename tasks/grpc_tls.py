@@ -9,7 +9,6 @@ without a restart: by the listener at the next handshake, by a server at its nex
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any
 
@@ -17,20 +16,9 @@ import grpc
 
 from tasks.errors import ConfigError
 from tasks.logs import get_logger
-from tasks.tls import Identity, TlsSettings, master_tls_name, peer_identities_pem
+from tasks.tls import Identity, TlsSettings, files_stamp, master_tls_name, peer_identities_pem
 
 log = get_logger(__name__)
-
-
-def _stamp(tls: TlsSettings) -> tuple[tuple[int, int], ...]:
-    stamps = []
-    for path in (tls.ca_file, tls.cert_file, tls.key_file):
-        try:
-            st = os.stat(path)
-            stamps.append((st.st_mtime_ns, st.st_size))
-        except OSError:
-            stamps.append((0, 0))
-    return tuple(stamps)
 
 
 class _Reloader:
@@ -40,7 +28,7 @@ class _Reloader:
     def __init__(self, tls: TlsSettings) -> None:
         self._tls = tls
         self._lock = threading.Lock()
-        self._stamp = _stamp(tls)
+        self._stamp = files_stamp(tls)
         self.initial = self._config()
 
     def _config(self) -> Any:
@@ -49,7 +37,7 @@ class _Reloader:
 
     def __call__(self) -> Any:
         with self._lock:
-            stamp = _stamp(self._tls)
+            stamp = files_stamp(self._tls)
             if stamp == self._stamp:
                 return None
             try:

@@ -10,6 +10,7 @@ too, so each transport only reads the peer's certificate and asks.
 
 from __future__ import annotations
 
+import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,3 +181,16 @@ def client_ssl_context(tls: TlsSettings) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(tls.cert_file, tls.key_file)
     return context
+
+
+def files_stamp(tls: TlsSettings) -> tuple[tuple[int, int], ...]:
+    """(mtime, size) of the CA, certificate and key files: a listener re-reads its TLS
+    configuration when this changes (renewed certificates without a restart)."""
+    stamps = []
+    for path in (tls.ca_file, tls.cert_file, tls.key_file):
+        try:
+            st = os.stat(path)
+            stamps.append((st.st_mtime_ns, st.st_size))
+        except OSError:
+            stamps.append((0, 0))
+    return tuple(stamps)

@@ -11,39 +11,27 @@ the same rule as the gRPC listener's (tasks/grpc_tls.py).
 
 from __future__ import annotations
 
-import os
 import ssl
 import threading
 
 from tasks.errors import ConfigError
 from tasks.logs import get_logger
-from tasks.tls import TlsSettings, server_ssl_context
+from tasks.tls import TlsSettings, files_stamp, server_ssl_context
 
 log = get_logger(__name__)
-
-
-def _stamp(tls: TlsSettings) -> tuple[tuple[int, int], ...]:
-    stamps = []
-    for path in (tls.cert_file, tls.key_file):
-        try:
-            st = os.stat(path)
-            stamps.append((st.st_mtime_ns, st.st_size))
-        except OSError:
-            stamps.append((0, 0))
-    return tuple(stamps)
 
 
 class _Renewing:
     def __init__(self, tls: TlsSettings) -> None:
         self._tls = tls
         self._lock = threading.Lock()
-        self._stamp = _stamp(tls)
+        self._stamp = files_stamp(tls)
         self._current = server_ssl_context(tls, client_certs=False)
 
     def pick(self, conn: ssl.SSLObject | ssl.SSLSocket, _name: str | None,
              _context: ssl.SSLContext) -> None:
         with self._lock:
-            stamp = _stamp(self._tls)
+            stamp = files_stamp(self._tls)
             if stamp != self._stamp:
                 try:
                     self._current = server_ssl_context(self._tls, client_certs=False)
