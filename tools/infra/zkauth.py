@@ -5,11 +5,16 @@ Digest authentication needs nothing in ZooKeeper's own configuration (the local 
 zoo.cfg stays as it is): a client adds `digest user:password` to its session and the ACLs exportd
 creates name `digest:user:base64(sha1(user:password))` (tasks/cluster.py). `master()` and
 `server()` are the `zookeeper` settings block each role needs.
+
+`python -m tools.infra.zkauth secret NAME` prints a Kubernetes Secret with a fresh pair, in the
+layout the Helm chart reads (`zookeeper.auth.existingSecret`): pipe it to `kubectl apply -f -`.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
+import sys
 from dataclasses import dataclass
 from functools import cache
 
@@ -65,3 +70,34 @@ class ZkCredentials:
 def session_credentials() -> ZkCredentials:
     """One random set per process (a test session, a `make dev` run)."""
     return ZkCredentials.generate()
+
+
+def kubernetes_secret(name: str, credentials: ZkCredentials) -> dict[str, object]:
+    """The Secret the chart's `zookeeper.auth` reads: both roles' passwords and digests (the
+    chart hands each pod only its own role's password and the other role's digest)."""
+    return {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "exportd"}},
+        "stringData": secret_data(credentials),
+    }
+
+
+def secret_data(credentials: ZkCredentials) -> dict[str, str]:
+    """The Secret's keys (the chart's default key names) and values."""
+    return {"master-password": credentials.master_password,
+            "server-password": credentials.server_password,
+            "master-digest": credentials.master_digest,
+            "server-digest": credentials.server_digest}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] != "secret":
+        print("usage: python -m tools.infra.zkauth secret NAME", file=sys.stderr)
+        return 2
+    # JSON is YAML: kubectl apply reads it as it is.
+    print(json.dumps(kubernetes_secret(argv[1], ZkCredentials.generate()), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

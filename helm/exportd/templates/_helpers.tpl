@@ -169,6 +169,24 @@ strings go in JSON-quoted (a cluster named "2024" stays a string) and secrets si
 - name: EXPORTD_S3__SECRET_ACCESS_KEY
   value: "'$(AWS_SECRET_ACCESS_KEY)'"
 {{- end }}
+{{- if .Values.kafka.allowUnlistedClusters }}
+- name: EXPORTD_KAFKA__ALLOW_UNLISTED_CLUSTERS
+  value: "true"
+{{- end }}
+{{- with .Values.egress }}
+{{- with .httpAllowNetworks }}
+- name: EXPORTD_EGRESS__HTTP_ALLOW_NETWORKS
+  value: {{ toJson . | quote }}
+{{- end }}
+{{- with .s3Endpoints }}
+- name: EXPORTD_EGRESS__S3_ENDPOINTS
+  value: {{ toJson . | quote }}
+{{- end }}
+{{- with .fileRoot }}
+- name: EXPORTD_EGRESS__FILE_ROOT
+  value: {{ toJson . | quote }}
+{{- end }}
+{{- end }}
 - name: PYTHONUNBUFFERED
   value: "1"
 - name: PYTHONDONTWRITEBYTECODE
@@ -265,6 +283,13 @@ auth.none says so, no processes without certificates unless tls.insecure says so
 {{- fail (printf "auth token name %q: lower case letters, digits, '-', '_' and '.' only" $name) }}
 {{- end }}
 {{- end }}
+{{- $zk := .Values.zookeeper.auth }}
+{{- if not $zk.existingSecret }}
+{{- fail "zookeeper.auth.existingSecret is required: masters and servers refuse an unauthenticated ZooKeeper (`python -m tools.infra.zkauth secret NAME` prints a Secret with random passwords)" }}
+{{- end }}
+{{- if eq $zk.masterUsername $zk.serverUsername }}
+{{- fail "zookeeper.auth.masterUsername and serverUsername must differ: the ACLs tell masters and servers apart by them" }}
+{{- end }}
 {{- $tls := .Values.tls }}
 {{- if $tls.insecure }}
 {{- if or $tls.master.existingSecret $tls.certManager.enabled }}
@@ -324,5 +349,59 @@ auth.none says so, no processes without certificates unless tls.insecure says so
       csi.cert-manager.io/duration: {{ $cm.duration | quote }}
       csi.cert-manager.io/renew-before: {{ $cm.renewBefore | quote }}
       csi.cert-manager.io/fs-group: {{ .Values.podSecurityContext.fsGroup | default 10001 | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+The ZooKeeper credential of one role as EXPORTD_ZOOKEEPER__* variables, from the existing Secret:
+the role's own username and password, and the OTHER role's digest (named in the ACLs the process
+creates). Argument: dict "root" $ "role" "master"|"server". Values single-quoted: taken verbatim.
+*/}}
+{{- define "exportd.zookeeperEnv" -}}
+{{- $auth := .root.Values.zookeeper.auth }}
+{{- $own := ternary "master" "server" (eq .role "master") }}
+{{- $other := ternary "server" "master" (eq .role "master") }}
+- name: ZOOKEEPER_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $auth.existingSecret }}
+      key: {{ get $auth (printf "%sPasswordKey" $own) }}
+- name: ZOOKEEPER_{{ upper $other }}_DIGEST
+  valueFrom:
+    secretKeyRef:
+      name: {{ $auth.existingSecret }}
+      key: {{ get $auth (printf "%sDigestKey" $other) }}
+- name: EXPORTD_ZOOKEEPER__USERNAME
+  value: {{ get $auth (printf "%sUsername" $own) | toJson | quote }}
+- name: EXPORTD_ZOOKEEPER__PASSWORD
+  value: "'$(ZOOKEEPER_PASSWORD)'"
+- name: EXPORTD_ZOOKEEPER__{{ upper $other }}_DIGEST
+  value: "'$(ZOOKEEPER_{{ upper $other }}_DIGEST)'"
+{{- with .root.Values.zookeeper.tls.existingSecret }}
+- name: EXPORTD_ZOOKEEPER__CA_FILE
+  value: '"/etc/exportd-zk-tls/ca.crt"'
+{{- if $.root.Values.zookeeper.tls.clientCertificate }}
+- name: EXPORTD_ZOOKEEPER__CERT_FILE
+  value: '"/etc/exportd-zk-tls/tls.crt"'
+- name: EXPORTD_ZOOKEEPER__KEY_FILE
+  value: '"/etc/exportd-zk-tls/tls.key"'
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The mount of ZooKeeper's TLS Secret, when there is one. Argument: the root context. */}}
+{{- define "exportd.zookeeperTlsMount" -}}
+{{- if .Values.zookeeper.tls.existingSecret }}
+- name: zookeeper-tls
+  mountPath: /etc/exportd-zk-tls
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "exportd.zookeeperTlsVolume" -}}
+{{- with .Values.zookeeper.tls.existingSecret }}
+- name: zookeeper-tls
+  secret:
+    secretName: {{ . }}
 {{- end }}
 {{- end }}

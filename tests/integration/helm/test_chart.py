@@ -225,12 +225,17 @@ def test_notes_list_the_groups_and_warn_about_required_values(
 def test_no_api_without_tokens_and_no_pods_without_certificates(
         helm: Path, chart_dir: Path) -> None:
     """The chart refuses what the processes would refuse, at render time, in one line."""
-    with pytest.raises(HelmToolsError, match=r"auth\.existingSecret is required"):
-        helm_template(chart_dir, [], set_values=["tls.insecure=true"])
+    zk = "zookeeper.auth.existingSecret=z"
+    with pytest.raises(HelmToolsError, match=r"\): auth\.existingSecret is required"):
+        helm_template(chart_dir, [], set_values=["tls.insecure=true", zk])
+    with pytest.raises(HelmToolsError, match=r"zookeeper\.auth\.existingSecret is required"):
+        helm_template(chart_dir, [], set_values=["tls.insecure=true", "auth.existingSecret=t"])
+    with pytest.raises(HelmToolsError, match="must differ"):
+        _render(chart_dir, "default", "zookeeper.auth.serverUsername=exportd-master")
     with pytest.raises(HelmToolsError, match="TLS certificates are required"):
-        helm_template(chart_dir, [], set_values=["auth.existingSecret=t"])
+        helm_template(chart_dir, [], set_values=["auth.existingSecret=t", zk])
     with pytest.raises(HelmToolsError, match="servers need a certificate each"):
-        helm_template(chart_dir, [], set_values=["auth.existingSecret=t",
+        helm_template(chart_dir, [], set_values=["auth.existingSecret=t", zk,
                                                  "tls.master.existingSecret=m"])
     with pytest.raises(HelmToolsError, match="both set"):
         _render(chart_dir, "default", "auth.none=true")
@@ -240,7 +245,8 @@ def test_no_api_without_tokens_and_no_pods_without_certificates(
 
 def test_an_api_without_auth_only_when_told_and_only_on_loopback(
         helm: Path, chart_dir: Path) -> None:
-    docs = helm_template(chart_dir, [], set_values=["auth.none=true", "tls.insecure=true"])
+    docs = helm_template(chart_dir, [], set_values=["auth.none=true", "tls.insecure=true",
+                                                    "zookeeper.auth.existingSecret=z"])
     (master,) = _kind(docs, "Deployment", "master")
     (container,) = master["spec"]["template"]["spec"]["containers"]
     assert _setting(container, "EXPORTD_API__AUTH") == "none"
@@ -300,3 +306,49 @@ def test_network_policies_limit_ingress_to_the_ports_in_use(helm: Path, chart_di
     assert server["ports"] == [{"port": "http", "protocol": "TCP"}]
     assert _kind(_render(chart_dir, "default", "networkPolicy.enabled=false"),
                  "NetworkPolicy") == []
+
+
+def test_each_pod_gets_its_own_roles_zookeeper_login_and_egress(
+        helm: Path, chart_dir: Path) -> None:
+    """Masters get the masters' password and the servers' digest, servers the other way round;
+    ZooKeeper's CA (secure port) and egress rules reach both; a file root gets its volume."""
+    docs = _render(chart_dir, "three-groups",
+                   "egress.fileRoot=/exports", "kafka.allowUnlistedClusters=true",
+                   "serverDefaults.extraVolumes[0].name=exports",
+                   "serverDefaults.extraVolumes[0].persistentVolumeClaim.claimName=exports",
+                   "serverDefaults.extraVolumeMounts[0].name=exports",
+                   "serverDefaults.extraVolumeMounts[0].mountPath=/exports")
+    assert validate_manifests(docs, K8S_VERSION) == []
+
+    def secret_keys(container: Manifest) -> set[str]:
+        return {e["valueFrom"]["secretKeyRef"]["key"] for e in container["env"]
+                if "secretKeyRef" in e.get("valueFrom", {})
+                and e["valueFrom"]["secretKeyRef"]["name"] == "exportd-zookeeper"}
+
+    (master,) = _kind(docs, "Deployment", "master")
+    (mc,) = master["spec"]["template"]["spec"]["containers"]
+    assert secret_keys(mc) == {"master-password", "server-digest"}
+    assert _setting(mc, "EXPORTD_ZOOKEEPER__USERNAME") == "exportd-master"
+    assert _setting(mc, "EXPORTD_ZOOKEEPER__CA_FILE") == "/etc/exportd-zk-tls/ca.crt"
+    assert "EXPORTD_ZOOKEEPER__CERT_FILE" not in _env(mc)
+    assert _setting(mc, "EXPORTD_EGRESS__FILE_ROOT") == "/exports"
+    assert _setting(mc, "EXPORTD_KAFKA__ALLOW_UNLISTED_CLUSTERS") is True
+    servers = _kind(docs, "Deployment", "server")
+    assert len(servers) == 3
+    for server in servers:
+        spec = server["spec"]["template"]["spec"]
+        (sc,) = spec["containers"]
+        assert secret_keys(sc) == {"server-password", "master-digest"}
+        assert _setting(sc, "EXPORTD_ZOOKEEPER__USERNAME") == "exportd-server"
+        assert _setting(sc, "EXPORTD_EGRESS__HTTP_ALLOW_NETWORKS") == ["10.40.0.0/16"]
+        mounts = {m["name"]: m["mountPath"] for m in sc["volumeMounts"]}
+        assert mounts["zookeeper-tls"] == "/etc/exportd-zk-tls"
+        assert mounts["exports"] == "/exports"
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert volumes["zookeeper-tls"]["secret"]["secretName"] == "zookeeper-ca"
+        assert volumes["exports"]["persistentVolumeClaim"]["claimName"] == "exports"
+    # A client certificate for ZooKeeper only when asked for.
+    docs = _render(chart_dir, "three-groups", "zookeeper.tls.clientCertificate=true")
+    (master,) = _kind(docs, "Deployment", "master")
+    (mc,) = master["spec"]["template"]["spec"]["containers"]
+    assert _setting(mc, "EXPORTD_ZOOKEEPER__KEY_FILE") == "/etc/exportd-zk-tls/tls.key"

@@ -14,15 +14,18 @@ from typing import Any
 
 import pytest
 
+from tasks.cluster import Role
 from tasks.settings import load_settings
 from tools.helmtools import helm_template
 from tools.helmtools.validate import CHART_DIR
+from tools.infra.zkauth import ZkCredentials, secret_data
 
 pytestmark = pytest.mark.timeout(1800)
 
 REQUIRED = CHART_DIR / "values-minimal.yaml"
 
 POD_IP = "10.1.2.3"
+ZK = ZkCredentials(master_password="m4ster'zk", server_password="s3rver:zk")
 SECRETS = {
     ("exportd-s3", "access-key-id"): "AKIAIOSFODNN7EXAMPLE",
     ("exportd-s3", "secret-access-key"): "wJalrXUtnFEMI/K7MDENG/bPxRfiCY+EXAMPLEKEY",
@@ -30,6 +33,7 @@ SECRETS = {
     ("exportd-api-tokens", "admin-token"): "4dm'in-t0ken",
     ("exportd-kafka", "sasl-password"): "k4fka'pa$$word",
     ("partner-kafka", "sasl-password"): "p4rtner",
+    **{("exportd-zookeeper", key): value for key, value in secret_data(ZK).items()},
 }
 KAFKA_CONFIG = {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
                 "sasl.username": "exportd", "sasl.password": "k4fka'pa$$word"}
@@ -86,11 +90,17 @@ def test_master_settings_load(helm: Path, chart_dir: Path, which: str, tmp_path:
     assert [(t.name, t.token) for t in settings.api.admin_tokens] == [
         ("admin", "4dm'in-t0ken")]
     assert settings.tls.cert_file == "/etc/exportd-tls/tls.crt" and not settings.tls.insecure
+    # The masters' own ZooKeeper login and the servers' digest: what the process needs to start.
+    assert settings.zookeeper.acls(Role.MASTER) == ZK.acls
+    assert "server-password" not in str(deployment)   # a master never sees the servers' password
     if which == "default":
         assert settings.zookeeper.cluster == "exportd"
+        assert settings.zookeeper.ca_file == ""
     else:
         assert settings.zookeeper.cluster == "prod"
-        assert settings.zookeeper.hosts.startswith("zk-0.zk-headless:2181,")
+        assert settings.zookeeper.hosts.startswith("zk-0.zk-headless:2281,")
+        assert settings.zookeeper.ca_file == "/etc/exportd-zk-tls/ca.crt"
+        assert settings.egress.http_allow_networks == ["10.40.0.0/16"]
         assert settings.kafka.bootstrap_servers.startswith("kafka-0")
         assert settings.kafka.config == KAFKA_CONFIG
         access = settings.kafka.access()
@@ -114,7 +124,10 @@ def test_server_settings_load(helm: Path, chart_dir: Path, which: str, tmp_path:
         grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         assert settings.session.shutdown_timeout == grace - 15
         assert settings.work_dir == "/var/lib/exportd"
+        assert settings.zookeeper.acls(Role.SERVER) == ZK.acls
+        assert "master-password" not in str(deployment)
         if which == "three-groups":
+            assert settings.egress.s3_endpoints == ["https://minio.storage.svc:9000"]
             assert settings.s3.secret_access_key == SECRETS[("exportd-s3", "secret-access-key")]
             assert settings.s3.region == "eu-west-1"
             assert settings.kafka.config == KAFKA_CONFIG
