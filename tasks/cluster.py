@@ -21,6 +21,7 @@ from kazoo.security import ACL, Id, Permissions, make_digest_acl_credential
 
 from tasks.errors import ConfigError
 from tasks.settings import Duration, SettingsModel
+from tasks.zk_tls import TlsHandler, ZkTls
 
 
 class ZooKeeperSettings(SettingsModel):
@@ -43,10 +44,14 @@ class ZooKeeperSettings(SettingsModel):
     # identities: comma-separated.
     master_digest: str = ""
     server_digest: str = ""
-    # TLS to ZooKeeper's secure client port (kazoo's use_ssl); empty ca_file: plaintext.
+    # TLS to ZooKeeper's secure client port (tasks/zk_tls.py); empty ca_file: plaintext.
+    # ca_file: the CA that signed ZooKeeper's certificate (trusted alone, no system CAs);
+    # cert_file + key_file: this process's client certificate (ZooKeeper's ssl.clientAuth).
+    # check_hostname: the host names in `hosts` must be in ZooKeeper's certificate.
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""
+    check_hostname: bool = True
 
     def paths(self) -> ZkPaths:
         return ZkPaths.for_cluster(self.cluster, self.base_path)
@@ -74,10 +79,25 @@ class ZooKeeperSettings(SettingsModel):
         options: dict[str, Any] = {"hosts": self.hosts, "timeout": self.session_timeout}
         if self.username:
             options["auth_data"] = [("digest", f"{self.username}:{self.password}")]
-        if self.ca_file:
-            options.update(use_ssl=True, ca=self.ca_file, certfile=self.cert_file or None,
-                           keyfile=self.key_file or None)
+        tls = self.tls()
+        if tls is not None:
+            # kazoo's use_ssl on (its reads handle TLS); the handler makes the connection.
+            options.update(use_ssl=True, handler=TlsHandler(tls))
         return options
+
+    def tls(self) -> ZkTls | None:
+        """The TLS files, or None for plaintext; ConfigError for a half-configured block (a
+        certificate without its key, or files without ca_file: never plaintext by mistake)."""
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ConfigError("zookeeper.cert_file and zookeeper.key_file go together "
+                              "(a client certificate and its key)")
+        if not self.ca_file:
+            if self.cert_file:
+                raise ConfigError("zookeeper.cert_file needs zookeeper.ca_file (TLS to "
+                                  "ZooKeeper's secure port, docs/SECURITY.md \"ZooKeeper\")")
+            return None
+        return ZkTls(ca_file=self.ca_file, cert_file=self.cert_file, key_file=self.key_file,
+                     check_hostname=self.check_hostname)
 
 
 def _ids(*lists: str) -> str:

@@ -16,6 +16,7 @@ from tasks.cluster import (
     node_of,
 )
 from tasks.errors import ConfigError
+from tasks.zk_tls import ZkTls
 
 PATHS = ZkPaths.for_cluster("c")
 ACLS = ZkAcls(master="m:hash", server="s:hash")
@@ -83,7 +84,21 @@ def test_credentials_are_required_and_the_own_digest_is_computed() -> None:
     assert server.client_options()["auth_data"] == [("digest", "s:pw")]
     assert "use_ssl" not in server.client_options()
     tls = ZooKeeperSettings(ca_file="/ca.pem").client_options()
-    assert tls["use_ssl"] and tls["ca"] == "/ca.pem"
+    assert tls["use_ssl"] and tls["handler"].tls == ZkTls(ca_file="/ca.pem")
+
+
+def test_zookeeper_tls_is_all_or_nothing() -> None:
+    # The handler trusts ca_file alone and checks the host name unless told not to.
+    both = ZooKeeperSettings(ca_file="/ca", cert_file="/c", key_file="/k", check_hostname=False)
+    assert both.tls() == ZkTls("/ca", "/c", "/k", check_hostname=False)
+    assert ZooKeeperSettings().tls() is None
+    # Never plaintext by mistake: client files without a CA, or a certificate without its key.
+    with pytest.raises(ConfigError, match=r"zookeeper\.cert_file needs zookeeper\.ca_file"):
+        ZooKeeperSettings(cert_file="/c", key_file="/k").client_options()
+    for half in (ZooKeeperSettings(ca_file="/ca", cert_file="/c"),
+                 ZooKeeperSettings(ca_file="/ca", key_file="/k")):
+        with pytest.raises(ConfigError, match=r"go together"):
+            half.client_options()
 
 
 def test_a_rotation_names_old_and_new_identities() -> None:
