@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import urllib.request
+from collections.abc import Callable
+from pathlib import Path
 
 from tools.infra.ports import port_open
 
 
-def zookeeper_ready(endpoint: str) -> bool:
+def zookeeper_ready(endpoint: str, tls: ssl.SSLContext | None = None) -> bool:
+    """`ruok` answered; with `tls`, on the secure client port (four-letter words work there)."""
     host, port = endpoint.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=1.0) as sock:
+    with socket.create_connection((host, int(port)), timeout=1.0) as raw:
+        sock = tls.wrap_socket(raw, server_hostname=host) if tls is not None else raw
         sock.sendall(b"ruok")
         return sock.recv(16) == b"imok"
+
+
+def zookeeper_tls_context(ca_file: Path, cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """A probe's context for a TLS-only ZooKeeper: the CA alone, and a client certificate."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
+    context.load_cert_chain(str(cert_file), str(key_file))
+    return context
 
 
 def kafka_ready(bootstrap: str) -> bool:
@@ -31,7 +43,8 @@ def s3_ready(endpoint: str) -> bool:
         return int(resp.status) == 200
 
 
-CHECKS = {"zookeeper": zookeeper_ready, "kafka": kafka_ready, "s3": s3_ready}
+CHECKS: dict[str, Callable[[str], bool]] = {
+    "zookeeper": zookeeper_ready, "kafka": kafka_ready, "s3": s3_ready}
 
 
 def healthy(name: str, endpoint: str) -> bool:

@@ -5,16 +5,19 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
+import functools
+import os
 import shutil
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 from tools.infra.errors import InfraError
-from tools.infra.health import kafka_ready, s3_ready, zookeeper_ready
+from tools.infra.health import kafka_ready, s3_ready, zookeeper_ready, zookeeper_tls_context
 from tools.infra.jars import classpath, require_java
 from tools.infra.ports import free_port
 from tools.infra.process import ManagedProcess
@@ -30,19 +33,60 @@ def _jvm(heap_mb: int, *, quick_start: bool = False) -> list[str]:
     return [*flags, "-XX:TieredStopAtLevel=1"] if quick_start else flags
 
 
-def start_zookeeper(workdir: Path, *, tied_to_parent: bool = True) -> tuple[ManagedProcess, str]:
+@dataclass(frozen=True)
+class ZooKeeperTls:
+    """A TLS-only ZooKeeper: its certificate and key, and the CA that signed it and must sign
+    every client's certificate (PEM files; the key PKCS#8, as tools/pki.py writes it)."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    # ZooKeeper's ssl.clientAuth: "need" (a client certificate from the CA, or no connection),
+    # "want" (checked when presented) or "none".
+    client_auth: str = "need"
+
+
+def _zookeeper_tls_config(workdir: Path, tls: ZooKeeperTls, port: int) -> list[str]:
+    """zoo.cfg lines of a secure client port and no plaintext one. ZooKeeper (3.6+) reads PEM
+    key and trust stores; its key store is one file, the key followed by the certificate."""
+    keystore = workdir / "zookeeper-keystore.pem"
+    fd = os.open(keystore, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(tls.key_file.read_bytes() + tls.cert_file.read_bytes())
+    return [
+        f"secureClientPort={port}",
+        "secureClientPortAddress=127.0.0.1",
+        "serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory",
+        f"ssl.keyStore.location={keystore}",
+        "ssl.keyStore.type=PEM",
+        f"ssl.trustStore.location={tls.ca_file}",
+        "ssl.trustStore.type=PEM",
+        f"ssl.clientAuth={tls.client_auth}",
+        # Clients' certificates name who they are, not the address they connect from.
+        "ssl.clientHostnameVerification=false",
+        # A verified client certificate also gives the session an x509 identity; exportd's
+        # ACLs name digest identities only, so it opens nothing by itself.
+        "authProvider.x509=org.apache.zookeeper.server.auth.X509AuthenticationProvider",
+    ]
+
+
+def start_zookeeper(workdir: Path, *, tied_to_parent: bool = True,
+                    tls: ZooKeeperTls | None = None) -> tuple[ManagedProcess, str]:
+    """ZooKeeper on a free loopback port: plaintext, or with `tls` a secure client port only
+    (Netty; the returned endpoint is the secure port)."""
     port = free_port()
     data = workdir / "zookeeper"
     data.mkdir(parents=True, exist_ok=True)
     cfg = workdir / "zoo.cfg"
+    listen = (_zookeeper_tls_config(workdir, tls, port) if tls is not None
+              else [f"clientPort={port}", "clientPortAddress=127.0.0.1"])
     # tickTime 500 ms lets clients ask for session timeouts down to 1 s (2 ticks): failover tests.
     cfg.write_text(
         "\n".join(
             [
                 "tickTime=500",
                 f"dataDir={data}",
-                f"clientPort={port}",
-                "clientPortAddress=127.0.0.1",
+                *listen,
                 "maxClientCnxns=0",
                 "admin.enableServer=false",
                 "4lw.commands.whitelist=ruok,srvr,mntr",
@@ -55,7 +99,10 @@ def start_zookeeper(workdir: Path, *, tied_to_parent: bool = True) -> tuple[Mana
     proc = ManagedProcess("zookeeper", argv, workdir / "logs" / "zookeeper.log",
                           tied_to_parent=tied_to_parent)
     endpoint = f"127.0.0.1:{port}"
-    proc.wait_until(lambda: zookeeper_ready(endpoint), READY_TIMEOUT, "answering ruok")
+    # Over TLS the probe presents ZooKeeper's own certificate (it is from the CA too).
+    context = (zookeeper_tls_context(tls.ca_file, tls.cert_file, tls.key_file)
+               if tls is not None else None)
+    proc.wait_until(lambda: zookeeper_ready(endpoint, context), READY_TIMEOUT, "answering ruok")
     return proc, endpoint
 
 
@@ -208,12 +255,16 @@ def start_infra(
     *,
     workdir: Path | None = None,
     tied_to_parent: bool = True,
+    zookeeper_tls: ZooKeeperTls | None = None,
 ) -> Infra:
-    """Start the named servers; on any failure, stop what already started and raise."""
+    """Start the named servers; on any failure, stop what already started and raise.
+    `zookeeper_tls`: ZooKeeper on a secure client port only (`Infra.zookeeper` is that port)."""
     infra = Infra(workdir=workdir or Path(tempfile.mkdtemp(prefix="exportd-infra-")))
     if tied_to_parent:  # detached servers (`python -m tools.infra up`) outlive this process
         atexit.register(infra.stop)
-    starters = {"zookeeper": start_zookeeper, "kafka": start_kafka, "s3": start_s3}
+    starters: dict[str, Callable[..., tuple[ManagedProcess, str]]] = {
+        "zookeeper": functools.partial(start_zookeeper, tls=zookeeper_tls),
+        "kafka": start_kafka, "s3": start_s3}
     try:
         for name in components:
             proc, endpoint = starters[name](infra.workdir, tied_to_parent=tied_to_parent)
