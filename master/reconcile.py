@@ -410,7 +410,7 @@ class Leadership:
         for group, n in alive.items():
             metrics.SERVERS_ALIVE.labels(group=group).set(n)
         states: dict[str, int] = dict.fromkeys(
-            ("pending", "assigned", "running", "draining", "stopped", "failed"), 0)
+            ("pending", "assigned", "running", "stalled", "draining", "stopped", "failed"), 0)
         pending: dict[str, int] = {}
         for rec in state.tasks.values():
             s = rec.state

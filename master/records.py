@@ -41,6 +41,14 @@ class TaskRecord:
     consumer_lag: int = -1
     committed_offset: int = -1
     last_error: str = ""
+    # Progress as the server measured it (tasks/stats.py): -1 unknown.
+    last_commit_age_s: float = -1.0
+    freshness_s: float = 0.0
+    stalled: str = ""               # why the task is stalled; "" when it is not
+    records_total: int = 0
+    bytes_total: int = 0
+    exported_total: int = 0
+    dead_letters_total: int = 0
     # EWMA of measured load (cpu seconds/s, bytes/s); None until the first report.
     load_cpu: float | None = None
     load_net: float | None = None
@@ -51,17 +59,26 @@ class TaskRecord:
         return StoredAssignment(self.server, self.generation, self.draining_on)
 
     @property
+    def live(self) -> bool:
+        """Its reported rates are current: it runs (or drains) where it is desired."""
+        return self.state in {"running", "stalled", "draining"}
+
+    @property
     def holder(self) -> str | None:
         """The server the task may be running on right now (desired there, or draining there)."""
         return self.server if self.server is not None else self.draining_on
 
     @property
     def state(self) -> str:
-        """pending / assigned / running / draining / stopped / failed, for people."""
+        """pending / assigned / running / stalled / draining / stopped / failed, for people.
+        `stalled`: running, but its server says it has not committed for longer than its rotation
+        allows while it has work, or its source cannot reach the broker (`stalled` says why)."""
         if self.draining_on is not None:
             return "draining"
         if self.server is None:
             return "pending" if self.pending_reason else "stopped"
+        if self.reported_state == "running" and self.stalled:
+            return "stalled"
         if self.reported_state in {"running", "failed", "starting"}:
             return "running" if self.reported_state == "starting" else self.reported_state
         return "assigned"

@@ -145,6 +145,13 @@ class LiveState:
             rec.consumer_lag = status.consumer_lag
             rec.committed_offset = status.committed_offset
             rec.last_error = status.last_error
+            rec.last_commit_age_s = status.last_commit_age_s
+            rec.freshness_s = status.freshness_s
+            rec.stalled = status.stalled
+            rec.records_total = status.records_total
+            rec.bytes_total = status.bytes_total
+            rec.exported_total = status.exported_total
+            rec.dead_letters_total = status.dead_letters_total
             if state in {"running", "starting"}:
                 rec.load_cpu = decisions.ewma(rec.load_cpu, status.cpu_seconds_per_s, self.alpha)
                 rec.load_net = decisions.ewma(rec.load_net, status.bytes_per_s, self.alpha)

@@ -28,13 +28,19 @@ def task_view(state: LiveState, rec: TaskRecord, *, history: bool = False) -> Ta
         hint = state.hints().get(rec.job)
         if hint is not None:
             cpu, net = hint.cpu, hint.net
+    live = rec.live   # a stopped (e.g. paused) task moves nothing: no last rate, no ages
     return TaskView(
         id=rec.id, job=rec.job, group=rec.group, topic=rec.topic, partition=rec.partition,
         server=rec.holder, generation=rec.generation, state=rec.state,
         pending_reason=rec.pending_reason, cpu=cpu, net=net, measured=measured,
-        records_per_s=rec.records_per_s, consumer_lag=rec.consumer_lag,
+        records_per_s=rec.records_per_s if live else 0.0, consumer_lag=rec.consumer_lag,
         committed_offset=rec.committed_offset, last_error=rec.last_error,
-        since_unix=rec.since_unix, history=state.history.of(rec.id) if history else ())
+        since_unix=rec.since_unix, history=state.history.of(rec.id) if history else (),
+        stalled_reason=rec.stalled if rec.state == "stalled" else "",
+        last_commit_age_s=rec.last_commit_age_s if live else -1.0,
+        freshness_s=rec.freshness_s if live else 0.0, records_total=rec.records_total,
+        bytes_total=rec.bytes_total, exported_total=rec.exported_total,
+        dead_letters_total=rec.dead_letters_total)
 
 
 def _ratio(used: float, capacity: float) -> float:

@@ -19,6 +19,16 @@ TASK_BYTES_PER_SECOND = Gauge("exportd_task_bytes_per_second", "Bytes per second
                               ["export_job", "task"], registry=REGISTRY)
 TASK_LAG = Gauge("exportd_task_consumer_lag", "Records behind the partition's end",
                  ["export_job", "task"], registry=REGISTRY)
+TASK_STALLED = Gauge("exportd_task_stalled",
+                     "1 while the task runs but has not committed for longer than its rotation "
+                     "allows while it has work (or cannot reach its broker)",
+                     ["export_job", "task"], registry=REGISTRY)
+TASK_FRESHNESS = Gauge("exportd_task_freshness_seconds",
+                       "Age of the oldest record the task read and has not committed yet",
+                       ["export_job", "task"], registry=REGISTRY)
+TASK_COMMIT_AGE = Gauge("exportd_task_last_commit_age_seconds",
+                        "Seconds since the task last committed an offset (or started)",
+                        ["export_job", "task"], registry=REGISTRY)
 TASK_ERRORS = Counter("exportd_task_errors_total", "Sink or source errors", ["export_job", "task"],
                       registry=REGISTRY)
 TASK_DEAD_LETTERS = Counter("exportd_task_dead_letters_total", "Records sent to dead-letter",

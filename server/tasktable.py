@@ -48,9 +48,9 @@ class TaskEntry:
         if self.error and not stats.last_error:
             stats = dataclasses.replace(stats, last_error=self.error)
         if self.stopped:
-            return dataclasses.replace(stats, state=TaskState.STOPPED)
+            return _idle(dataclasses.replace(stats, state=TaskState.STOPPED))
         if self.error:
-            return dataclasses.replace(stats, state=TaskState.FAILED)
+            return _idle(dataclasses.replace(stats, state=TaskState.FAILED))
         return stats
 
     def running_view(self, state: TaskState, now: float) -> Running:
@@ -59,6 +59,12 @@ class TaskEntry:
         return Running(self.task_id, self.generation, state, busy=self.pending > 0,
                        failed_at=self.failed_at, final_acked=self.final_acked,
                        incarnation=self.incarnation)
+
+
+def _idle(stats: TaskStats) -> TaskStats:
+    """A task that does not run moves nothing: no rates (not its last ones), not stalled."""
+    return dataclasses.replace(stats, records_per_s=0.0, bytes_per_s=0.0, cpu_seconds_per_s=0.0,
+                               stalled="", freshness_s=0.0)
 
 
 def report_tasks(entries: dict[str, TaskEntry]) -> list[tuple[TaskEntry, pb.TaskStatus]]:
@@ -82,6 +88,13 @@ def _task_metrics(entry: TaskEntry, stats: TaskStats) -> None:
     metrics.TASK_BYTES_PER_SECOND.labels(*labels).set(stats.bytes_per_s)
     if stats.consumer_lag >= 0:
         metrics.TASK_LAG.labels(*labels).set(stats.consumer_lag)
+    else:   # unknown (the broker is unreachable): no stale value
+        with contextlib.suppress(KeyError):
+            metrics.TASK_LAG.remove(*labels)
+    metrics.TASK_STALLED.labels(*labels).set(1 if stats.stalled else 0)
+    metrics.TASK_FRESHNESS.labels(*labels).set(stats.freshness_s)
+    if stats.last_commit_age_s >= 0:
+        metrics.TASK_COMMIT_AGE.labels(*labels).set(stats.last_commit_age_s)
     # Counters from running totals: a fresh runner starts at 0 again, so only growth counts.
     if stats.records_total > entry.records_seen:
         metrics.TASK_RECORDS.labels(*labels).inc(stats.records_total - entry.records_seen)
@@ -98,6 +111,7 @@ def _task_metrics(entry: TaskEntry, stats: TaskStats) -> None:
 def forget_task_metrics(entry: TaskEntry) -> None:
     for family in (metrics.TASK_RECORDS_PER_SECOND, metrics.TASK_BYTES_PER_SECOND,
                    metrics.TASK_LAG, metrics.TASK_RECORDS, metrics.TASK_DEAD_LETTERS,
-                   metrics.TASK_ERRORS):
+                   metrics.TASK_ERRORS, metrics.TASK_STALLED, metrics.TASK_FRESHNESS,
+                   metrics.TASK_COMMIT_AGE):
         with contextlib.suppress(KeyError):
             family.remove(entry.job_id, entry.task_id)

@@ -32,6 +32,11 @@ def task_status(task_id: str, generation: int, stats: TaskStats) -> pb.TaskStatu
         last_error=stats.last_error,
         records_total=max(stats.records_total, 0),
         dead_letters_total=max(stats.dead_letters_total, 0),
+        last_commit_age_s=stats.last_commit_age_s,
+        freshness_s=stats.freshness_s,
+        stalled=stats.stalled,
+        bytes_total=max(stats.bytes_total, 0),
+        exported_total=max(stats.exported_total, 0),
     )
 
 

@@ -90,7 +90,7 @@ class PipelineRunner:
         self.transform_window = transform_window
         self.drain_timeout, self.backoff_base, self.backoff_cap = (drain_timeout, backoff_base,
                                                                    backoff_cap)
-        self.meter = TaskMeter()
+        self.meter = TaskMeter(rotation_s=limits.max_seconds)
         self._state = TaskState.STOPPED
         self.queue_batches = queue_batches
         self._new_queues()
@@ -140,7 +140,7 @@ class PipelineRunner:
             self._fail(exc)
             await self._close()
             raise
-        self.meter.committed_offset = start  # where a restart would resume
+        self.meter.committed(start)  # where a restart would resume
         # Another owner resolving `latest` (or a timestamp) later would start elsewhere and cut
         # other chunks: such a start is committed before the first write (_deliver).
         self._start_to_commit = start if self.source.resolved else None
@@ -179,7 +179,7 @@ class PipelineRunner:
             await asyncio.wrap_future(self._push_thread.submit(self._batcher.current.release))
         self._new_queues()
         await self._in_source_thread(self.source.seek, offset)
-        self.meter.committed_offset = offset
+        self.meter.committed(offset, restart=True)
         self._start_stages(offset)
 
     async def stop(self, *, drain: bool = True) -> None:
@@ -242,7 +242,8 @@ class PipelineRunner:
     async def _pull(self) -> None:
         while not self._stopping.is_set():
             polled = await self._in_source_thread(self.source.poll)
-            self.meter.lag = polled.lag
+            self.meter.read(polled.next_offset, polled.high, bool(polled.rows),
+                            polled.unreachable)
             self.meter.cpu_total += polled.cpu_seconds
             if polled.errors:
                 self.meter.last_error = polled.errors[-1]
@@ -401,7 +402,7 @@ class PipelineRunner:
             chunk.release()
         if not self.sink.commits_offsets:
             await self._retry("commit", lambda: self._commit(end))
-        self.meter.committed_offset = end
+        self.meter.committed(end)
         if end != chunk.end_offset:
             raise _Resync(end)
 

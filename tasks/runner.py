@@ -44,6 +44,9 @@ class TaskStats:
     dead_letters_total: int = 0
     bytes_total: int = 0        # consumed value bytes
     exported_total: int = 0     # records the sink acknowledged
+    last_commit_age_s: float = -1.0   # since the last commit (or the start); -1 unknown
+    freshness_s: float = 0.0    # age of the oldest record read but not yet committed
+    stalled: str = ""           # why the task is stalled (tasks/stats.py); "" when it is not
 
 
 class TaskRunner(Protocol):

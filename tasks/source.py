@@ -40,6 +40,12 @@ POLL_IDLE = 0.2
 # The high watermark (for the lag) is read from librdkafka at most this often: the call takes a
 # lock the fetching threads hold, and per batch it cost ~9 % of a passthrough task's CPU.
 LAG_REFRESH_S = 0.5
+# librdkafka reports these through error_cb when it loses the broker; the source then asks the
+# broker for the partition's end directly (at most every LAG_REFRESH_S, waiting up to this long)
+# until it answers or records arrive again.
+_UNREACHABLE = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT,
+                          KafkaError._RESOLVE, KafkaError._TIMED_OUT})
+PROBE_TIMEOUT = 1.0
 
 
 @dataclass(slots=True)
@@ -49,6 +55,8 @@ class Polled:
     lag: int                  # high watermark - position, -1 when unknown
     errors: list[str] = field(default_factory=list)
     cpu_seconds: float = 0.0  # thread CPU time of the call
+    high: int = -1            # the partition's end as the broker last reported it
+    unreachable: str = ""     # "broker unreachable since …" while the broker cannot be reached
 
 
 def columns(messages: list[Message]) -> Rows:
@@ -114,7 +122,9 @@ class KafkaSource:
             "isolation.level": "read_committed",
         }
         config.update(extra or {})
-        self._consumer = Consumer(config)
+        self._consumer = Consumer({**config, "error_cb": self._on_error})
+        self._down_since: float | None = None   # wall clock of the first unanswered failure
+        self._down_error = ""
         self.position = -1
         self.resolved = False   # the start offset was not a committed one (see _open)
         self._timeout = POLL_IDLE
@@ -135,6 +145,20 @@ class KafkaSource:
         if self._group_metadata is None:
             raise Unavailable(f"source of {self.topic}[{self.partition}] is not open")
         return self._group_metadata
+
+    def _on_error(self, error: KafkaError) -> None:
+        """librdkafka's error callback (runs inside consume, in the source's thread)."""
+        if error.code() in _UNREACHABLE:
+            if self._down_since is None:
+                self._down_since = time.time()
+            self._down_error = error.str()
+
+    @property
+    def unreachable(self) -> str:
+        if self._down_since is None:
+            return ""
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._down_since))
+        return f"broker unreachable since {since} ({self._down_error})"
 
     def _tp(self, offset: int = -1001) -> TopicPartition:
         return TopicPartition(self.topic, self.partition, offset)
@@ -194,13 +218,29 @@ class KafkaSource:
         if rows.offsets:
             self.position = rows.offsets[-1] + 1
         self._timeout = next_poll_timeout(self._timeout, bool(messages))
+        if messages:
+            self._down_since = None   # the broker answers again
         now = time.monotonic()
         if now - self._high_at >= LAG_REFRESH_S:
-            _low, self._high = self._consumer.get_watermark_offsets(self._tp(), cached=True)
+            self._refresh_high()
             self._high_at = now
         high = max(self._high, self.position)  # never a negative lag from a stale watermark
         lag = high - self.position if self._high >= 0 else -1
-        return Polled(rows, self.position, lag, errors, time.thread_time() - cpu0)
+        return Polled(rows, self.position, lag, errors, time.thread_time() - cpu0,
+                      high=self._high, unreachable=self.unreachable)
+
+    def _refresh_high(self) -> None:
+        """The partition's end: librdkafka's cached value while the broker answers fetches; while
+        it seems unreachable, asked of the broker (an answer ends the outage)."""
+        if self._down_since is None:
+            _low, self._high = self._consumer.get_watermark_offsets(self._tp(), cached=True)
+            return
+        try:
+            _low, high = self._consumer.get_watermark_offsets(self._tp(), timeout=PROBE_TIMEOUT)
+        except KafkaException as exc:
+            self._down_error = str(exc.args[0].str() if exc.args else exc)
+            return
+        self._high, self._down_since = high, None
 
     def commit(self, offset: int) -> None:
         """Synchronous commit of the next offset to read; raises Unavailable on failure."""

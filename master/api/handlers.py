@@ -30,7 +30,7 @@ from tasks.spec import parse_job_spec
 CONTROL = web.AppKey("control", ControlPlane)
 SETTINGS = web.AppKey("settings", ApiSettings)
 
-TASK_STATES = ("pending", "assigned", "running", "draining", "stopped", "failed")
+TASK_STATES = ("pending", "assigned", "running", "stalled", "draining", "stopped", "failed")
 TASK_FILTERS = tuple(f.name for f in dataclasses.fields(TaskFilter))
 
 

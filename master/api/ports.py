@@ -36,7 +36,7 @@ class TaskView:
     partition: int
     server: str | None
     generation: int
-    state: str                    # pending / assigned / running / draining / stopped / failed
+    state: str                    # pending/assigned/running/stalled/draining/stopped/failed
     pending_reason: str = ""
     cpu: float = 0.0              # measured or estimated load
     net: float = 0.0
@@ -47,6 +47,14 @@ class TaskView:
     last_error: str = ""
     since_unix: float | None = None   # on its current server since
     history: tuple[TaskEvent, ...] = ()  # filled by get_task only
+    # Progress (master/views.py): lag is the high watermark - committed_offset.
+    stalled_reason: str = ""      # why state is `stalled`
+    last_commit_age_s: float = -1.0   # -1 unknown
+    freshness_s: float = 0.0      # age of the oldest record read but not committed
+    records_total: int = 0        # as its current runner counted them
+    bytes_total: int = 0
+    exported_total: int = 0
+    dead_letters_total: int = 0
 
 
 @dataclass(frozen=True, slots=True)

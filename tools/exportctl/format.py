@@ -97,13 +97,34 @@ def servers_table(servers: Sequence[Json], now: float) -> str:
     return table(("SERVER", "GROUP", "STATE", "CPU", "NET", "TASKS", "REPORT"), rows)
 
 
+def span(seconds: float | None) -> str:
+    """A duration, short: `-` when unknown (negative), else `45s`, `12m`, `3h`, `2d`."""
+    if seconds is None or seconds < 0:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
 def tasks_table(tasks: Sequence[Json]) -> str:
+    """One row per task; COMMIT is the age of its last commit (`explain` adds the age of the
+    oldest record read and not committed). Stalled tasks get their reason below the table."""
     if not tasks:
         return "no tasks"
     rows = [(t["id"], t["group"], t.get("server") or "-", t["state"], t.get("generation", 0),
              f"{t.get('records_per_s', 0.0):.0f}",
-             "-" if t.get("consumer_lag", -1) < 0 else t["consumer_lag"]) for t in tasks]
-    return table(("TASK", "GROUP", "SERVER", "STATE", "GEN", "REC/S", "LAG"), rows)
+             "-" if t.get("consumer_lag", -1) < 0 else t["consumer_lag"],
+             span(t.get("last_commit_age_s", -1.0))) for t in tasks]
+    out = table(("TASK", "GROUP", "SERVER", "STATE", "GEN", "REC/S", "LAG", "COMMIT"), rows)
+    stalled = [t for t in tasks if t.get("state") == "stalled"]
+    if stalled:
+        out += f"\n\nstalled ({len(stalled)}):"
+        for t in stalled:
+            out += "\n" + "\n".join(textwrap.wrap(
+                f"{t['id']}: {t.get('stalled_reason') or 'no reason given'}", WIDTH,
+                initial_indent="  ", subsequent_indent="      "))
+    return out
 
 
 def jobs_table(jobs: Sequence[Json]) -> str:
@@ -199,6 +220,15 @@ def explain_task(task: Json, now: float) -> str:
     lines.append(f"  load {task.get('cpu', 0.0):.2f} cpu, {rate(task.get('net', 0.0))} "
                  f"({kind}); {task.get('records_per_s', 0.0):.0f} records/s, lag "
                  f"{'-' if task.get('consumer_lag', -1) < 0 else task['consumer_lag']}")
+    lines.append(f"  committed offset {task.get('committed_offset', -1)}, last commit "
+                 f"{span(task.get('last_commit_age_s', -1.0))} ago, oldest uncommitted record "
+                 f"{span(task.get('freshness_s') or None)}")
+    lines.append(f"  totals: {task.get('records_total', 0)} read, "
+                 f"{task.get('exported_total', 0)} exported, "
+                 f"{task.get('dead_letters_total', 0)} dead letters")
+    if task.get("state") == "stalled":
+        lines.extend(textwrap.wrap(f"stalled: {task.get('stalled_reason') or 'no reason given'}",
+                                   WIDTH, initial_indent="  ", subsequent_indent="    "))
     if task.get("last_error"):
         lines.append(f"  last error: {task['last_error']}")
     history = task.get("history") or []
