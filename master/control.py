@@ -194,8 +194,10 @@ class MasterControl:
         return views.get_server(self._source()[0], server_id)
 
     async def set_cordon(self, server_id: str, cordoned: bool) -> ServerView:
+        """`uncordon` is the one way back to work: it clears the cordon AND a drain (a drain
+        also ends by itself when the drained process is replaced; docs/OPERATIONS.md)."""
         lead = self._writer()
-        await lead.set_admin(server_id, cordoned=cordoned)
+        await lead.set_admin(server_id, cordoned=cordoned, draining=None if cordoned else False)
         return views.get_server(lead.live(), server_id)
 
     async def drain(self, server_id: str) -> DrainProgress:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from master.api.ports import TaskEvent
 from master.records import ServerRecord, TaskRecord
+from master.store import AdminFlags
 from scheduler.model import (
     ClusterView,
     Config,
@@ -74,6 +75,24 @@ def expire_leases(servers: Iterable[ServerRecord], now: float, lease_ttl: float)
             srv.dead = True
             died.append(srv.id)
     return died
+
+
+def drain_over(flags: AdminFlags, owner: int | None) -> bool:
+    """Does a drain end because the drained process is gone and another one registered?
+
+    A drain is of one server process, named by the ZooKeeper session that owned its
+    registration when the drain began (`drain_session`). A registration owned by another
+    session is a new process (a restart, a rolling upgrade): it takes work again, unless it is
+    cordoned, which is the operator's way to keep a server out across restarts. While nothing
+    is registered (`owner` None) the drain stands; an unknown session (0) never ends by itself
+    (`uncordon` ends it)."""
+    return (flags.draining and flags.drain_session != 0 and owner is not None
+            and owner != flags.drain_session)
+
+
+def drain_ended(flags: AdminFlags) -> AdminFlags:
+    """The flags once a drain is over (by `uncordon` or `drain_over`): the cordon stays."""
+    return AdminFlags(cordoned=flags.cordoned)
 
 
 def released_by_report(task: TaskRecord, reported_state: str | None) -> bool:

@@ -115,6 +115,7 @@ class Leadership:
                  seconds=round(time.monotonic() - started, 3))
         self._watch_servers()
         self.ready.set()
+        await self._end_drains_logged()
         helpers = [asyncio.create_task(self._partition_checks(), name="partition-checks"),
                    asyncio.create_task(self._sync_servers(), name="server-sync")]
         try:
@@ -283,6 +284,13 @@ class Leadership:
                     changed = True
             if changed:
                 self.kick()
+                await self._end_drains_logged()
+
+    async def _end_drains_logged(self) -> None:
+        try:
+            await self.end_finished_drains()
+        except ExportdError as exc:
+            log.warning("drain_end_failed", error=exc.message, epoch=self.term.epoch)
 
     async def known_server(self, server_id: str) -> bool:
         """Registered? (Asks ZooKeeper when the watch has not told us yet.)"""
@@ -379,22 +387,54 @@ class Leadership:
 
     async def set_admin(self, server_id: str, *, cordoned: bool | None = None,
                         draining: bool | None = None) -> AdminFlags:
+        """Cordon, uncordon, start or end a drain. A drain remembers which process it is of
+        (the registration's ZooKeeper session; `decisions.drain_over`)."""
         async with self._write_lock:
             state = self.live()
             srv = state.servers.get(server_id)
             if srv is None:
                 raise NotFound(f"no server {server_id}", server=server_id)
             old = srv.admin
-            flags = AdminFlags(
-                old.cordoned if cordoned is None else cordoned,
-                old.draining if draining is None else draining,
-                len(state.held_by(server_id)) if draining and not old.draining
-                else old.drain_started_tasks)
-            ops = await asyncio.to_thread(self.store.admin_ops, server_id, flags)
-            await self._commit(ops)
-            state.set_admin(server_id, flags, time.monotonic())
+            if draining and not old.draining:
+                owner = await asyncio.to_thread(self.store.registration_owner, server_id)
+                flags = AdminFlags(old.cordoned if cordoned is None else cordoned, True,
+                                   len(state.held_by(server_id)), owner or 0)
+            elif draining is False:
+                flags = decisions.drain_ended(old)
+                flags = AdminFlags(flags.cordoned if cordoned is None else cordoned)
+            else:
+                flags = AdminFlags(old.cordoned if cordoned is None else cordoned,
+                                   old.draining, old.drain_started_tasks, old.drain_session)
+            await self._write_admin(state, server_id, flags)
         self.kick()
         return flags
+
+    async def _write_admin(self, state: LiveState, server_id: str, flags: AdminFlags) -> None:
+        """Persist a server's flags, then adopt them (caller holds the write lock)."""
+        ops = await asyncio.to_thread(self.store.admin_ops, server_id, flags)
+        await self._commit(ops)
+        state.set_admin(server_id, flags, time.monotonic())
+
+    async def end_finished_drains(self) -> None:
+        """Drains whose process is gone and another registered instead end here (a restart
+        after `drain`, e.g. a rolling upgrade, needs no manual step): at takeover and after
+        every change of the registrations, so a leave and a join seen together still count."""
+        state = self.state
+        if state is None:
+            return
+        ids = sorted(sid for sid, srv in state.servers.items() if srv.admin.draining)
+        for sid in ids:
+            owner = await asyncio.to_thread(self.store.registration_owner, sid)
+            async with self._write_lock:
+                if self.state is not state or not self.term.active:
+                    return
+                flags = state.servers[sid].admin
+                if not decisions.drain_over(flags, owner):
+                    continue
+                await self._write_admin(state, sid, decisions.drain_ended(flags))
+            log.info("drain_ended", server=sid, reason="another process registered",
+                     cordoned=flags.cordoned, epoch=self.term.epoch)
+            self.kick()
 
     # -- metrics ---------------------------------------------------------------------------
 

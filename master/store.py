@@ -8,7 +8,9 @@ Layout (under `ZkPaths.root`):
   `{task_id: [server|null, generation, draining_on|null]}` for the tasks whose crc32(id) falls
   in that shard. The shard count is fixed when the first leader creates the nodes (later
   leaders use what exists), so 100k tasks take 64 nodes of ~20 KB.
-- `admin/servers/<id>`: JSON `{"cordoned": b, "draining": b, "drain_started_tasks": n}`.
+- `admin/servers/<id>`: JSON `{"cordoned": b, "draining": b, "drain_started_tasks": n,
+  "drain_session": s}`; `drain_session` is the ZooKeeper session that owned the server's
+  registration when the drain began (0: unknown), so a drain ends once another process registers.
 - `servers/<id>`: ephemeral `ServerRegistration`, written by servers; only read here.
 
 Reads are plain blocking kazoo calls (run them in a thread); writes are returned as ops for the
@@ -66,6 +68,9 @@ class AdminFlags:
     cordoned: bool = False
     draining: bool = False
     drain_started_tasks: int = 0
+    # The session id owning `servers/<id>` when the drain began: the drain is of that process
+    # (decisions.drain_over). 0: not known (the server was not registered, or an older master).
+    drain_session: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,13 +113,14 @@ def decode_shard(raw: bytes) -> dict[str, StoredAssignment]:
 
 def encode_admin(flags: AdminFlags) -> bytes:
     return json.dumps({"cordoned": flags.cordoned, "draining": flags.draining,
-                       "drain_started_tasks": flags.drain_started_tasks}).encode()
+                       "drain_started_tasks": flags.drain_started_tasks,
+                       "drain_session": flags.drain_session}).encode()
 
 
 def decode_admin(raw: bytes) -> AdminFlags:
     body = json.loads(raw or b"{}")
     return AdminFlags(bool(body.get("cordoned")), bool(body.get("draining")),
-                      int(body.get("drain_started_tasks", 0)))
+                      int(body.get("drain_started_tasks", 0)), int(body.get("drain_session", 0)))
 
 
 def split_shards(assignments: Mapping[str, StoredAssignment],
@@ -206,6 +212,12 @@ class Store:
 
     def load_server(self, server_id: str) -> ServerRegistration | None:
         return self._load(self.paths.server(server_id), ServerRegistration.from_bytes, "server")
+
+    def registration_owner(self, server_id: str) -> int | None:
+        """The ZooKeeper session that owns `servers/<id>` (one per server process), or None
+        when the server is not registered."""
+        stat = self.client.exists(self.paths.server(server_id))
+        return int(stat.ephemeralOwner) if stat is not None else None
 
     def load_servers_named(self, names: list[str]) -> list[ServerRegistration | None]:
         return [self.load_server(n) for n in names]

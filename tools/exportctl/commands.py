@@ -37,7 +37,8 @@ def _show(args: argparse.Namespace, answer: Any, render: Callable[[Any], str]) -
 
 def servers(client: Client, args: argparse.Namespace, out: TextIO) -> str:
     answer = client.request("GET", f"{API}/servers")
-    return _show(args, answer, lambda a: fmt.servers_table(a, time.time()))
+    return _show(args, answer, lambda a: fmt.servers_table(a, time.time(),
+                                                           show_all=args.all))
 
 
 def tasks(client: Client, args: argparse.Namespace, out: TextIO) -> str:
@@ -103,7 +104,8 @@ jobs_pause = _post_action("jobs", "id", "pause", "job {name} paused (state {stat
 jobs_resume = _post_action("jobs", "id", "resume", "job {name} resumed (state {state})")
 cordon = _post_action("servers", "server", "cordon",
                       "server {name} cordoned: no new tasks will be placed on it")
-uncordon = _post_action("servers", "server", "uncordon", "server {name} uncordoned")
+uncordon = _post_action("servers", "server", "uncordon",
+                        "server {name} uncordoned: no cordon and no drain, it takes work again")
 
 
 def jobs_delete(client: Client, args: argparse.Namespace, out: TextIO) -> str:
@@ -129,11 +131,16 @@ def drain(client: Client, args: argparse.Namespace, out: TextIO) -> str:
             f"draining {p['server']}: {p['tasks_left']} tasks to move; follow with "
             f"exportctl drain {p['server']} --wait"))
     progress = _follow(args, out, progress, poll=lambda: client.request("GET", path),
-                       line=fmt.drain_line, done=lambda p: p["tasks_left"] == 0,
+                       line=fmt.drain_line,
+                       done=lambda p: p["tasks_left"] == 0 or not p.get("draining", True),
                        late=lambda p: f"drain of {args.server} not finished after "
                                       f"{args.timeout:g}s: {p['tasks_left']} tasks left")
-    return _show(args, progress, lambda p: f"{p['server']} is drained: "
-                                           f"{p['tasks_at_start']} tasks moved")
+    if progress["tasks_left"] and not progress.get("draining", True):
+        raise CliError(f"the drain of {args.server} ended with {progress['tasks_left']} tasks "
+                       "still on it: it was uncordoned, or another process registered as it")
+    return _show(args, progress, lambda p: (
+        f"{p['server']} is drained: {p['tasks_at_start']} tasks moved; it takes no new work "
+        f"until `exportctl uncordon {p['server']}` or until it restarts (not if cordoned)"))
 
 
 def _follow(args: argparse.Namespace, out: TextIO, answer: Any, *, poll: Callable[[], Any],

@@ -79,22 +79,48 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, width: int =
 
 
 def server_state(server: Json) -> str:
+    """dead, or ok, or what keeps new work away: `draining` (tasks still on it), `drained`
+    (empty; takes no work until `uncordon` or until the process is replaced), `cordoned`
+    (until `uncordon`), joined with `+`."""
     if not server.get("alive", True):
         return "dead"
+    parts: list[str] = []
     if server.get("draining"):
-        return "draining"
+        parts.append("draining" if server.get("tasks") else "drained")
     if server.get("cordoned"):
-        return "cordoned"
-    return "ok"
+        parts.append("cordoned")
+    return "+".join(parts) or "ok"
 
 
-def servers_table(servers: Sequence[Json], now: float) -> str:
-    if not servers:
-        return "no servers registered"
+# A dead server that holds nothing and has not reported for this long leaves `servers`
+# (`--all` shows it).
+DEAD_HIDDEN_AFTER_S = 600.0
+
+
+def aged_out(server: Json, now: float) -> bool:
+    """Dead, holding no task, silent for DEAD_HIDDEN_AFTER_S (or never reported)."""
+    last = server.get("last_report_unix")
+    return (not server.get("alive", True) and not server.get("tasks")
+            and (last is None or now - last > DEAD_HIDDEN_AFTER_S))
+
+
+def servers_table(servers: Sequence[Json], now: float, *, show_all: bool = False) -> str:
+    shown = [s for s in servers if show_all or not aged_out(s, now)]
+    hidden = len(servers) - len(shown)
+    notes: list[str] = []
+    if hidden:
+        notes.append(f"{hidden} dead server(s) silent for over {DEAD_HIDDEN_AFTER_S / 60:g} "
+                     "min not shown (--all shows them)")
+    if any(server_state(s).startswith("drained") for s in shown):
+        notes.append("drained: takes no new work until `exportctl uncordon <server>`, or "
+                     "until its process is replaced (a restart); cordoned: until uncordon")
+    if not shown:
+        return "\n".join(["no servers registered", *notes])
     rows = [(s["id"], s["group"], server_state(s), meter(s.get("cpu_utilisation"), 8),
              meter(s.get("net_utilisation"), 8), len(s.get("tasks", ())),
-             ago(s.get("last_report_unix"), now)) for s in servers]
-    return table(("SERVER", "GROUP", "STATE", "CPU", "NET", "TASKS", "REPORT"), rows)
+             ago(s.get("last_report_unix"), now)) for s in shown]
+    head = table(("SERVER", "GROUP", "STATE", "CPU", "NET", "TASKS", "REPORT"), rows)
+    return "\n".join([head, *(textwrap.fill(n, WIDTH) for n in notes)])
 
 
 def span(seconds: float | None) -> str:
@@ -140,8 +166,19 @@ def group_line(group: Json) -> str:
     line = (f"group {group['group']}: {group['servers_alive']} servers, util "
             f"{percent(group['utilisation']).strip()}, imbalance "
             f"{percent(group['imbalance']).strip()}, {group['tasks']} tasks "
-            f"({group['tasks_pending']} pending), want {group['servers_wanted']}")
+            f"({group['tasks_pending']} pending)")
     return ellipsize(line, WIDTH)
+
+
+def group_lines(group: Json) -> list[str]:
+    """The group's summary, then what `servers_wanted` means for it: how many servers would
+    bring its mean utilisation to the target watermark (the advice's reason, in words)."""
+    wanted = group["servers_wanted"]
+    why = group.get("reason") or (f"{wanted} server(s) would bring mean utilisation to the "
+                                  "target watermark")
+    return [group_line(group),
+            *textwrap.wrap(f"servers wanted {wanted}: {why}", WIDTH, initial_indent="  ",
+                           subsequent_indent="    ")]
 
 
 def _task_chips(task_ids: Sequence[str], states: Mapping[str, str], indent: int) -> list[str]:
@@ -172,7 +209,7 @@ def placement_map(placement: Json) -> str:
     summaries = {g["group"]: g for g in placement["groups"]}
     out: list[str] = []
     for group in sorted(set(by_group) | set(summaries)):
-        out.append(group_line(summaries[group]) if group in summaries else f"group {group}")
+        out.extend(group_lines(summaries[group]) if group in summaries else [f"group {group}"])
         for server in by_group.get(group, []):
             state = server_state(server)
             flag = "" if state == "ok" else f" {state}"
@@ -244,7 +281,11 @@ def explain_task(task: Json, now: float) -> str:
 
 
 def plan_text(plan: Json) -> str:
-    changes = plan.get("changes") or []
+    """The changes a round would make; tasks that would stay pending are listed apart, they
+    are not changes."""
+    every = plan.get("changes") or []
+    changes = [c for c in every if c["kind"] != "pending"]
+    pending = [c for c in every if c["kind"] == "pending"]
     if not changes:
         head = "no changes: nothing to rebalance now"
     else:
@@ -252,8 +293,14 @@ def plan_text(plan: Json) -> str:
                  c["reason"]) for c in changes]
         head = (f"a rebalance round now would make {len(changes)} change(s) (dry run, nothing "
                 "changed):\n" + table(("KIND", "TASK", "FROM", "TO", "REASON"), rows, squeeze=4))
-    groups = [group_line(g) for g in plan.get("groups") or []]
-    return "\n".join([head, *groups])
+    out = [head]
+    if pending:
+        out.append(f"{len(pending)} task(s) would stay pending (not changes):")
+        out.extend(f"  {ellipsize(c['task'], 30):<30}  {ellipsize(c['reason'], 46)}"
+                   for c in pending)
+    for group in plan.get("groups") or []:
+        out.extend(group_lines(group))
+    return "\n".join(out)
 
 
 def drain_line(progress: Json, width: int = 30) -> str:

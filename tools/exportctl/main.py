@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(run=command)
         return p
 
-    add("servers", c.servers, "export servers: state, utilisation, tasks")
+    p = add("servers", c.servers, "export servers: state, utilisation, tasks")
+    p.add_argument("--all", action="store_true",
+                   help="also dead servers that hold nothing and went silent long ago")
     p = add("tasks", c.tasks, "tasks, filtered")
     for name in ("job", "server", "group", "state"):
         p.add_argument(f"--{name}")

@@ -95,13 +95,15 @@ async def test_read_commands_text_and_json(cli: Cli) -> None:
 async def test_cordon_and_drain_wait(cli: Cli) -> None:
     await cli("jobs", "submit", "-f", str(EXAMPLE))
     assert (await cli("cordon", "srv-a")).out.startswith("server srv-a cordoned")
-    assert (await cli("uncordon", "srv-a")).out == "server srv-a uncordoned\n"
+    assert (await cli("uncordon", "srv-a")).out == \
+        "server srv-a uncordoned: no cordon and no drain, it takes work again\n"
     r = await cli("drain", "srv-a", "--wait", "--interval", "0.05", "--timeout", "60")
     assert r.code == 0, r.err
     lines = r.out.splitlines()
     assert lines[0] == "drain srv-a [------------------------------] 0/2 moved, 2 left"
     assert lines[-2] == "drain srv-a [##############################] 2/2 moved, 0 left"
-    assert lines[-1] == "srv-a is drained: 2 tasks moved"
+    assert lines[-1].startswith("srv-a is drained: 2 tasks moved; it takes no new work until "
+                                "`exportctl uncordon srv-a` or until it restarts")
     assert cli.control.get_server("srv-a").tasks == ()
 
 

@@ -78,10 +78,11 @@ def test_placement_map() -> None:
     text = fmt.placement_map(placement)
     lines = text.splitlines()
     assert all(len(line) <= 80 for line in lines), text
-    assert lines[0] == ("group default: 2 servers, util 30%, imbalance 10%, 12 tasks "
-                        "(1 pending), want 2")
+    assert lines[0] == "group default: 2 servers, util 30%, imbalance 10%, 12 tasks (1 pending)"
+    assert lines[1] == ("  servers wanted 2: 2 server(s) would bring mean utilisation to the "
+                        "target")
     assert "  srv-a            cpu [####----]  50%  net [##------]  25%   12 tasks" in lines
-    assert any(line.endswith("0 tasks draining") for line in lines)
+    assert any(line.endswith("0 tasks drained") for line in lines)
     assert "orders:orders:0 (draining)" in text
     assert "pending (1):" in lines
     assert any("big:big:0" in line and "no server in group heavy" in line for line in lines)
