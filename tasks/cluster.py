@@ -47,11 +47,11 @@ class ZooKeeperSettings(SettingsModel):
     # TLS to ZooKeeper's secure client port (tasks/zk_tls.py); empty ca_file: plaintext.
     # ca_file: the CA that signed ZooKeeper's certificate (trusted alone, no system CAs);
     # cert_file + key_file: this process's client certificate (ZooKeeper's ssl.clientAuth).
-    # check_hostname: the host names in `hosts` must be in ZooKeeper's certificate.
+    # The host names in `hosts` must be in ZooKeeper's certificate (as ZooKeeper's own
+    # clients check by default).
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""
-    check_hostname: bool = True
 
     def paths(self) -> ZkPaths:
         return ZkPaths.for_cluster(self.cluster, self.base_path)
@@ -96,8 +96,7 @@ class ZooKeeperSettings(SettingsModel):
                 raise ConfigError("zookeeper.cert_file needs zookeeper.ca_file (TLS to "
                                   "ZooKeeper's secure port, docs/SECURITY.md \"ZooKeeper\")")
             return None
-        return ZkTls(ca_file=self.ca_file, cert_file=self.cert_file, key_file=self.key_file,
-                     check_hostname=self.check_hostname)
+        return ZkTls(ca_file=self.ca_file, cert_file=self.cert_file, key_file=self.key_file)
 
 
 def _ids(*lists: str) -> str:

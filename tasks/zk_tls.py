@@ -5,10 +5,10 @@ system's default CAs loaded *besides* `ca` and, by default, checks no host name:
 from any public CA would pass for ZooKeeper. `TlsHandler` is kazoo's threading handler with
 one change, the socket it connects: its context (`client_context`) trusts `ca_file` alone,
 requires TLS 1.2 or later, checks the host name written in `zookeeper.hosts` against the
-server's certificate (unless `check_hostname` is off) and presents this process's certificate
-when one is configured (ZooKeeper's `ssl.clientAuth=need`). The context is built on every connect,
-so renewed files are read at the next reconnect. kazoo's `use_ssl` stays on, so its reads and
-writes handle TLS as usual; its own `ca`/`certfile`/`keyfile` arguments are ignored here.
+server's certificate (as ZooKeeper's Java client does by default) and presents this process's
+certificate when one is configured (ZooKeeper's `ssl.clientAuth=need`). The context is built on
+every connect, so renewed files are read at the next reconnect. kazoo's `use_ssl` stays on, so
+its reads and writes handle TLS as usual; its own `ca`/`certfile`/`keyfile` are not used.
 
 Used through `ZooKeeperSettings.client_options()` (tasks/cluster.py); docs/SECURITY.md,
 "ZooKeeper", says what is verified.
@@ -30,7 +30,6 @@ class ZkTls:
     ca_file: str
     cert_file: str = ""
     key_file: str = ""
-    check_hostname: bool = True
 
 
 def client_context(tls: ZkTls) -> ssl.SSLContext:
@@ -38,7 +37,7 @@ def client_context(tls: ZkTls) -> ssl.SSLContext:
     # With cafile given, create_default_context loads that file and no default CA.
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_file)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.check_hostname = tls.check_hostname
+    context.check_hostname = True
     context.verify_mode = ssl.CERT_REQUIRED
     if tls.cert_file:
         context.load_cert_chain(tls.cert_file, tls.key_file)

@@ -88,9 +88,8 @@ def test_credentials_are_required_and_the_own_digest_is_computed() -> None:
 
 
 def test_zookeeper_tls_is_all_or_nothing() -> None:
-    # The handler trusts ca_file alone and checks the host name unless told not to.
-    both = ZooKeeperSettings(ca_file="/ca", cert_file="/c", key_file="/k", check_hostname=False)
-    assert both.tls() == ZkTls("/ca", "/c", "/k", check_hostname=False)
+    both = ZooKeeperSettings(ca_file="/ca", cert_file="/c", key_file="/k")
+    assert both.tls() == ZkTls("/ca", "/c", "/k")
     assert ZooKeeperSettings().tls() is None
     # Never plaintext by mistake: client files without a CA, or a certificate without its key.
     with pytest.raises(ConfigError, match=r"zookeeper\.cert_file needs zookeeper\.ca_file"):
