@@ -139,7 +139,8 @@ def _dead_letter(env: TaskEnvironment, a: Assignment) -> DeadLetterSink:
     bootstrap, properties = env.kafka_cluster(a.job.source.bootstrap_servers)
     return KafkaDeadLetter(a.job.dead_letter_topic, bootstrap=bootstrap,
                            job=a.job.id, source_topic=a.topic, partition=a.partition,
-                           task_id=a.task_id, extra=properties)
+                           task_id=a.task_id, consumer_group=a.job.consumer_group,
+                           fence=env.fence, extra=properties)
 
 
 def _bodies(env: TaskEnvironment, a: Assignment) -> Callable[[], FileBody] | None:

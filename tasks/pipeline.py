@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 from tasks.batching import Batcher, Chunk, Limits
 from tasks.deadletter import DeadLetterSink
+from tasks.deadletter_rules import Stage
 from tasks.errors import SinkError, Unavailable
 from tasks.fence import WorkerFence
 from tasks.logs import get_logger
@@ -319,7 +320,7 @@ class PipelineRunner:
                 self.meter.consumed(len(out.records) + len(out.dead) + out.dropped,
                                     out.in_bytes, out.cpu_seconds)
                 self.meter.filtered_total += out.dropped
-                await self._dead(out.dead)
+                await self._dead(out.dead, Stage.TRANSFORM)
                 closed, cpu = await asyncio.wrap_future(self._push_thread.submit(
                     _timed, batcher.add, out, polled.next_offset, time.monotonic()))
                 self.meter.cpu_total += cpu
@@ -355,11 +356,13 @@ class PipelineRunner:
                 attempt += 1
                 await asyncio.sleep(delay)
 
-    async def _dead(self, records: list[DeadRecord]) -> None:
+    async def _dead(self, records: list[DeadRecord], stage: Stage) -> None:
+        """Dead-letter `records` of one stream (tasks/deadletter_rules.py): the destination
+        writes only those not written already (by this owner or an earlier one)."""
         if records:
             async def write() -> None:
                 self.fence.check("dead letter")
-                await self.dead_letter.write(records)
+                await self.dead_letter.write(records, stage)
             # The push stage and a delivery (HTTP refusals) may both write: one at a time.
             async with self._dead_lock:
                 await self._retry("dead-letter", write)
@@ -390,7 +393,7 @@ class PipelineRunner:
             # A sink that commits the offsets itself (Kafka) commits even an empty chunk's.
             if chunk.records or self.sink.commits_offsets:
                 refused = await self._retry("sink", lambda: self.sink.write(chunk))
-                await self._dead(refused)
+                await self._dead(refused, Stage.SINK)
                 self.meter.exported_total += chunk.records - len(refused)
         except KeyTaken as taken:
             # Another owner's object starts here: records up to its end are exported. Our

@@ -1,0 +1,166 @@
+"""Poison records never wedge a partition (issue 16, failure 3), on a real Kafka and moto S3.
+
+A record too large for the dead-letter topic is dead-lettered truncated, with its reason and
+coordinates, and the records behind it are exported; a task restarted in the middle (stopped
+without drain, nothing committed: the next owner re-reads everything) leaves each dead letter in
+the topic exactly once, as a read_committed reader sees it.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from tasks.pipeline import PipelineRunner
+from tasks.spec import JobSpec
+from tests.integration.pipeline.kit import (
+    DEADLINE,
+    environment,
+    job,
+    json_records,
+    lines,
+    new_bucket,
+    run_until_committed,
+    runner,
+    s3_objects,
+    unique,
+    wait_for,
+)
+
+BIG = 1_500_000          # over the dead-letter topic's (broker default) ~1 MB message limit
+TOPIC_LIMIT = 4 * 1024 * 1024
+SENTINEL = b"sentinel"
+
+
+def big_topic(bootstrap: str, name: str) -> str:
+    """A source topic that takes messages of up to 4 MiB (the dead-letter topic does not)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topic = NewTopic(name, num_partitions=1, replication_factor=1,
+                     config={"max.message.bytes": str(TOPIC_LIMIT)})
+    admin.create_topics([topic])[name].result(30)
+    return name
+
+
+def produce_values(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
+                         "message.max.bytes": TOPIC_LIMIT})
+    errors: list[str] = []
+
+    def delivered(err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    for value in values:
+        producer.produce(topic, value=value, partition=0, on_delivery=delivered)
+        producer.poll(0)
+    assert producer.flush(30) == 0
+    assert not errors, errors[:3]
+
+
+def dead_letters(bootstrap: str, topic: str) -> list[Message]:
+    """Everything a read_committed reader sees in the dead-letter topic: a sentinel is appended
+    after the tasks stopped, and the topic is read up to it (its one partition, in order)."""
+    produce_values(bootstrap, topic, [SENTINEL])
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("dlq-reader"),
+                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    out: list[Message] = []
+    deadline = time.monotonic() + DEADLINE
+    try:
+        while time.monotonic() < deadline:
+            batch = [m for m in consumer.consume(100, 0.5) if m.error() is None]
+            if any(m.value() == SENTINEL for m in batch):
+                return out + [m for m in batch if m.value() != SENTINEL]
+            out.extend(batch)
+    finally:
+        consumer.close()
+    raise AssertionError(f"no sentinel in {topic} after {DEADLINE}s ({len(out)} read)")
+
+
+def headers(msg: Message) -> dict[str, bytes]:
+    raw = msg.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return {k: v if isinstance(v, bytes) else b"" for k, v in pairs}
+
+
+async def crash_after_dead_letters(first: PipelineRunner, dead: int) -> None:
+    """Run until `dead` dead letters are written, then stop without drain: nothing committed
+    (the rotation is far off), so the next owner re-reads every record."""
+    await first.start()
+    try:
+        await wait_for(lambda: first.stats().dead_letters_total >= dead,
+                       f"{dead} dead letters (stats: {first.stats()})")
+    finally:
+        await first.stop(drain=False)
+
+
+def s3_job(topic: str, bucket: str) -> JobSpec:
+    return job(topic, {"type": "s3", "bucket": bucket},
+               transform={"parse": {"format": "json"}, "select": "{id: id}"})
+
+
+async def test_a_record_too_large_for_the_dead_letter_topic_is_truncated_and_the_rest_flows(
+        kafka: str, s3: str, tmp_path: Path) -> None:
+    topic = big_topic(kafka, unique("poison"))
+    n, big_at, small_bad = 200, 100, (120, 150, 180)
+    poison = b"{" + uuid.uuid4().hex.encode() * (BIG // 32)   # not JSON, 1.5 MB
+    values = [poison if i == big_at else b"{not json" if i in small_bad else v
+              for i, v in enumerate(json_records(0, n))]
+    produce_values(kafka, topic, values)
+    bucket = new_bucket(s3)
+    spec = s3_job(topic, bucket)
+    env = environment(kafka, tmp_path, s3)
+
+    await crash_after_dead_letters(runner(env, spec, generation=1), 1 + len(small_bad))
+    second = runner(env, spec, generation=2)
+    await run_until_committed(second, n)
+
+    exported = lines(s3_objects(s3, bucket).values())
+    counts = collections.Counter(e["id"] for e in exported)
+    assert sorted(counts) == [i for i in range(n) if i != big_at and i not in small_bad]
+    assert set(counts.values()) == {1}
+
+    dead = dead_letters(kafka, spec.dead_letter_topic)
+    by_offset = collections.Counter(int(headers(m)["source_offset"]) for m in dead)
+    assert by_offset == {o: 1 for o in (big_at, *small_bad)}, by_offset   # once each
+    [big] = [m for m in dead if int(headers(m)["source_offset"]) == big_at]
+    h = headers(big)
+    value = big.value() or b""
+    assert 0 < len(value) < 1_000_000
+    assert poison.startswith(value)                       # the head of the record, cut
+    assert h["source_topic"] == topic.encode() and h["source_partition"] == b"0"
+    assert h["original_size"] == str(len(poison)).encode()
+    assert h["reason"].startswith(b"invalid JSON")
+    assert h["truncated"].startswith(f"kept {len(value)} of {len(poison)} bytes".encode())
+    for m in dead:
+        if m is not big:
+            assert m.value() == b"{not json" and "truncated" not in headers(m)
+    assert second.stats().dead_letters_total == 1 + len(small_bad)
+
+
+async def test_a_restart_writes_no_dead_letter_twice(kafka: str, s3: str, tmp_path: Path) -> None:
+    topic = big_topic(kafka, unique("dlqonce"))
+    n = 300
+    values = [b"{not json" if i % 10 == 3 else v for i, v in enumerate(json_records(0, n))]
+    produce_values(kafka, topic, values)
+    bucket = new_bucket(s3)
+    spec = s3_job(topic, bucket)
+    env = environment(kafka, tmp_path, s3)
+    bad = [i for i in range(n) if i % 10 == 3]
+
+    # Two owners in turn stop without committing; the third re-reads all and drains.
+    await crash_after_dead_letters(runner(env, spec, generation=1), len(bad) // 2)
+    await crash_after_dead_letters(runner(env, spec, generation=2), len(bad))
+    await run_until_committed(runner(env, spec, generation=3), n)
+
+    dead = dead_letters(kafka, spec.dead_letter_topic)
+    offsets = [int(headers(m)["source_offset"]) for m in dead]
+    assert sorted(offsets) == bad, collections.Counter(offsets).most_common(3)
+    exported = sorted(e["id"] for e in lines(s3_objects(s3, bucket).values()))
+    assert exported == [i for i in range(n) if i % 10 != 3]
