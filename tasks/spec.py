@@ -12,12 +12,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-import jmespath
-import jmespath.exceptions
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tasks.errors import ValidationError
+from tasks.expressions import check_jmespath, compile_regex
 from tasks.settings import Duration
 
 JOB_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -38,10 +37,7 @@ class SpecModel(BaseModel):
 def _check_jmespath(value: str | None) -> str | None:
     if value is None:
         return None
-    try:
-        jmespath.compile(value)
-    except jmespath.exceptions.JMESPathError as exc:
-        raise ValueError(f"not a valid JMESPath expression: {exc}") from exc
+    check_jmespath(value)   # bounded in size and depth; ValueError with the reason
     return value
 
 
@@ -87,12 +83,8 @@ class Parse(SpecModel):
         if self.format == "regex":
             if not self.pattern:
                 raise ValueError("format 'regex' needs a pattern with named groups")
-            try:
-                compiled = re.compile(self.pattern)
-            except re.error as exc:
-                raise ValueError(f"pattern is not a valid regex: {exc}") from exc
-            if not compiled.groupindex:
-                raise ValueError("pattern needs at least one named group, e.g. (?P<ip>\\S+)")
+            # RE2 (linear time); ValueError naming a backreference, lookaround, no named group
+            compile_regex(self.pattern)
         elif self.pattern is not None:
             raise ValueError(f"pattern applies only to format 'regex', not {self.format!r}")
         return self
