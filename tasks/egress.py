@@ -121,14 +121,15 @@ def address_allowed(text: str, allow: Iterable[IpNetwork]) -> bool:
     return address.is_global and not address.is_multicast
 
 
-def check_http_url(url: str, allow: Iterable[IpNetwork]) -> None:
+def check_http_url(url: str, allow: Iterable[IpNetwork], *, field: str = "sink.url",
+                   what: str = "HTTP sinks") -> None:
     """A URL whose host is an IP literal is checked now (no resolver sees it); a name is checked
     on each connection, on every address it resolves to."""
     host = urlsplit(url).hostname or ""
     if _address(host) is not None and not address_allowed(host, allow):
-        raise EgressRefused(f"{host} is not a public address: HTTP sinks may not reach it "
+        raise EgressRefused(f"{host} is not a public address: {what} may not reach it "
                             "(egress.http_allow_networks on the servers allows networks)",
-                            field="sink.url")
+                            field=field)
 
 
 def check_headers(headers: dict[str, str]) -> None:
@@ -201,6 +202,10 @@ def check_job(spec: JobSpec, rules: EgressSettings, kafka: KafkaAccess) -> None:
         check_http_url(str(sink.url), rules.networks())
     elif isinstance(sink, FileSink):
         file_directory(sink.directory, rules.file_root)
+    registry = spec.transform.parse.registry
+    if registry is not None:
+        check_http_url(registry.url, rules.networks(), field="transform.parse.registry.url",
+                       what="schema registries")
     if spec.dead_letter.type == "file" and spec.dead_letter.directory:
         file_directory(spec.dead_letter.directory, rules.file_root,
                        field="dead_letter.directory")

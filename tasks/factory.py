@@ -163,7 +163,9 @@ def build_runner(env: TaskEnvironment, assignment: Assignment) -> PipelineRunner
     return PipelineRunner(
         task_id=assignment.task_id, generation=assignment.generation, source=source,
         sink=_sink(env, assignment, source), dead_letter=_dead_letter(env, assignment),
-        plan=Plan.of(job, assignment.partition), limits=limits_for(job),
+        plan=Plan.of(job, assignment.partition,
+                     allow_networks=tuple(env.egress.http_allow_networks)),
+        limits=limits_for(job),
         pool=env.process_pool, queue_batches=env.queue_batches,
         drain_timeout=env.drain_timeout, backoff_base=env.backoff_base,
         backoff_cap=env.backoff_cap, body_factory=_bodies(env, assignment), fence=env.fence)

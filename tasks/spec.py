@@ -73,10 +73,63 @@ class Source(SpecModel):
         return self
 
 
+class Registry(SpecModel):
+    """A Confluent-compatible schema registry (Confluent's, Apicurio's `/apis/ccompat/v7`,
+    Karapace, Redpanda's): where `avro` and `json_schema` values' schema ids are looked up."""
+
+    url: str
+    username: str | None = None
+    # Only as `${env:EXPORTD_SECRET_<NAME>}`, set on the servers: the spec is stored and shown.
+    password: str | None = None
+    # Schemas kept per worker process (by id); the registry is asked once per id, not per record.
+    cache_size: int = Field(default=1000, gt=0, le=100_000)
+    timeout: Duration = 5.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/?#\s]+(/[^?#\s]*)?$", value):
+            raise ValueError("url must be http(s)://host[:port][/path], e.g. "
+                             "https://registry:8081 or http://apicurio:8080/apis/ccompat/v7")
+        return value.rstrip("/")
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, value: str | None) -> str | None:
+        if value is not None:
+            ref = SECRET_REF.fullmatch(value)
+            if ref is None or not SECRET_VAR.match(ref[1]):
+                raise ValueError("password must be a secret reference "
+                                 "${env:EXPORTD_SECRET_<NAME>}, set on the servers")
+        return value
+
+
 class Parse(SpecModel):
-    format: Literal["json", "nginx", "regex", "raw"] = "raw"
+    format: Literal["json", "nginx", "regex", "raw", "avro", "json_schema"] = "raw"
     # For format 'regex': a pattern with named groups; each group becomes a field.
     pattern: str | None = None
+    # For 'avro' and 'json_schema': values in the Confluent wire format (magic byte 0, a 4-byte
+    # schema id, the payload), schemas looked up by id in this registry.
+    registry: Registry | None = None
+    # For 'avro' without a registry: the writer schema (Avro JSON) of every value (plain Avro
+    # binary, no header).
+    avro_schema: str | None = None
+
+    @model_validator(mode="after")
+    def _schemas(self) -> Parse:
+        if self.format == "avro":
+            if (self.registry is None) == (self.avro_schema is None):
+                raise ValueError("format 'avro' needs either a registry or an avro_schema")
+            if self.avro_schema is not None:
+                from tasks.transforms.schemas import check_avro_schema
+                check_avro_schema(self.avro_schema)   # ValueError with the reason
+        elif self.format == "json_schema":
+            if self.registry is None or self.avro_schema is not None:
+                raise ValueError("format 'json_schema' needs a registry (and no avro_schema)")
+        elif self.registry is not None or self.avro_schema is not None:
+            raise ValueError(f"registry and avro_schema apply only to formats 'avro' and "
+                             f"'json_schema', not {self.format!r}")
+        return self
 
     @model_validator(mode="after")
     def _pattern(self) -> Parse:

@@ -20,6 +20,7 @@ from kazoo.client import KazooClient
 from tasks.cluster import Node, Role, ZkPaths
 from tests.pki import remove_test_pki, session_pki
 from tools.infra import Infra, kafka_sasl_bootstrap, start_infra
+from tools.infra.registry import start_registry
 from tools.infra.zkauth import session_credentials
 from tools.pki import DevPki
 
@@ -74,6 +75,16 @@ def s3() -> Iterator[str]:
     """endpoint URL of moto's S3 server (any access key and secret work)."""
     for infra in _start("s3"):
         yield infra.s3
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL of a real schema registry's Confluent-compatible API (Apicurio Registry)."""
+    proc, url = start_registry(tmp_path_factory.mktemp("registry"))
+    try:
+        yield url
+    finally:
+        proc.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import ipaddress
 import time
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -24,6 +25,7 @@ from tasks.spec import Format, JobSpec, Transform
 from tasks.transforms.fastjson import DROPPED, FALLBACK, compile_fast_line
 from tasks.transforms.jmes import compile_expression, truthy
 from tasks.transforms.parsers import make_parser
+from tasks.transforms.schemas import schema_parser
 
 V = TypeVar("V")
 
@@ -59,11 +61,14 @@ class Plan:
     format_json: str
     topic: str
     partition: int
+    # The server's egress.http_allow_networks: a schema registry's addresses are checked
+    # against them (tasks/transforms/schemas.py), as an HTTP sink's are.
+    allow_networks: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, job: JobSpec, partition: int) -> Plan:
+    def of(cls, job: JobSpec, partition: int, *, allow_networks: tuple[str, ...] = ()) -> Plan:
         return cls(job.transform.model_dump_json(), job.format.model_dump_json(),
-                   job.source.topic, partition)
+                   job.source.topic, partition, allow_networks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +115,11 @@ class Compiled:
         self.add_source, self.add_ingest = adds.source, adds.ingest_time
         needs_fields = bool(spec.where or spec.select or self.static or self.add_source
                             or self.add_ingest)
-        self.parse = make_parser(spec.parse, objects=needs_fields or wants_objects(fmt))
+        if spec.parse.format in ("avro", "json_schema"):
+            networks = [ipaddress.ip_network(net, strict=False) for net in plan.allow_networks]
+            self.parse = schema_parser(spec.parse, networks)
+        else:
+            self.parse = make_parser(spec.parse, objects=needs_fields or wants_objects(fmt))
         self.where = compile_expression(spec.where) if spec.where else None
         self.select = compile_expression(spec.select) if spec.select else None
         self.sample = spec.sample
