@@ -62,7 +62,8 @@ def _zookeeper_tls_config(workdir: Path, tls: ZooKeeperTls, port: int) -> list[s
         f"ssl.trustStore.location={tls.ca_file}",
         "ssl.trustStore.type=PEM",
         f"ssl.clientAuth={tls.client_auth}",
-        # Clients' certificates name who they are, not the address they connect from.
+        # Clients' certificates name who they are, not the address they connect from (the
+        # client port's default already; explicit, as an operator's zoo.cfg should be).
         "ssl.clientHostnameVerification=false",
         # A verified client certificate also gives the session an x509 identity; exportd's
         # ACLs name digest identities only, so it opens nothing by itself.
