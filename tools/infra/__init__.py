@@ -6,7 +6,14 @@ PR_SET_PDEATHSIG) by the kernel if the owning process dies without cleaning up.
 """
 
 from tools.infra.errors import InfraError, PrerequisiteMissing
-from tools.infra.servers import SASL_PASSWORD, SASL_USER, Infra, kafka_sasl_bootstrap, start_infra
+from tools.infra.servers import (
+    SASL_PASSWORD,
+    SASL_USER,
+    Infra,
+    ZooKeeperTls,
+    kafka_sasl_bootstrap,
+    start_infra,
+)
 
 __all__ = ["SASL_PASSWORD", "SASL_USER", "Infra", "InfraError", "PrerequisiteMissing",
-           "kafka_sasl_bootstrap", "start_infra"]
+           "ZooKeeperTls", "kafka_sasl_bootstrap", "start_infra"]
