@@ -4,7 +4,10 @@ A chunk covers a range of source offsets [start, end) and holds the encoded reco
 range that survived the transforms. Its `end` is what gets committed once the sink acknowledged
 it; the next chunk starts there. Records and bytes limits are checked after each record, so where
 a chunk ends depends only on the data: a task restarted from the committed offset cuts exactly
-the same chunks again. Only `max_seconds` (and a drain) cut by wall-clock.
+the same chunks again. Only `max_seconds` (and a drain) cut by wall-clock, and a full spill
+budget (tasks/budget.py): a body whose write took the host's spill past it ends its chunk after
+that batch. Names stay valid either way: they depend on a chunk's start offset only, and chained
+sinks resolve differing ends (docs/architecture/pipeline.md, "Fencing where data lands").
 """
 
 from __future__ import annotations
@@ -142,6 +145,9 @@ class Batcher:
             total -= taken
             pos = end
             if data_full(limits, chunk.records, chunk.raw_bytes):
+                closed.append(self._close(recs.offsets[pos - 1] + 1))
+            elif chunk.body is not None and chunk.body.pressed:   # the spill budget is full
+                chunk.body.cut_early()
                 closed.append(self._close(recs.offsets[pos - 1] + 1))
         chunk = self.current
         if next_offset > chunk.end_offset:

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import threading
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import boto3
@@ -38,6 +38,7 @@ from tasks.logs import get_logger
 from tasks.naming import extension, object_key
 from tasks.sinks.base import END_OFFSET_META, CpuClock, KeyTaken
 from tasks.spec import Format, S3Sink
+from tasks.spool import BodyRange
 from tasks.transforms.batch import DeadRecord
 
 if TYPE_CHECKING:
@@ -53,6 +54,9 @@ _TAKEN_CODES = frozenset({"PreconditionFailed", "412"})
 _RACING_CODES = frozenset({"ConditionalRequestConflict", "409"})
 
 log = get_logger(__name__)
+
+OpenRange = Callable[[int, int], BinaryIO]
+"""Opens a window (start, length) on the bytes to upload; the caller closes it."""
 
 # (endpoint, bucket) -> whether the store refuses a second If-None-Match: * write of a key.
 _conditional: dict[tuple[str, str], bool] = {}
@@ -150,7 +154,8 @@ class S3SinkWriter:
     def _condition(self, conditional: bool) -> dict[str, Any]:
         return {"IfNoneMatch": "*"} if conditional else {}
 
-    def _multipart(self, key: str, body: BinaryIO, end_offset: int, conditional: bool) -> None:
+    def _multipart(self, key: str, body: OpenRange, size: int, end_offset: int,
+                   conditional: bool) -> None:
         part = self.spec.multipart_threshold_bytes
         upload = self.client.create_multipart_upload(Bucket=self.spec.bucket, Key=key,
                                                      **self._extra(end_offset))
@@ -158,12 +163,13 @@ class S3SinkWriter:
         try:
             parts = []
             for number in range(1, 10_001):  # S3 allows at most 10,000 parts
-                data = body.read(part)  # one part in memory at a time
-                if not data:
+                start = (number - 1) * part
+                if start >= size:
                     break
-                done = self.client.upload_part(Bucket=self.spec.bucket, Key=key,
-                                               UploadId=upload_id, PartNumber=number,
-                                               Body=data)
+                with body(start, part) as window:  # streamed: no part buffer
+                    done = self.client.upload_part(Bucket=self.spec.bucket, Key=key,
+                                                   UploadId=upload_id, PartNumber=number,
+                                                   Body=window)
                 parts.append({"ETag": done["ETag"], "PartNumber": number})
             self.fence.check("s3 complete multipart upload")   # the write that publishes
             self.client.complete_multipart_upload(Bucket=self.spec.bucket, Key=key,
@@ -178,22 +184,29 @@ class S3SinkWriter:
             raise
 
     def _upload(self, key: str, chunk: Chunk, *, conditional: bool) -> None:
-        if chunk.body is not None:  # rendered while the chunk filled (tasks/spool.py)
-            with chunk.body.reader() as reader:
-                self._send(key, reader, chunk.body.size, chunk.end_offset, conditional)
-        else:
-            body = render_file(self.fmt, chunk.items)
-            with io.BytesIO(body) as reader:
-                self._send(key, reader, len(body), chunk.end_offset, conditional)
+        body = chunk.body
+        if body is not None:  # rendered while the chunk filled (tasks/spool.py)
+            # One of the host's upload slots (its memory budget's), held for the whole upload.
+            slot = (body.budget.upload_slot() if body.budget is not None
+                    else contextlib.nullcontext())
+            with slot:
+                self._send(key, body.reader, body.size, chunk.end_offset, conditional)
+        else:   # Parquet: rendered at close, from rows
+            data = memoryview(render_file(self.fmt, chunk.items))
+            self._send(key, lambda start, n: BodyRange(data[start:start + n]),  # type: ignore[arg-type, return-value]
+                       len(data), chunk.end_offset, conditional)
 
-    def _send(self, key: str, body: BinaryIO, size: int, end_offset: int,
+    def _send(self, key: str, body: OpenRange, size: int, end_offset: int,
               conditional: bool) -> None:
+        """Upload `size` bytes that `body(start, length)` opens windows on. The request streams
+        from the window (botocore reads it in blocks, and seeks back to hash or retry): no
+        whole copy of the file and no part buffer is made."""
         if size > self.spec.multipart_threshold_bytes:
-            self._multipart(key, body, end_offset, conditional)
-        else:
-            data = body.read()
+            self._multipart(key, body, size, end_offset, conditional)
+            return
+        with body(0, size) as window:
             self.fence.check("s3 put")   # last moment before the request goes out
-            self.client.put_object(Bucket=self.spec.bucket, Key=key, Body=data,
+            self.client.put_object(Bucket=self.spec.bucket, Key=key, Body=window,
                                    **self._extra(end_offset), **self._condition(conditional))
 
     def winner_end(self, key: str) -> int | None:
