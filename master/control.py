@@ -4,18 +4,26 @@ While this master leads (and its session is not suspended) reads come from the l
 writes go through the term's fenced writes. Otherwise reads come from ZooKeeper alone (a snapshot
 `StandbyReader` refreshes in a thread every few seconds, so no handler blocks on ZooKeeper) and
 writes raise Unavailable (the API forwards them to the leader named by `leader()`).
+
+A master never serves a view older than its last term: the standby snapshot is dropped when a
+term begins or ends and whenever the ZooKeeper connection is not CONNECTED (`invalidate`), and a
+read that started before that is thrown away; until a fresh read lands, reads answer 503. A
+master whose ZooKeeper client is not connected answers 503 at once, saying so: it cannot tell
+whether what it holds is still true (a suspended leader included).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from kazoo.exceptions import KazooException
+from kazoo.protocol.states import KazooState
 
-from master import views
+from master import story, views
 from master.api.ports import (
     DrainProgress,
     GroupView,
@@ -65,6 +73,35 @@ class StandbyReader:
         self.idle_after = idle_after
         self._current: _Standby | None = None
         self._used_at = time.monotonic()
+        # Bumped by `invalidate`: a read started under an older generation is not kept.
+        self._generation = 0
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        store.client.add_listener(self._on_zk_state)
+
+    @property
+    def connected(self) -> bool:
+        """The ZooKeeper client is connected (read without blocking)."""
+        return bool(self.store.client.connected)
+
+    def invalidate(self) -> None:
+        """Forget the snapshot (a term began or ended, or the session wavered) and re-read soon.
+        Safe from any thread (kazoo's listener thread included)."""
+        self._generation += 1
+        self._current = None
+        self._wake_up()
+
+    def _wake_up(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake.set)
+
+    def _on_zk_state(self, state: str) -> None:
+        """kazoo's connection listener: never blocks."""
+        if state != KazooState.CONNECTED:
+            self.invalidate()
+        else:
+            self._wake_up()   # read afresh now rather than at the next interval
 
     @property
     def current(self) -> _Standby | None:
@@ -84,21 +121,32 @@ class StandbyReader:
         now = time.monotonic()
         if not full and self._current is not None:
             return _Standby(self._current.state, leader, self._current.plan, now)
-        state = LiveState(self.store.snapshot(), now)
+        snapshot = self.store.snapshot()
+        state = LiveState(snapshot, now)
+        story.install(state, snapshot.stories, state.history.limit)
         return _Standby(state, leader, self.planner(state.view(now, self.config)), now)
 
     async def refresh(self) -> None:
         full = time.monotonic() - self._used_at < self.idle_after
+        generation = self._generation
+        if not self.connected:
+            return
         try:
-            self._current = await asyncio.to_thread(self._read, full)
+            current = await asyncio.to_thread(self._read, full)
         except KazooException as exc:
             log.warning("standby_read_failed", error=repr(exc))
+            return
+        if generation == self._generation:   # nothing ended or wavered while it read
+            self._current = current
 
     async def run(self, leading: Callable[[], bool]) -> None:
+        self._loop = asyncio.get_running_loop()
         while True:
             if not leading():
                 await self.refresh()
-            await asyncio.sleep(self.interval)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
 
 
 class MasterControl:
@@ -126,9 +174,13 @@ class MasterControl:
         lead = self._lead()
         if lead is not None and lead.state is not None:
             return lead.state, lead.last_plan
+        if not self.standby.connected:
+            raise Unavailable("this master is cut off from ZooKeeper and cannot vouch for any "
+                              "view of the cluster; ask another master")
         cur = self.standby.current
         if cur is None:
-            raise Unavailable("no view of the cluster yet")
+            raise Unavailable("no current view of the cluster yet (reading ZooKeeper afresh "
+                              "after a leadership or session change); retry in a few seconds")
         return cur.state, cur.plan
 
     # -- ControlPlane --------------------------------------------------------------------------

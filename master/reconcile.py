@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 from kazoo.recipe.watchers import ChildrenWatch
 
-from master import decisions, metrics
+from master import decisions, metrics, story
 from master.election import Op, Term
 from master.partitions import PartitionSource
 from master.settings import MasterSettings
@@ -80,6 +80,7 @@ class Leadership:
         self._plan_interval = settings.plan_interval_min
         self._server_names: set[str] = set()
         self._view_cache: decisions.ViewCache = {}
+        self._stories: story.StoryBook | None = None
         self._names_event = asyncio.Event()
         self._write_lock = asyncio.Lock()
         self._loop = asyncio.get_running_loop()
@@ -108,8 +109,12 @@ class Leadership:
     async def run(self) -> None:
         started = time.monotonic()
         snapshot = await asyncio.to_thread(self.store.snapshot)
-        self.state = LiveState(snapshot, time.monotonic(), alpha=self.settings.load_ewma_alpha,
-                               history=self.settings.task_history)
+        state = LiveState(snapshot, time.monotonic(), alpha=self.settings.load_ewma_alpha,
+                          history=self.settings.task_history)
+        # The stories the last leader wrote: explain keeps its history across the change.
+        history = story.install(state, snapshot.stories, self.settings.task_history)
+        self._stories = story.StoryBook(state, history, self.settings.story_flush_interval)
+        self.state = state
         log.info("leader_loaded", epoch=self.term.epoch, jobs=len(snapshot.jobs),
                  tasks=len(snapshot.assignments), servers=len(snapshot.servers),
                  seconds=round(time.monotonic() - started, 3))
@@ -166,6 +171,7 @@ class Leadership:
                 self._planned_at = now
                 await self._plan(state, now)
             await self._persist_dirty()
+            await self._persist_stories(state, now)
         self._push()
 
     async def _plan(self, state: LiveState, now: float) -> None:
@@ -221,6 +227,22 @@ class Leadership:
             await self._commit(ops)
         except ExportdError:
             state.dirty_shards |= shards
+            raise
+
+    async def _persist_stories(self, state: LiveState, now: float) -> None:
+        """Write the story shards whose tasks' stories changed, every `story_flush_interval`
+        (caller holds the write lock; after the assignments: master/story.py)."""
+        book = self._stories
+        if book is None or book.state is not state or not book.due(now):
+            return
+        contents = book.collect(now, time.time())
+        if not contents:
+            return
+        try:
+            for ops in await asyncio.to_thread(self.store.story_ops, contents):
+                await self._commit(ops)
+        except ExportdError:
+            book.give_back()
             raise
 
     async def _commit(self, ops: Sequence[Op]) -> None:

@@ -80,6 +80,9 @@ class MasterSettings(ProcessSettings):
     load_ewma_alpha: float = Field(default=0.3, gt=0, le=1)
     # Events kept per task for `get_task` / explain.
     task_history: int = Field(default=50, ge=1, le=10_000)
+    # How often the leader writes changed task stories to ZooKeeper (master/story.py): what a
+    # failover can lose of them.
+    story_flush_interval: Duration = 5.0
     # Assignment shards: fixed for a cluster's lifetime (100k tasks / 64 = ~1.6k per node).
     assignment_shards: int = Field(default=64, ge=1, le=4096)
     scheduler: SchedulerSettings = SchedulerSettings()

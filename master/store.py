@@ -12,6 +12,8 @@ Layout (under `ZkPaths.root`):
   "drain_session": s}`; `drain_session` is the ZooKeeper session that owned the server's
   registration when the drain began (0: unknown), so a drain ends once another process registers.
 - `servers/<id>`: ephemeral `ServerRegistration`, written by servers; only read here.
+- `stories/<shard>`: zlib JSON `{task: {"since": t, "events": [[at, kind, reason, server, gen]]}}`,
+  the tasks' recent history for the next leader (master/story.py), bounded per task and per node.
 
 Reads are plain blocking kazoo calls (run them in a thread); writes are returned as ops for the
 leader's fenced transaction (`Term.commit`), never written directly.
@@ -22,13 +24,14 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 
 from master.acls import ensure_layout_nodes
+from master.api.ports import TaskEvent
 from master.election import Create, Delete, Op, SetData
 from tasks.cluster import ServerRegistration, ZkAcls, ZkPaths
 from tasks.errors import ValidationError
@@ -74,12 +77,21 @@ class AdminFlags:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredStory:
+    """A task's story as persisted: since when it runs where it runs, its latest events."""
+
+    since_unix: float | None
+    events: tuple[TaskEvent, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     jobs: dict[str, StoredJob]
     assignments: dict[str, StoredAssignment]
     admin: dict[str, AdminFlags]
     servers: dict[str, ServerRegistration]
     shards: int
+    stories: dict[str, StoredStory] = field(default_factory=dict)
 
 
 # -- codecs (pure) -------------------------------------------------------------------------------
@@ -123,6 +135,54 @@ def decode_admin(raw: bytes) -> AdminFlags:
                       int(body.get("drain_started_tasks", 0)), int(body.get("drain_session", 0)))
 
 
+# Story bounds: events per task, characters per reason, compressed bytes per node (64 nodes:
+# 8 MB at most in ZooKeeper, whatever the cluster's size), bytes per write transaction
+# (ZooKeeper refuses a request over jute.maxbuffer, 1 MB by default).
+STORY_EVENTS = 16
+REASON_CHARS = 240
+STORY_NODE_BYTES = 128 * 1024
+STORY_TXN_BYTES = 512 * 1024
+
+
+def _story_body(items: Mapping[str, StoredStory], keep: int, reason_chars: int) -> bytes:
+    body = {t: {"since": st.since_unix,
+                "events": [[e.at_unix, e.kind, e.reason[:reason_chars], e.server, e.generation]
+                           for e in (st.events[-keep:] if keep else ())]}
+            for t, st in sorted(items.items())}
+    return zlib.compress(json.dumps(body, separators=(",", ":")).encode(), 6)
+
+
+def encode_stories(items: Mapping[str, StoredStory], limit: int = STORY_NODE_BYTES) -> bytes:
+    """One story node, at most `limit` bytes: when the tasks' last STORY_EVENTS events do not
+    fit, each task keeps fewer (halving, down to its newest), then shorter reasons, then only
+    `since`."""
+    keep = STORY_EVENTS
+    while True:
+        raw = _story_body(items, keep, REASON_CHARS)
+        if len(raw) <= limit or keep == 1:
+            break
+        keep //= 2
+    for chars, events in ((60, 1), (0, 0)):
+        if len(raw) <= limit:
+            break
+        raw = _story_body(items, events, chars)
+    return raw
+
+
+def decode_stories(raw: bytes) -> dict[str, StoredStory]:
+    if not raw:
+        return {}
+    body: dict[str, dict[str, Any]] = json.loads(zlib.decompress(raw))
+    out: dict[str, StoredStory] = {}
+    for task, st in body.items():
+        since = st.get("since")
+        events = tuple(TaskEvent(float(e[0]), str(e[1]), str(e[2]), e[3],
+                                 None if e[4] is None else int(e[4]))
+                       for e in st.get("events") or ())
+        out[task] = StoredStory(None if since is None else float(since), events)
+    return out
+
+
 def split_shards(assignments: Mapping[str, StoredAssignment],
                  shards: int) -> dict[int, dict[str, StoredAssignment]]:
     out: dict[int, dict[str, StoredAssignment]] = {i: {} for i in range(shards)}
@@ -155,12 +215,16 @@ class Store:
         """Structural nodes (idempotent, the same for every master, so not fenced), each
         created with its ACL from the table (tasks/cluster.py)."""
         self._ensure(self.paths.jobs, self.paths.assignments, self.paths.servers,
-                     self.paths.admin, self.paths.admin_servers, self.paths.election)
+                     self.paths.admin, self.paths.admin_servers, self.paths.election,
+                     self.paths.stories)
         existing = self.client.get_children(self.paths.assignments)
         if existing:
             self.shards = len(existing)
-            return
-        self._ensure(*(self.paths.assignment_shard(shard) for shard in range(self.shards)))
+        else:
+            self._ensure(*(self.paths.assignment_shard(shard) for shard in range(self.shards)))
+        # Clusters made before stories existed get their nodes here too.
+        if len(self.client.get_children(self.paths.stories)) != self.shards:
+            self._ensure(*(self.paths.story_shard(shard) for shard in range(self.shards)))
 
     def _children(self, path: str) -> list[str]:
         try:
@@ -222,9 +286,15 @@ class Store:
     def load_servers_named(self, names: list[str]) -> list[ServerRegistration | None]:
         return [self.load_server(n) for n in names]
 
+    def load_stories(self) -> dict[str, StoredStory]:
+        out: dict[str, StoredStory] = {}
+        for shard in self._load_all(self.paths.stories, decode_stories, "story").values():
+            out.update(shard)
+        return out
+
     def snapshot(self) -> Snapshot:
         return Snapshot(self.load_jobs(), self.load_assignments(), self.load_admin(),
-                        self.load_servers(), self.shards)
+                        self.load_servers(), self.shards, self.load_stories())
 
     # -- ops for the fenced transaction --------------------------------------------------------
 
@@ -239,6 +309,22 @@ class Store:
         """Rewrite each shard in `contents` with its whole new content."""
         return [SetData(self.paths.assignment_shard(i), encode_shard(items))
                 for i, items in sorted(contents.items())]
+
+    def story_ops(self, contents: Mapping[int, Mapping[str, StoredStory]]) -> list[list[Op]]:
+        """Rewrite each story shard in `contents`; the ops in batches of at most
+        STORY_TXN_BYTES, one fenced transaction each. Blocking (compression): run in a thread."""
+        batches: list[list[Op]] = [[]]
+        size = 0
+        for i, items in sorted(contents.items()):
+            data = encode_stories(items)
+            if batches[-1] and size + len(data) > STORY_TXN_BYTES:
+                batches.append([])
+                size = 0
+            path = self.paths.story_shard(i)
+            batches[-1].append(SetData(path, data) if self.client.exists(path) is not None
+                               else Create(path, data))
+            size += len(data)
+        return [b for b in batches if b]
 
     def admin_ops(self, server_id: str, flags: AdminFlags) -> list[Op]:
         path = self.paths.admin_server(server_id)

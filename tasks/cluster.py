@@ -128,6 +128,8 @@ class Node(Enum):
     JOB = "job"
     ASSIGNMENTS = "assignments"
     SHARD = "shard"
+    STORIES = "stories"
+    STORY = "story"                # stories/<shard>
     SERVERS = "servers"
     REGISTRATION = "registration"  # servers/<id>
     ADMIN = "admin"
@@ -152,6 +154,8 @@ ACL_TABLE: Mapping[Node, tuple[tuple[Role, int], ...]] = {
     Node.JOB: _MASTERS_ONLY,
     Node.ASSIGNMENTS: _MASTERS_ONLY,
     Node.SHARD: _MASTERS_ONLY,
+    Node.STORIES: _MASTERS_ONLY,
+    Node.STORY: _MASTERS_ONLY,
     Node.SERVERS: ((Role.MASTER, P.ALL), (Role.SERVER, P.CREATE)),
     Node.REGISTRATION: ((Role.MASTER, P.READ), (Role.OWNER, P.ALL)),
     Node.ADMIN: _MASTERS_ONLY,
@@ -160,6 +164,7 @@ ACL_TABLE: Mapping[Node, tuple[tuple[Role, int], ...]] = {
 }
 
 _CHILD_OF = {Node.ELECTION: Node.CONTENDER, Node.JOBS: Node.JOB, Node.ASSIGNMENTS: Node.SHARD,
+             Node.STORIES: Node.STORY,
              Node.SERVERS: Node.REGISTRATION, Node.ADMIN_SERVERS: Node.ADMIN_SERVER}
 
 
@@ -167,7 +172,8 @@ def node_of(paths: ZkPaths, path: str) -> Node | None:
     """Which row of ACL_TABLE `path` belongs to; None for a path exportd does not own."""
     fixed = {paths.base: Node.BASE, paths.root: Node.ROOT, paths.election: Node.ELECTION,
              paths.leader: Node.LEADER, paths.epoch: Node.EPOCH, paths.jobs: Node.JOBS,
-             paths.assignments: Node.ASSIGNMENTS, paths.servers: Node.SERVERS,
+             paths.assignments: Node.ASSIGNMENTS, paths.stories: Node.STORIES,
+             paths.servers: Node.SERVERS,
              paths.admin: Node.ADMIN, paths.admin_servers: Node.ADMIN_SERVERS}
     if path in fixed:
         return fixed[path]
@@ -240,6 +246,14 @@ class ZkPaths:
 
     def assignment_shard(self, shard: int) -> str:
         return f"{self.assignments}/{shard:04d}"
+
+    @property
+    def stories(self) -> str:
+        """Tasks' recent history, sharded like the assignments (master/story.py)."""
+        return f"{self.root}/stories"
+
+    def story_shard(self, shard: int) -> str:
+        return f"{self.stories}/{shard:04d}"
 
     @property
     def servers(self) -> str:

@@ -66,6 +66,7 @@ class SimServer:
     net_bytes_per_s: float = 100e6
     task_cpu: float = 0.05
     task_bytes: float = 10_000.0
+    task_error: str = ""          # every running task's last_error in reports (tests)
     silent: bool = False
     record_specs: bool = False   # keep each directive's specs (tests; benchmarks have 50k tasks)
     channel: grpc.aio.Channel | None = None      # shared channel; else one per connection
@@ -169,7 +170,8 @@ class SimServer:
     def report(self, seq: int) -> pb.Report:
         statuses = [pb.TaskStatus(task_id=t, generation=g, state=pb.TASK_STATE_RUNNING,
                                   cpu_seconds_per_s=self.task_cpu, bytes_per_s=self.task_bytes,
-                                  records_per_s=10.0, consumer_lag=0, committed_offset=1)
+                                  records_per_s=10.0, consumer_lag=0, committed_offset=1,
+                                  last_error=self.task_error)
                     for t, g in sorted(self.running.items())]
         for t, g in sorted(self.stopping.items()):
             statuses.append(pb.TaskStatus(task_id=t, generation=g, state=pb.TASK_STATE_STOPPED))
