@@ -16,7 +16,8 @@ done, stopped tasks gone): that is the state an autoscaler or a person acts on.
   all the group's load counts, in units of the servers seen (alive, else any of the group, else
   any at all). At least 1 when the group has tasks; 0 for a group with neither.
 - `reason`: the same in words, plus what the plan could not do (pending, stalled drain, budget
-  used up, a hot server that cannot shed load).
+  used up, a hot server that cannot shed load), and the servers that carry load in a dimension
+  they have no capacity in (full, not schedulable; never an unbounded utilisation).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from scheduler.model import GroupAdvice
 from scheduler.placement import PlacementResult
 from scheduler.reasons import plural
 from scheduler.utilisation import Cluster
+
+_NAMED = 5  # servers named in a reason at most
 
 
 def _units(c: float, n: float, cap_c: float, cap_n: float) -> float:
@@ -109,6 +112,14 @@ def advise(cl: Cluster, result: PlacementResult, notes: dict[str, list[str]]
             words.append(
                 f"{plural(n_pending, 'task')} pending "
                 f"({room} for lack of room, {n_pending - room} for lack of a server)"
+            )
+        lacking = [i for i in alive if cl.lacks[i]]
+        if lacking:
+            names = ", ".join(f"{cl.sids[i]} ({cl.lacks[i]})" for i in lacking[:_NAMED])
+            more = f" and {len(lacking) - _NAMED} more" if len(lacking) > _NAMED else ""
+            words.append(
+                f"{plural(len(lacking), 'server')} carry load in a dimension they have no "
+                f"capacity in and take nothing new: {names}{more}"
             )
         words.extend(notes.get(group, ()))
         out.append(GroupAdvice(

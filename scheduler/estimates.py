@@ -7,9 +7,13 @@ The median is taken per dimension over the job's measured tasks (any group, any 
 unmeasured partition of a busy job is not assumed to be as light as the default.
 
 Numbers are sanitised once here: negative or NaN loads count as 0, absurdly large ones are clamped,
-so the rest of the planner can do plain float arithmetic. Then every task's CPU is at least
-`Config.task_cpu_floor`: a running task is never free, and a task that costs nothing would leave
-its server's score unchanged, so every idle task would go to the same server.
+so the rest of the planner can do plain float arithmetic. A positive load smaller than
+`RESOLUTION` counts as `RESOLUTION`: far below anything measurable, and it keeps "some load" apart
+from "no load" in the arithmetic, so that a load of 1e-20 B/s on a server without network
+capacity is "does not fit" (RESOLUTION / 0 capacity is far above any watermark), not a score of
+0.01. Then every task's CPU is at least `Config.task_cpu_floor`: a running task is never free, and
+a task that costs nothing would leave its server's score unchanged, so every idle task would go to
+the same server.
 """
 
 from __future__ import annotations
@@ -27,12 +31,20 @@ DEFAULT = 3
 SOURCE_NAMES = ("measured", "job hint", "median of measured siblings", "default estimate")
 
 _CLAMP = 1e15  # far above any real CPU count or byte rate; keeps arithmetic finite
+RESOLUTION = 1e-12  # the smallest positive load (cores or bytes/s) the planner counts
 
 
 def clean(x: float) -> float:
     """A finite, non-negative number (NaN and negatives → 0, huge values and inf → 1e15)."""
     if x > 0.0:
         return x if x < _CLAMP else _CLAMP
+    return 0.0
+
+
+def clean_load(x: float) -> float:
+    """`clean`, and a positive load below RESOLUTION counts as RESOLUTION (module docstring)."""
+    if x > 0.0:
+        return x if RESOLUTION <= x < _CLAMP else (RESOLUTION if x < RESOLUTION else _CLAMP)
     return 0.0
 
 
@@ -61,6 +73,7 @@ def estimate_loads(
     Stopped tasks get an estimate too (cheap, and `estimates()` shows it); the planner ignores it.
     """
     floor = clean(cpu_floor)
+    low = max(floor, RESOLUTION)
     n = len(tasks)
     cpu = [0.0] * n
     net = [0.0] * n
@@ -75,8 +88,8 @@ def estimate_loads(
                 continue
             src[k] = HINT
         c, m = load.cpu, load.net
-        cpu[k] = c if floor < c < _CLAMP else max(clean(c), floor)
-        net[k] = m if 0.0 < m < _CLAMP else clean(m)
+        cpu[k] = c if low <= c < _CLAMP else max(clean_load(c), floor)
+        net[k] = m if RESOLUTION <= m < _CLAMP else clean_load(m)
     if not unresolved:
         return cpu, net, src
 
@@ -90,7 +103,7 @@ def estimate_loads(
             entry[0].append(cpu[k])
             entry[1].append(net[k])
     medians = {job: (_median(c), _median(m)) for job, (c, m) in siblings.items()}
-    dc, dn = max(clean(default.cpu), floor), clean(default.net)
+    dc, dn = max(clean_load(default.cpu), floor), clean_load(default.net)
     for k in unresolved:
         med = medians.get(tasks[k].job)
         if med is not None:

@@ -12,7 +12,10 @@ Tasks
 -----
 - A task with `server=None` is unplaced: it gets a `Placement` or a `Pending` (with the reason).
 - A task whose `server` is dead (`alive=False`) or unknown (not in `view.servers`) is unplaced too
-  and is evacuated: a `Placement` elsewhere, or `Pending`. Nothing else moves because of it.
+  and is evacuated: a `Placement` elsewhere, or `Pending`. Nothing else moves because of it: in a
+  group where a plan places evacuated tasks, that plan moves no other task of the group (no
+  rebalance, no count-balance move; drains and isolation repairs, which an operator or a group
+  change asked for, still go). The next round rebalances as usual.
 - A task with `stopped=True` (job paused or deleted) that still has a server gets a `Revocation`:
   stop it, nowhere to go. With `server=None` it gets nothing. Its load counts nowhere.
 - A task on a live server of another group gets a `Move` to its own group (isolation repair).
@@ -71,8 +74,10 @@ Order of a round
 3. Place unplaced tasks (scheduler/placement.py): reserved in-flight targets first, then per group
    heaviest first, each on the lowest resulting dominant score under the high watermark.
 4. Isolation repairs and drains (scheduler/drain.py).
-5. Rebalance (scheduler/rebalance.py) with what is left of the move budget.
-6. Advice (scheduler/advice.py).
+5. Rebalance (scheduler/rebalance.py) with what is left of the move budget, except in the groups
+   that evacuate this round.
+6. Count balance (scheduler/spread.py), the same groups only redirecting this round's placements.
+7. Advice (scheduler/advice.py).
 
 Placement goes before handoffs and rebalancing because an unplaced task is not running at all.
 """
@@ -82,7 +87,7 @@ from __future__ import annotations
 from scheduler.advice import advise
 from scheduler.drain import drain, repair_isolation
 from scheduler.model import ClusterView, Move, Plan, Revocation
-from scheduler.placement import build_placers, place_unplaced
+from scheduler.placement import PlacementResult, build_placers, place_unplaced
 from scheduler.rebalance import rebalance
 from scheduler.spread import spread
 from scheduler.utilisation import Cluster
@@ -102,6 +107,15 @@ def _budgets(cl: Cluster) -> tuple[int, dict[int, int]]:
             else:
                 budget -= n
     return max(budget, 0), used
+
+
+def _evacuating(cl: Cluster, placed: PlacementResult) -> set[str]:
+    """Groups in which this round places tasks of a dead or unknown server (evacuated, or in
+    flight from a server that died mid-handoff)."""
+    if not cl.lost:
+        return set()
+    lost = {cl.tasks[k].id: cl.tasks[k].group for k in cl.lost}
+    return {lost[p.task] for p in placed.placements if p.task in lost}
 
 
 def plan(view: ClusterView) -> Plan:
@@ -129,8 +143,9 @@ def plan(view: ClusterView) -> Plan:
     budget, drain_used = _budgets(cl)
     budget = repair_isolation(cl, placers, moves, notes, budget)
     drain(cl, placers, moves, notes, drain_used)
-    budget, busy = rebalance(cl, placers, moves, notes, budget)
-    spread(cl, placers, placed, moves, notes, budget, busy)
+    hold = _evacuating(cl, placed)
+    budget, busy = rebalance(cl, placers, moves, notes, budget, hold)
+    spread(cl, placers, placed, moves, notes, budget, busy, hold)
 
     return Plan(
         placements=tuple(placed.placements),

@@ -42,6 +42,18 @@ then waits out its cool-down; with unchanged loads, planning again after a round
 proposes nothing (there is no source left, or the remaining ones were stuck and still are). Drift
 smaller than `hysteresis * threshold` after a rebalance moves nothing.
 
+Servers without capacity. A server with no capacity in a dimension that carries load in it
+(scheduler/utilisation.py) is not schedulable and not part of its group's mean. Before the load
+rule, each one's movable tasks that need the missing dimension go, largest first, to the server
+the placement rule picks (within the move budget): they do not fit where they are. The reason
+says "no network capacity"; no utilisation of such a server is ever printed.
+
+A round that evacuates. In a group where this round places tasks of a dead or unknown server,
+nothing else moves (no load-rule move, no shedding; count balance only redirects this round's
+placements): losing a server moves its own tasks and nothing else in that plan. The next round
+is an ordinary one and rebalances the group if it is still out of balance, with the lost tasks
+already running where they landed (docs/architecture/scheduler.md, "Evacuation").
+
 Stuck sources. A source for which no move qualifies (its tasks are in cool-down, too small for
 `min_gain`, or too big for any target's room under the goal) is marked stuck for the round, the
 group's advice says so, and the next source is tried. Steps stop when `Config.move_budget` moves
@@ -51,11 +63,12 @@ were made this round (isolation repairs included), or nothing is left to do.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Collection
 
 from scheduler.model import Move
 from scheduler.placement import CANDIDATES, GroupPlacer, release
-from scheduler.reasons import plural
-from scheduler.utilisation import EPS, Cluster
+from scheduler.reasons import load, plural
+from scheduler.utilisation import BIG, EPS, Cluster
 
 
 class _Rebalancer:
@@ -69,7 +82,8 @@ class _Rebalancer:
         self.hw = cfg.high_watermark
         self.min_gain = cfg.min_gain
         self.cordoned = {
-            g: [i for i in members if cl.cordoned[i]] for g, members in cl.members.items()
+            g: [i for i in members if cl.cordoned[i] and not cl.lacks[i]]
+            for g, members in cl.members.items()
         }
         self.settle = self.thr * (1.0 - min(max(cfg.hysteresis, 0.0), 1.0))
         self.stuck: set[int] = set()
@@ -220,6 +234,51 @@ class _Rebalancer:
                 target, res = t, after_t
         return target, res
 
+    def shed_lacking(self, budget: int, hold: Collection[str], busy: set[str]) -> int:
+        """Move the tasks that need a dimension their server has no capacity in (module
+        docstring), within `budget`; returns the budget left."""
+        cl, moves, notes = self.cl, self.moves, self.notes
+        load_c, load_n = cl.load_c, cl.load_n
+        for s, word in enumerate(cl.lacks):
+            if not word or not cl.alive[s] or cl.draining[s]:
+                continue
+            no_c, no_n = cl.inv_c[s] >= BIG, cl.inv_n[s] >= BIG
+            ks = [k for k in cl.movable[s]
+                  if (no_c and load_c[k] > 0.0) or (no_n and load_n[k] > 0.0)]
+            group, sid = cl.sgroup[s], cl.sids[s]
+            placer = self.placers.get(group)
+            if not ks or group in hold:
+                continue
+            busy.add(group)
+            if placer is not None:
+                ks.sort(key=lambda k: (-placer.size_of(load_c[k], load_n[k]), k))
+            moved = 0
+            for k in ks:
+                if budget <= 0 or placer is None:
+                    break
+                lc, ln = load_c[k], load_n[k]
+                found = placer.choose(lc, ln)
+                if found is None:
+                    continue
+                j, t, res = found
+                placer.commit(j, t, lc, ln, res)
+                release(cl, self.placers, s, lc, ln)
+                cl.movable[s].remove(k)
+                budget -= 1
+                moved += 1
+                tid = cl.sids[t]
+                moves.append(Move(
+                    cl.tasks[k].id, sid, tid,
+                    f"rebalance group {group}: {sid} has {word} and the task needs it "
+                    f"({load(lc, ln)}): lowest score {res:.2f} on {tid}",
+                ))
+            if len(ks) > moved:
+                notes.setdefault(group, []).append(
+                    f"{sid} has {word}: {plural(len(ks) - moved, 'task')} that need it wait "
+                    f"for room under the high watermark or for the move budget"
+                )
+        return budget
+
     def stuck_note(self, group: str, s: int) -> str:
         cl = self.cl
         cooling = cl.cooling.get(group, 0)
@@ -234,13 +293,22 @@ class _Rebalancer:
 
 def rebalance(
     cl: Cluster, placers: dict[str, GroupPlacer], moves: list[Move],
-    notes: dict[str, list[str]], budget: int,
+    notes: dict[str, list[str]], budget: int, hold: Collection[str] = (),
 ) -> tuple[int, set[str]]:
-    """Append rebalance moves, at most `budget` of them (module docstring). Returns the budget
-    left and the groups that had a source (moved, stuck, or waiting for budget)."""
+    """Append rebalance moves, at most `budget` of them (module docstring); none in the groups of
+    `hold` (they evacuate this round). Returns the budget left and the groups that had a source
+    (moved, stuck, waiting for budget, or held)."""
     rb = _Rebalancer(cl, placers, moves, notes)
     heap: list[tuple[float, str]] = []
     busy: set[str] = set()
+    budget = rb.shed_lacking(budget, hold, busy)
+    for group in sorted(hold):
+        if group in placers and rb.source(group) is not None:
+            busy.add(group)
+            notes.setdefault(group, []).append(
+                "rebalance waits for the next round: this round places the tasks of a lost "
+                "server (evacuation), and nothing else moves in that round"
+            )
 
     def push(group: str) -> None:
         found = rb.source(group)
@@ -250,7 +318,8 @@ def rebalance(
             heapq.heappush(heap, (goal - cl.score[s], group))  # most over its goal first
 
     for group in sorted(placers):
-        push(group)
+        if group not in hold:
+            push(group)
     stuck_in: dict[str, list[int]] = {}
     while heap and budget > 0:
         _, group = heapq.heappop(heap)

@@ -41,11 +41,14 @@ gate does not flap. Cool-down, budget and moves in flight apply as for every reb
 Evacuation. Count balance does not react to a dead server as such: its tasks are placed by the
 placement rule (least loaded first, which at low load with `Config.task_cpu_floor` means the
 servers with the fewest tasks per size), which leaves no server starved unless one was already.
+In a group that evacuates this round it only redirects this round's placements and moves no
+running task: losing a server moves nothing else in that plan (scheduler/planner.py).
 """
 
 from __future__ import annotations
 
 import heapq
+from collections.abc import Collection
 
 from scheduler.model import Move, Placement
 from scheduler.placement import GroupPlacer, PlacementResult, release
@@ -59,11 +62,11 @@ _TINY = 1e-9        # a server smaller than this (relative) has no share
 
 def spread(
     cl: Cluster, placers: dict[str, GroupPlacer], placed: PlacementResult, moves: list[Move],
-    notes: dict[str, list[str]], budget: int, busy: set[str],
+    notes: dict[str, list[str]], budget: int, busy: set[str], hold: Collection[str] = (),
 ) -> int:
     """Count balance for the groups at low load: redirect this round's placements, and append
     at most `budget` moves; return the budget left. `busy`: groups the load rule worked on this
-    round (left alone here)."""
+    round (left alone here); `hold`: groups that only redirect (they evacuate this round)."""
     gate = cl.cfg.count_balance_below
     if gate <= 0.0:
         return budget
@@ -81,13 +84,13 @@ def spread(
     for group in groups:
         slice_ = min(budget, even)
         left = _Group(cl, placers, placers[group], placed, moves, notes).run(
-            slice_, fresh, final=False)
+            slice_, fresh, final=False, redirect_only=group in hold)
         budget -= slice_ - left
     fresh = _placed_by_server(cl, placed)
     for group in groups:
         g = _Group(cl, placers, placers[group], placed, moves, notes)
         if g.starved():
-            budget = g.run(budget, fresh, final=True)
+            budget = g.run(budget, fresh, final=True, redirect_only=group in hold)
     return budget
 
 
@@ -142,8 +145,10 @@ class _Group:
             ks = self.tasks[s] = sorted(cl.movable[s], key=lambda k: (lc[k] * ic + ln[k] * in_, k))
         return ks
 
-    def run(self, budget: int, fresh: dict[int, list[int]], final: bool) -> int:
-        """Count moves (at most `budget`) and redirects for this group; notes when `final`."""
+    def run(self, budget: int, fresh: dict[int, list[int]], final: bool,
+            redirect_only: bool = False) -> int:
+        """Count moves (at most `budget`) and redirects for this group; notes when `final`.
+        `redirect_only`: no moves, only redirects of this round's placements."""
         cl, rank = self.cl, self.placer.rank
         count, share = cl.count, self.share
         starved = self.starved()
@@ -162,11 +167,11 @@ class _Group:
         targets = [(self.per_size(i), rank[i], i) for i in starved]
         heapq.heapify(targets)
         sources = [(-self.per_size(i), rank[i], i) for i in self.members
-                   if cl.movable[i] or self.fresh.get(i)]
+                   if (cl.movable[i] and not redirect_only) or self.fresh.get(i)]
         heapq.heapify(sources)
         received: dict[int, int] = {}
         blocked: set[int] = set()   # starved servers no task fits on under the goal
-        while targets and budget > 0:
+        while targets and (budget > 0 or redirect_only):
             _, _, t = heapq.heappop(targets)
             if count[t] >= share[t] - EPS:
                 continue
@@ -183,7 +188,7 @@ class _Group:
                     tried.append(entry)
                     break   # the most loaded (by count per size) left cannot give: none can
                 tried.append(entry)
-                k, n, res = self.fit(s, t, budget > 0)
+                k, n, res = self.fit(s, t, budget > 0 and not redirect_only)
                 if k >= 0:
                     found = (s, k, n, res)
                     break
@@ -207,7 +212,8 @@ class _Group:
             if count[t] < share[t] - EPS:
                 heapq.heappush(targets, (self.per_size(t), rank[t], t))
         if final:
-            waiting = budget <= 0 and any(count[t] < share[t] - EPS for _, _, t in targets)
+            waiting = budget <= 0 and not redirect_only and any(
+                count[t] < share[t] - EPS for _, _, t in targets)
             self.note(starved, received, blocked, waiting)
         return budget
 

@@ -12,6 +12,15 @@ task's load, and sorts each task into exactly one bucket:
 - on a draining server: handed off by the drain;
 - running elsewhere: movable by the rebalancer unless it is in its cool-down.
 
+A server with no capacity in a dimension (CPU or network) that carries load in it (background,
+a task, a move in flight towards it) is *without capacity*: it is full, so it takes nothing new
+and is not schedulable for this round, and it stays out of its group's mean and imbalance (its
+utilisation there is unbounded, and one such server would otherwise make every other server look
+idle and stop rebalancing for the whole group). The rebalancer moves its tasks that need the
+missing dimension elsewhere (scheduler/rebalance.py); reasons say "no network capacity", never
+a number. A server with no capacity in a dimension and no load in it takes tasks that need none
+(and only those: every positive load is at least `estimates.RESOLUTION`).
+
 Server state is kept in parallel lists indexed by server position (id order): capacity,
 1/capacity, used load (background plus counted tasks) and the dominant score. Parallel lists of
 floats keep the hot loops free of attribute look-ups and object allocation.
@@ -23,10 +32,11 @@ from collections.abc import Iterable
 from operator import attrgetter
 from typing import TypeVar
 
-from scheduler.estimates import clean, estimate_loads
+from scheduler.estimates import clean, clean_load, estimate_loads
 from scheduler.model import ClusterView, MoveInFlight, Server, Task
 
 BIG = 1e18          # 1/capacity of a zero-capacity dimension: any load there is "infinitely" full
+# (every positive load is at least estimates.RESOLUTION, so at least 1e6 times the capacity)
 EPS = 1e-9          # float slack for comparisons between sums built in different orders
 _TINY_CAPACITY = 1e-12
 
@@ -47,6 +57,12 @@ def _unique(items: Iterable[_T]) -> list[_T]:
             out.append(item)
             last = item.id
     return out
+
+
+def _capacity(x: float) -> float:
+    """A clean capacity; one too small to carry anything is none (0)."""
+    cap = clean(x)
+    return cap if cap > _TINY_CAPACITY else 0.0
 
 
 def _inverse(capacity: float) -> float:
@@ -93,12 +109,12 @@ class Cluster:
         self.draining = [s.alive and s.draining for s in servers]
         self.cordoned = [s.alive and s.cordoned and not s.draining for s in servers]
         self.sched = [s.alive and not s.cordoned and not s.draining for s in servers]
-        self.cap_c = [clean(s.capacity.cpu) for s in servers]
-        self.cap_n = [clean(s.capacity.net) for s in servers]
+        self.cap_c = [_capacity(s.capacity.cpu) for s in servers]
+        self.cap_n = [_capacity(s.capacity.net) for s in servers]
         self.inv_c = [_inverse(c) for c in self.cap_c]
         self.inv_n = [_inverse(c) for c in self.cap_n]
-        self.bg_c = [clean(s.background.cpu) for s in servers]
-        self.bg_n = [clean(s.background.net) for s in servers]
+        self.bg_c = [clean_load(s.background.cpu) for s in servers]
+        self.bg_n = [clean_load(s.background.net) for s in servers]
         self.used_c = list(self.bg_c)
         self.used_n = list(self.bg_n)
         self.sindex = {sid: i for i, sid in enumerate(self.sids)}
@@ -116,6 +132,7 @@ class Cluster:
         # not simply "new" (evacuated ...); in-flight moves whose task is unplaced, separately.
         self.unplaced: dict[str, list[int]] = {}
         self.origin: dict[int, str] = {}
+        self.lost: list[int] = []   # unplaced because their server is dead or unknown
         self.landing: list[Landing] = []
         self.misplaced: list[int] = []
         self.drain_tasks: dict[int, list[int]] = {}
@@ -124,6 +141,12 @@ class Cluster:
         self.flight_sources: dict[str, int] = {}  # source -> handoffs under way from it
         self._classify(_latest_flights(view.in_flight) if view.in_flight else {})
         self.score = [self.score_of(i) for i in range(len(servers))]
+        # Per server: "" or what it lacks ("no network capacity") for the load it carries; such a
+        # server is not schedulable this round (module docstring).
+        self.lacks = [self._lacks(i) for i in range(len(servers))]
+        for i, word in enumerate(self.lacks):
+            if word and self.sched[i]:
+                self.sched[i] = False
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -133,6 +156,13 @@ class Cluster:
         n = self.used_n[i] * self.inv_n[i]
         return c if c > n else n
 
+    def _lacks(self, i: int) -> str:
+        cpu = self.inv_c[i] >= BIG and self.used_c[i] > 0.0
+        net = self.inv_n[i] >= BIG and self.used_n[i] > 0.0
+        if cpu and net:
+            return "no CPU or network capacity"
+        return "no CPU capacity" if cpu else ("no network capacity" if net else "")
+
     def state_word(self, i: int) -> str:
         if not self.alive[i]:
             return "dead"
@@ -140,6 +170,8 @@ class Cluster:
             return "draining"
         if self.cordoned[i]:
             return "cordoned"
+        if self.lacks[i]:
+            return f"full ({self.lacks[i]})"
         return "schedulable"
 
     def groups_seen(self) -> list[str]:
@@ -174,6 +206,7 @@ class Cluster:
                 continue
             i = sindex.get(s)
             if i is None or not alive[i]:
+                self.lost.append(k)
                 if fl is not None and fl.source == s:
                     # A move whose source died mid-handoff still owns its reserved target.
                     self._add_landing(k, fl)
