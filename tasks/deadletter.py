@@ -168,6 +168,18 @@ def _kafka_error(exc: KafkaException) -> KafkaError:
     return err if isinstance(err, KafkaError) else KafkaError(KafkaError._FAIL, str(exc))
 
 
+def _flushed(producer: Producer, timeout: float) -> int:
+    """`producer.flush(timeout)`. A fatal error (a fenced producer) raised while delivery
+    callbacks run comes out of confluent-kafka as a SystemError caused by the KafkaException:
+    raise that instead."""
+    try:
+        return producer.flush(timeout)
+    except SystemError as exc:
+        if isinstance(exc.__cause__, KafkaException):
+            raise exc.__cause__ from None
+        raise
+
+
 class _Abort(Exception):
     """The transaction failed and is to be aborted; `error` is what to raise then."""
 
@@ -326,7 +338,7 @@ class KafkaDeadLetter:
                 raise _Abort(SinkError(f"producer queue for {self.topic} stayed full",
                                        retryable=True))
         deadline = time.monotonic() + FLUSH_TIMEOUT
-        while self._producer.flush(1.0) > 0:
+        while _flushed(self._producer, 1.0) > 0:
             if time.monotonic() > deadline:
                 raise _Abort(SinkError(f"flush to dead-letter topic {self.topic} timed out",
                                        retryable=True))

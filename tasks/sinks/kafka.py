@@ -31,8 +31,8 @@ reads the outcome from the committed offset.
 When the sink's cluster is not the source's, the offsets cannot be in the transaction (Kafka
 commits them on the producer's cluster): `commits_offsets` is False and the pipeline commits
 after the transaction — at-least-once across a crash between the two, still one producer per
-task. The dead-letter producer (tasks/deadletter.py) is not transactional either: a dead letter
-may repeat after a restart (at-least-once).
+task. Dead letters have a transactional producer of their own (tasks/deadletter.py,
+`exportd-dlq-<task id>`) whose transactions carry their own marks: written once, not in this one.
 """
 
 from __future__ import annotations

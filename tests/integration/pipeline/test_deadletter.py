@@ -164,3 +164,59 @@ async def test_a_restart_writes_no_dead_letter_twice(kafka: str, s3: str, tmp_pa
     assert sorted(offsets) == bad, collections.Counter(offsets).most_common(3)
     exported = sorted(e["id"] for e in lines(s3_objects(s3, bucket).values()))
     assert exported == [i for i in range(n) if i % 10 != 3]
+
+
+async def test_a_zombie_writes_no_dead_letter_once_the_next_owner_started(
+        kafka: str, s3: str, tmp_path: Path) -> None:
+    topic = big_topic(kafka, unique("dlqzombie"))
+    bad_first, bad_later = [b"{not json"] * 5, [b"{later"] * 5
+    produce_values(kafka, topic, json_records(0, 20) + bad_first)
+    bucket = new_bucket(s3)
+    spec = s3_job(topic, bucket)
+    env = environment(kafka, tmp_path, s3)
+    zombie, owner = runner(env, spec, generation=1), runner(env, spec, generation=2)
+    await zombie.start()
+    try:
+        await wait_for(lambda: zombie.stats().dead_letters_total == 5, "the zombie's first 5")
+        # The next owner starts while the first still runs (it lost its lease but does not
+        # know yet): its first dead letter fences the first owner's dead-letter producer.
+        await owner.start()
+        try:
+            await wait_for(lambda: owner.stats().dead_letters_total == 5, "the owner's first 5")
+            produce_values(kafka, topic, bad_later)
+            await wait_for(lambda: owner.stats().dead_letters_total == 10, "the owner's next 5")
+            await wait_for(lambda: "fenced" in zombie.stats().last_error,
+                           f"the zombie fenced ({zombie.stats()})")
+            assert zombie.stats().dead_letters_total == 5
+        finally:
+            await owner.stop(drain=True)
+    finally:
+        await zombie.stop(drain=False)
+
+    dead = dead_letters(kafka, spec.dead_letter_topic)
+    assert sorted(int(headers(m)["source_offset"]) for m in dead) == list(range(20, 30))
+
+
+async def test_a_file_dead_letter_is_not_repeated_after_a_restart_or_a_torn_line(
+        kafka: str, tmp_path: Path) -> None:
+    topic = big_topic(kafka, unique("dlqfile"))
+    n = 200
+    values = [b"{not json" if i % 10 == 3 else v for i, v in enumerate(json_records(0, n))]
+    produce_values(kafka, topic, values)
+    spec = job(topic, {"type": "file", "directory": "out"},
+               transform={"parse": {"format": "json"}, "select": "{id: id}"},
+               dead_letter={"type": "file", "directory": "dlq"})
+    env = environment(kafka, tmp_path)
+    bad = [i for i in range(n) if i % 10 == 3]
+
+    await crash_after_dead_letters(runner(env, spec, generation=1), len(bad))
+    [path] = (tmp_path / "dlq").rglob("*.ndjson")
+    written = path.read_bytes()
+    last = written.splitlines()[-1]
+    # A crash in the middle of the last append: half its line is on disk.
+    path.write_bytes(written[:-len(last) - 1] + last[:len(last) // 2])
+    await run_until_committed(runner(env, spec, generation=2), n)
+
+    dead = lines([path.read_bytes()])
+    assert [d["offset"] for d in dead] == bad
+    assert {d["stage"] for d in dead} == {"transform"}
