@@ -9,6 +9,7 @@ any other kind without a schema is an error, so nothing rendered goes unchecked.
 from __future__ import annotations
 
 import importlib
+import re
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -112,7 +113,39 @@ def _check_certificate(doc: Manifest) -> list[str]:
     return errors
 
 
+def _check_prometheus_rule(doc: Manifest) -> list[str]:
+    """The Prometheus Operator's PrometheusRule: groups of named rules, each alert with an
+    expression, string labels and annotations, and a duration in `for`."""
+    spec = doc.get("spec")
+    if not isinstance(spec, dict) or not isinstance(spec.get("groups"), list):
+        return ["spec.groups: missing"]
+    errors = [f"spec.{key}: unknown field" for key in spec if key != "groups"]
+    for i, group in enumerate(spec["groups"]):
+        if not isinstance(group, dict) or not group.get("name") or not isinstance(
+                group.get("rules"), list):
+            errors.append(f"spec.groups[{i}]: needs a name and rules")
+            continue
+        for j, rule in enumerate(group["rules"]):
+            where = f"spec.groups[{i}].rules[{j}]"
+            allowed = {"alert", "record", "expr", "for", "labels", "annotations",
+                       "keep_firing_for"}
+            errors += [f"{where}.{k}: unknown field" for k in rule if k not in allowed]
+            if not isinstance(rule.get("expr"), str) or not rule["expr"].strip():
+                errors.append(f"{where}.expr: missing")
+            if ("alert" in rule) == ("record" in rule):
+                errors.append(f"{where}: exactly one of alert and record")
+            if "for" in rule and not re.fullmatch(r"(\d+(ms|s|m|h|d|w|y))+", str(rule["for"])):
+                errors.append(f"{where}.for: not a duration: {rule['for']!r}")
+            for key in ("labels", "annotations"):
+                values = rule.get(key, {})
+                if not isinstance(values, dict) or not all(
+                        isinstance(v, str) for v in values.values()):
+                    errors.append(f"{where}.{key}: must map names to strings")
+    return errors
+
+
 CRD_CHECKS = {("monitoring.coreos.com/v1", "ServiceMonitor"): _check_service_monitor,
+              ("monitoring.coreos.com/v1", "PrometheusRule"): _check_prometheus_rule,
               ("cert-manager.io/v1", "Certificate"): _check_certificate}
 
 
