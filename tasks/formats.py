@@ -1,4 +1,4 @@
-"""Encoding records into exported files: NDJSON, CSV or Parquet, compressed with gzip or zstd.
+"""Encoding records into exported files: NDJSON, CSV, Parquet or Avro, compressed with gzip or zstd.
 
 Records are encoded one by one where they are transformed (possibly in a worker process), so the
 push stage only joins bytes: an NDJSON or CSV record travels as its encoded line, without the
@@ -38,6 +38,10 @@ Encoded = bytes | Row
 """One encoded record: an NDJSON/CSV line (without its newline) or a Parquet row."""
 
 Encoder = Callable[[Any], Encoded]
+
+# Formats whose records travel as rows (dicts) and are written at once when the file closes,
+# compressed inside the file.
+ROW_FORMATS = frozenset({"parquet", "avro"})
 
 # One encoder object: json.dumps with non-default arguments builds a new one per call.
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -233,14 +237,102 @@ def decompress(data: bytes, compression: str) -> bytes:
     return data
 
 
-def _parquet(rows: Sequence[Row], compression: str, level: int | None) -> bytes:
+def _json_text(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"),
+                                                 ensure_ascii=False, default=str)
+
+
+def parquet_table(rows: Sequence[Row]) -> Any:
+    """The file's columns: every field of every row (in order of first appearance), each typed
+    from all its values, so a field added by a later schema version is a column, never dropped
+    (pyarrow's from_pylist takes the first row's fields only). Numbers widen as pyarrow infers
+    (int and float: double) and nested objects merge their fields. A field whose values have no
+    common type (an int in one record, a string in the next) is written as JSON text in this
+    file: the values are all kept, typed as what they have in common (docs/architecture/
+    pipeline.md, "Schema evolution")."""
     import pyarrow as pa  # optional extra: imported only when Parquet is used
+
+    names: dict[str, None] = {}
+    for row in rows:
+        names.update(dict.fromkeys(row))
+    arrays = []
+    for name in names:
+        values = [row.get(name) for row in rows]
+        try:
+            array = pa.array(values)
+            if pa.types.is_null(array.type) or _holds_empty_struct(array.type):
+                raise pa.ArrowInvalid("no type Parquet can hold")
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+            array = pa.array([_json_text(v) for v in values], type=pa.string())
+        arrays.append(array)
+    return pa.Table.from_arrays(arrays, names=list(names))
+
+
+def _holds_empty_struct(arrow_type: Any) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_struct(arrow_type):
+        return arrow_type.num_fields == 0 or any(
+            _holds_empty_struct(arrow_type.field(i).type) for i in range(arrow_type.num_fields))
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return bool(_holds_empty_struct(arrow_type.value_type))
+    return False
+
+
+def _parquet(rows: Sequence[Row], compression: str, level: int | None) -> bytes:
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pylist(list(rows))
     out = io.BytesIO()
-    pq.write_table(table, out, compression="none" if compression == "none" else compression,
+    pq.write_table(parquet_table(rows), out,
+                   compression="none" if compression == "none" else compression,
                    compression_level=level)
+    return out.getvalue()
+
+
+# Avro container files carry a sync marker between blocks, random by default: a fixed one keeps a
+# rewrite after a crash byte-identical.
+AVRO_SYNC_MARKER = b"exportd-avro-v1\x00"
+AVRO_CODECS = {"none": "null", "gzip": "deflate", "zstd": "zstandard"}
+
+
+def avro_schema_of(arrow_schema: Any) -> dict[str, Any]:
+    """The writer schema of an Avro file holding `parquet_table`'s columns: every field
+    optional (["null", T], default null), nested objects as records, lists as arrays."""
+    import pyarrow as pa
+
+    names = iter(range(1, 1 << 30))
+
+    def avro_type(arrow_type: Any) -> Any:
+        if pa.types.is_boolean(arrow_type):
+            return "boolean"
+        if pa.types.is_integer(arrow_type):
+            return "long"
+        if pa.types.is_floating(arrow_type):
+            return "double"
+        if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
+            return "bytes"
+        if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+            return {"type": "array", "items": ["null", avro_type(arrow_type.value_type)]}
+        if pa.types.is_struct(arrow_type):
+            return record([arrow_type.field(i) for i in range(arrow_type.num_fields)])
+        return "string"   # strings, and the JSON text of fields without a common type
+
+    def record(fields: list[Any]) -> dict[str, Any]:
+        return {"type": "record", "name": f"Record{next(names)}", "namespace": "exportd",
+                "fields": [{"name": f.name, "type": ["null", avro_type(f.type)], "default": None}
+                           for f in fields]}
+
+    return record(list(arrow_schema))
+
+
+def _avro_file(rows: Sequence[Row], compression: str, level: int | None) -> bytes:
+    import fastavro
+
+    table = parquet_table(rows)
+    out = io.BytesIO()
+    fastavro.writer(out, fastavro.parse_schema(avro_schema_of(table.schema)), table.to_pylist(),
+                    codec=AVRO_CODECS[compression], codec_compression_level=level,
+                    sync_marker=AVRO_SYNC_MARKER)
     return out.getvalue()
 
 
@@ -249,6 +341,9 @@ def render_file(fmt: Format, items: Sequence[Encoded]) -> bytes:
     if fmt.type == "parquet":
         return _parquet([i for i in items if isinstance(i, dict)], fmt.compression,
                         fmt.compression_level)
+    if fmt.type == "avro":
+        return _avro_file([i for i in items if isinstance(i, dict)], fmt.compression,
+                          fmt.compression_level)
     lines = cast(Sequence[bytes], items)  # NDJSON and CSV encoders produce bytes only
     if not lines:
         return compress(b"", fmt.compression, fmt.compression_level)
@@ -264,10 +359,10 @@ def render_file(fmt: Format, items: Sequence[Encoded]) -> bytes:
 
 def content_type(fmt: Format) -> str:
     return {"ndjson": "application/x-ndjson", "csv": "text/csv",
-            "parquet": "application/vnd.apache.parquet"}[fmt.type]
+            "parquet": "application/vnd.apache.parquet", "avro": "application/avro"}[fmt.type]
 
 
 def content_encoding(fmt: Format) -> str | None:
-    if fmt.type == "parquet":
+    if fmt.type in ROW_FORMATS:   # compressed inside the file
         return None
     return {"none": None, "gzip": "gzip", "zstd": "zstd"}[fmt.compression]

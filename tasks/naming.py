@@ -18,9 +18,9 @@ _FIELDS = frozenset({"topic", "partition", "dt", "hour"})
 
 
 def extension(fmt: Format) -> str:
-    """`ndjson`, `csv.gz`, `ndjson.zst`, ...; Parquet compresses inside: always `parquet`."""
-    if fmt.type == "parquet":
-        return "parquet"
+    """`ndjson`, `csv.gz`, `ndjson.zst`, ...; Parquet and Avro compress inside the file."""
+    if fmt.type in ("parquet", "avro"):
+        return fmt.type
     suffix = {"none": "", "gzip": ".gz", "zstd": ".zst"}[fmt.compression]
     return f"{fmt.type}{suffix}"
 

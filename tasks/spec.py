@@ -165,7 +165,8 @@ COMPRESSION_LEVELS = {"gzip": range(1, 10), "zstd": range(1, 20)}
 
 
 class Format(SpecModel):
-    type: Literal["ndjson", "csv", "parquet"] = "ndjson"
+    # parquet and avro: typed columns from all the file's records (tasks/formats.py).
+    type: Literal["ndjson", "csv", "parquet", "avro"] = "ndjson"
     compression: Literal["none", "gzip", "zstd"] = "none"
     # Lower is cheaper in CPU, higher writes smaller files: gzip 1-9 (default 6; zlib-ng at 3
     # costs under half the CPU of 6 for files ~5 % larger, at 1 a fifth for ~55 % larger), zstd

@@ -488,6 +488,6 @@ def body_factory(fmt: Format, budget: MemoryBudget | None,
                  spool_dir: Path | None) -> Callable[[], FileBody] | None:
     """How chunks of a file-like sink (S3, files) build their bodies; None for Parquet, which is
     written from rows when the file closes. Without a budget, bodies go straight to disk."""
-    if fmt.type == "parquet":
+    if fmt.type in ("parquet", "avro"):
         return None
     return lambda: FileBody(fmt, budget, spool_dir)

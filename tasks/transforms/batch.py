@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from tasks.errors import RecordError
-from tasks.formats import Encoded, make_encoder, wants_objects
+from tasks.formats import ROW_FORMATS, Encoded, make_encoder, wants_objects
 from tasks.spec import Format, JobSpec, Transform
 from tasks.transforms.fastjson import DROPPED, FALLBACK, compile_fast_line
 from tasks.transforms.jmes import compile_expression, truthy
@@ -117,7 +117,8 @@ class Compiled:
                             or self.add_ingest)
         if spec.parse.format in ("avro", "json_schema"):
             networks = [ipaddress.ip_network(net, strict=False) for net in plan.allow_networks]
-            self.parse = schema_parser(spec.parse, networks)
+            self.parse = schema_parser(spec.parse, networks,
+                                       bytes_as_text=fmt.type not in ROW_FORMATS)
         else:
             self.parse = make_parser(spec.parse, objects=needs_fields or wants_objects(fmt))
         self.where = compile_expression(spec.where) if spec.where else None

@@ -21,6 +21,7 @@ sinks do: a name that turns private is refused, not followed.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -101,9 +102,12 @@ def _text_bytes(value: Any) -> Any:
     return value
 
 
-def avro_decoder(schema_text: str) -> Decode:
-    """Decode one Avro binary payload (no header) written with this schema."""
+def avro_decoder(schema_text: str, *, bytes_as_text: bool = True) -> Decode:
+    """Decode one Avro binary payload (no header) written with this schema. `bytes_as_text`:
+    bytes and fixed as Avro's JSON encoding writes them (for NDJSON and CSV); else as bytes
+    (Parquet and Avro files keep them binary)."""
     plain, binary = _plain_types(json.loads(schema_text))
+    binary = binary and bytes_as_text
     parsed = fastavro.parse_schema(plain)
 
     def decode(payload: bytes) -> Any:
@@ -120,8 +124,7 @@ def avro_decoder(schema_text: str) -> Decode:
     return decode
 
 
-def plain_avro_parser(schema_text: str) -> Decode:
-    return avro_decoder(schema_text)
+
 
 
 # --- JSON Schema ----------------------------------------------------------------------------------
@@ -143,8 +146,9 @@ def json_schema_decoder(schema_text: str) -> Decode:
     return decode
 
 
-COMPILERS: dict[str, Callable[[str], Decode]] = {"AVRO": avro_decoder,
-                                                 "JSON": json_schema_decoder}
+COMPILERS: dict[str, Callable[[str], Decode]] = {
+    "AVRO": avro_decoder, "JSON": json_schema_decoder,
+    "AVRO+bytes": functools.partial(avro_decoder, bytes_as_text=False)}
 FORMAT_TYPES = {"avro": "AVRO", "json_schema": "JSON"}
 
 
@@ -154,11 +158,12 @@ class RegistrySchemas:
     """Compiled schemas by id from one registry: a bounded LRU, failures remembered briefly."""
 
     def __init__(self, registry: Registry, *, environ: Mapping[str, str] | None = None,
-                 allow_networks: Iterable[IpNetwork] = (),
+                 allow_networks: Iterable[IpNetwork] = (), bytes_as_text: bool = True,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.url = registry.url
         self.capacity = registry.cache_size
         self._allow = tuple(allow_networks)
+        self._bytes_as_text = bytes_as_text
         self._clock = clock
         conf: dict[str, Any] = {"url": registry.url, "timeout": registry.timeout,
                                 "max.retries": 1, "cache.capacity": registry.cache_size}
@@ -193,7 +198,8 @@ class RegistrySchemas:
             self.requests += 1
             found = self._client.get_schema(schema_id)
             kind = found.schema_type or "AVRO"
-            compile_ = COMPILERS.get(kind)
+            compile_ = COMPILERS.get(
+                kind if kind != "AVRO" or self._bytes_as_text else "AVRO+bytes")
             if compile_ is None:
                 raise RecordError(f"schema id {schema_id} is a {kind} schema, which exportd "
                                   "does not decode")
@@ -254,17 +260,19 @@ def _secret(reference: str | None, environ: Mapping[str, str]) -> str:
 
 
 # One per registry (and login) per worker process, shared by its tasks.
-_REGISTRIES: dict[tuple[str, str | None, str | None, tuple[IpNetwork, ...]], RegistrySchemas] = {}
+_REGISTRIES: dict[tuple[Any, ...], RegistrySchemas] = {}
 _REGISTRIES_LOCK = threading.Lock()
 
 
-def registry_schemas(registry: Registry, allow_networks: Iterable[IpNetwork]) -> RegistrySchemas:
+def registry_schemas(registry: Registry, allow_networks: Iterable[IpNetwork], *,
+                     bytes_as_text: bool = True) -> RegistrySchemas:
     allow = tuple(allow_networks)
-    key = (registry.url, registry.username, registry.password, allow)
+    key = (registry.url, registry.username, registry.password, allow, bytes_as_text)
     with _REGISTRIES_LOCK:
         found = _REGISTRIES.get(key)
         if found is None:
-            found = _REGISTRIES[key] = RegistrySchemas(registry, allow_networks=allow)
+            found = _REGISTRIES[key] = RegistrySchemas(registry, allow_networks=allow,
+                                                       bytes_as_text=bytes_as_text)
         return found
 
 
@@ -282,8 +290,10 @@ def registry_parser(schemas: RegistrySchemas, fmt: str) -> Decode:
     return parse
 
 
-def schema_parser(spec: Parse, allow_networks: Iterable[IpNetwork]) -> Decode:
+def schema_parser(spec: Parse, allow_networks: Iterable[IpNetwork], *,
+                  bytes_as_text: bool = True) -> Decode:
     """The parser of an 'avro' or 'json_schema' parse step."""
     if spec.registry is None:
-        return plain_avro_parser(spec.avro_schema or "")
-    return registry_parser(registry_schemas(spec.registry, allow_networks), spec.format)
+        return avro_decoder(spec.avro_schema or "", bytes_as_text=bytes_as_text)
+    return registry_parser(registry_schemas(spec.registry, allow_networks,
+                                            bytes_as_text=bytes_as_text), spec.format)

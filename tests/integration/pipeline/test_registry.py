@@ -6,10 +6,15 @@ reasons while the task goes on."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import fastavro
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.schema_registry.json_schema import JSONSerializer
@@ -143,3 +148,49 @@ async def test_an_unreachable_registry_dead_letters_and_the_task_goes_on(
     dead = lines(p.read_bytes() for p in dlq.rglob("*.ndjson"))
     assert sorted(d["offset"] for d in dead) == list(range(30))
     assert all("schema registry unreachable" in d["reason"] for d in dead)
+
+
+@pytest.mark.parametrize("file_type", ["parquet", "avro"])
+async def test_avro_versions_export_to_typed_files_nothing_dropped(
+        kafka: str, s3: str, registry: str, tmp_path: Path, file_type: str) -> None:
+    """Three schema versions in one partition, files of 40 records (so files mix versions):
+    every field of every version is a typed column, read back record for record."""
+    topic = create_topic(kafka, unique(f"avro-{file_type}"))
+    values, _ = _avro_values(registry, topic, 120)
+    produce(kafka, topic, values)
+    bucket = new_bucket(s3)
+    spec = job(topic, {"type": "s3", "bucket": bucket, "prefix": "t"},
+               transform={"parse": {"format": "avro", "registry": {"url": registry}}},
+               format={"type": file_type, "compression": "zstd"},
+               rotation={"max_records": 40})
+    r = runner(environment(kafka, tmp_path, s3), spec)
+    await run_until_committed(r, 120)
+
+    files = s3_objects(s3, bucket)
+    assert len(files) == 3 and all(key.endswith(f".{file_type}") for key in files)
+    got: list[dict[str, Any]] = []
+    for body in files.values():
+        if file_type == "parquet":
+            table = pq.read_table(io.BytesIO(body))
+            assert table.schema.field("id").type == pa.int64()
+            assert table.schema.field("qty").type == pa.int64()
+            assert table.schema.field("tag").type == pa.binary()
+            got.extend(table.to_pylist())
+        else:
+            reader = fastavro.reader(io.BytesIO(body))
+            writer_schema: Any = reader.writer_schema
+            fields = {f["name"]: f["type"] for f in writer_schema["fields"]}
+            assert fields["qty"] == ["null", "long"] and fields["tag"] == ["null", "bytes"]
+            got.extend(cast(dict[str, Any], rec) for rec in reader)
+    got.sort(key=lambda rec: rec["id"])
+    assert [rec["id"] for rec in got] == list(range(120))
+    for rec in got:
+        i = rec["id"]
+        if i % 3 == 0:
+            assert rec["qty"] == i % 7 and rec["note"] == (f"n{i}" if i % 2 else None)
+            assert rec["region"] is None and rec["tag"] is None
+        elif i % 3 == 1:
+            assert rec["qty"] == 2**40 + i and rec["region"] == "us"
+        else:
+            assert rec["region"] == "apac" and rec["at"] == 1_700_000_000_000 + i
+            assert rec["tag"] == bytes([0, 200, i % 256]) and rec["note"] is None
