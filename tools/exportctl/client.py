@@ -44,15 +44,26 @@ class ApiError(CliError):
 
 
 def describe_error(status: int, body: Any) -> str:
-    """One line from an API error body {error, message, details?}."""
+    """From an API error body {error, message, details?}: one line, or, when the details list
+    several problems (a job spec), a line for each, so a bad job file is fixed in one go."""
     if not isinstance(body, dict) or "message" not in body:
         text = body if isinstance(body, str) and body.strip() else "no details"
         return f"HTTP {status}: {' '.join(str(text).split())[:200]}"
-    line = f"{body.get('error', 'error')}: {body['message']}"
-    problems = (body.get("details") or {}).get("problems") or []
-    if len(problems) > 1:
-        line += f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})"
-    return f"{line} (HTTP {status})"
+    code = body.get("error", "error")
+    details = body.get("details")
+    problems = details.get("problems") if isinstance(details, dict) else None
+    if isinstance(problems, list) and len(problems) > 1:
+        lines = [f"{code}: {len(problems)} problems (HTTP {status}):"]
+        for problem in problems:
+            if isinstance(problem, dict):
+                lines.append(f"  {problem.get('field') or '(spec)'}: "
+                             f"{problem.get('reason') or 'invalid'}")
+        return "\n".join(lines)
+    return f"{code}: {body['message']} (HTTP {status})"
+
+
+NO_TOKEN = ("no API token given: set EXPORTD_TOKEN to a read token (to look) or an admin "
+            "token (to change things)")
 
 
 def master_urls(flags: Sequence[str] | None, environ: Mapping[str, str]) -> list[str]:
@@ -138,6 +149,8 @@ class Client:
             # Ask this master first next time.
             self.masters.remove(base)
             self.masters.insert(0, base)
+            if status == 401 and not self.token:
+                raise ApiError(status, {"error": "unauthorized", "message": NO_TOKEN})
             if status >= 400:
                 raise ApiError(status, answer)
             self.standby_view = self.standby_view or view == "zookeeper"

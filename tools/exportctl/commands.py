@@ -85,7 +85,8 @@ def jobs_list(client: Client, args: argparse.Namespace, out: TextIO) -> str:
 def jobs_get(client: Client, args: argparse.Namespace, out: TextIO) -> str:
     answer = client.request("GET", f"{API}/jobs/{_q(args.id)}")
     return _show(args, answer, lambda a: (
-        f"{fmt.jobs_table([a['job']])}\n\n{fmt.tasks_table(a['tasks'])}"))
+        f"{fmt.jobs_table([a['job']])}\n\nspec:\n{fmt.spec_text(a['job']['spec'])}\n\n"
+        f"{fmt.tasks_table(a['tasks'])}"))
 
 
 def _post_action(collection: str, key: str, action: str, done: str) -> Command:

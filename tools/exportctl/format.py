@@ -10,6 +10,8 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import yaml
+
 Json = Mapping[str, Any]
 
 WIDTH = 80
@@ -160,6 +162,12 @@ def jobs_table(jobs: Sequence[Json]) -> str:
              len(j.get("tasks", ())), j["spec"]["source"]["topic"], j["spec"]["sink"]["type"])
             for j in jobs]
     return table(("JOB", "GROUP", "STATE", "TASKS", "TOPIC", "SINK"), rows)
+
+
+def spec_text(spec: Json) -> str:
+    """A job spec as YAML (what one would submit), indented under its heading."""
+    text = yaml.safe_dump(dict(spec), sort_keys=False, default_flow_style=False, width=WIDTH - 2)
+    return textwrap.indent(text.rstrip("\n"), "  ")
 
 
 def group_line(group: Json) -> str:

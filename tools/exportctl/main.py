@@ -7,13 +7,14 @@ stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import NoReturn, TextIO
 
 from tools.exportctl import commands as c
-from tools.exportctl.client import Client, CliError, master_urls
+from tools.exportctl.client import ApiError, Client, CliError, master_urls
 from tools.exportctl.commands import Command
 
 
@@ -128,6 +129,9 @@ def run(argv: Sequence[str], *, stdout: TextIO, stderr: TextIO,
     try:
         text = args.run(client, args, stdout)
     except CliError as exc:
+        if args.json and isinstance(exc, ApiError) and isinstance(exc.body, dict):
+            # --json: the API's error body as it is (every problem of a bad job spec in it).
+            stdout.write(json.dumps(exc.body, indent=2) + "\n")
         stderr.write(f"exportctl: {exc.message}\n")
         return exc.exit_code
     except KeyboardInterrupt:
@@ -137,7 +141,7 @@ def run(argv: Sequence[str], *, stdout: TextIO, stderr: TextIO,
         stdout.write(text.rstrip("\n") + "\n")
     if client.standby_view:
         stderr.write("exportctl: no leader answered; this is a standby's view from ZooKeeper "
-                     "(no task states, loads or histories)\n")
+                     "(no task states or loads; histories as the leader last wrote them)\n")
     return 0
 
 

@@ -145,10 +145,31 @@ async def test_validation_error_is_one_line(cli: Cli, tmp_path: Path) -> None:
                    "colour: red\n")
     r = await cli("jobs", "submit", "-f", str(bad))
     assert r.code == 1
-    assert r.err.count("\n") == 1
-    assert r.err.startswith("exportctl: invalid: source.batch_size: Input should be greater "
-                            "than 0 (and 1 more problem) (HTTP 400)")
+    lines = r.err.splitlines()
+    assert lines[0] == "exportctl: invalid: 2 problems (HTTP 400):"
+    assert lines[1] == "  source.batch_size: Input should be greater than 0"
+    assert lines[2].startswith("  colour: ")
+    assert len(lines) == 3
     assert cli.control.jobs == {}
+    # --json: the API's answer with every problem, on stdout.
+    r = await cli("jobs", "submit", "-f", str(bad), "--json")
+    assert r.code == 1
+    body = json.loads(r.out)
+    assert [p["field"] for p in body["details"]["problems"]] == ["source.batch_size", "colour"]
+
+
+async def test_missing_token_names_the_variable(cli: Cli) -> None:
+    r = await cli("servers", env={"EXPORTD_MASTERS": cli.url})
+    assert r.code == 1
+    assert "EXPORTD_TOKEN" in r.err and "(HTTP 401)" in r.err and r.err.count("\n") == 1
+
+
+async def test_jobs_get_shows_the_spec(cli: Cli) -> None:
+    await cli("jobs", "submit", "-f", str(EXAMPLE))
+    r = await cli("jobs", "get", "nginx-to-s3")
+    assert r.code == 0, r.err
+    spec = r.out.split("spec:\n", 1)[1]
+    assert "  id: nginx-to-s3" in spec and "  source:" in spec and "    topic: access-logs" in spec
 
 
 @pytest.mark.parametrize("argv", [
@@ -184,7 +205,8 @@ async def test_a_standby_view_is_flagged(cli: Cli) -> None:
         r = await cli("tasks", "--master", url)
         assert r.code == 0, r.err
         assert r.err == ("exportctl: no leader answered; this is a standby's view from "
-                         "ZooKeeper (no task states, loads or histories)\n")
+                         "ZooKeeper (no task states or loads; histories as the leader last "
+                         "wrote them)\n")
         r = await cli("--json", "tasks", "--master", url)
         assert json.loads(r.out) == [] and "standby's view" in r.err
     assert (await cli("tasks")).err == ""   # the leader's answer: no note

@@ -130,11 +130,44 @@ def test_plan_drain_leader_jobs() -> None:
 
 def test_describe_error_and_master_urls() -> None:
     body = {"error": "invalid", "message": "source.topic: bad",
-            "details": {"problems": [{}, {}, {}]}}
-    assert describe_error(400, body) == "invalid: source.topic: bad (and 2 more problems) " \
-                                        "(HTTP 400)"
+            "details": {"problems": [{"field": "source.topic", "reason": "bad"},
+                                     {"field": "sink.type", "reason": "unknown"}, {}]}}
+    assert describe_error(400, body).splitlines() == [
+        "invalid: 3 problems (HTTP 400):", "  source.topic: bad", "  sink.type: unknown",
+        "  (spec): invalid"]
+    assert describe_error(400, {"error": "invalid", "message": "x: bad",
+                                "details": {"problems": [{}]}}) == "invalid: x: bad (HTTP 400)"
     assert describe_error(502, "<html>\n bad gateway</html>") == \
         "HTTP 502: <html> bad gateway</html>"
     assert master_urls(["m1:8080", "http://m2/"], {}) == ["https://m1:8080", "http://m2"]
     assert master_urls([], {"EXPORTD_MASTERS": "a:1, b:2,"}) == ["https://a:1", "https://b:2"]
     assert master_urls(None, {}) == ["https://127.0.0.1:8080"]
+
+
+def test_servers_drained_and_aged_out() -> None:
+    servers = [_server("srv-a", tasks=("j:t:0",)),
+               _server("srv-b", draining=True),
+               _server("srv-c", draining=True, tasks=("j:t:1",), cordoned=True),
+               _server("srv-d", cordoned=True, draining=True),
+               _server("srv-gone", alive=False, last_report_unix=NOW - 3600),
+               _server("srv-x", alive=False, last_report_unix=NOW - 30)]
+    text = fmt.servers_table(servers, NOW)
+    states = {line.split()[0]: line.split()[2] for line in text.splitlines()[1:7]
+              if line.startswith("srv-")}
+    assert states == {"srv-a": "ok", "srv-b": "drained", "srv-c": "draining+cordoned",
+                      "srv-d": "drained+cordoned", "srv-x": "dead"}
+    assert "1 dead server(s) silent for over 10 min not shown (--all shows them)" in text
+    assert "uncordon" in text
+    assert "srv-gone" in fmt.servers_table(servers, NOW, show_all=True)
+
+
+def test_dry_run_does_not_count_pending_as_changes() -> None:
+    plan = {"changes": [
+        {"kind": "move", "task": "j:t:0", "source": "a", "target": "b", "reason": "imbalance"},
+        {"kind": "pending", "task": "j:t:1", "source": None, "target": None,
+         "reason": "no server in group g"}], "groups": []}
+    text = fmt.plan_text(plan)
+    assert text.startswith("a rebalance round now would make 1 change(s)")
+    assert "1 task(s) would stay pending (not changes):" in text
+    only_pending = {"changes": plan["changes"][1:], "groups": []}
+    assert fmt.plan_text(only_pending).startswith("no changes: nothing to rebalance now")
