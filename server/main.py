@@ -14,14 +14,17 @@ from __future__ import annotations
 import asyncio
 import importlib
 import math
+import shutil
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psutil
 import structlog
 
+from server import metrics
 from server.host import ServerHost
 from server.sampler import worker_processes
 from server.settings import ServerSettings
@@ -31,6 +34,7 @@ from tasks.logs import get_logger
 from tasks.runner import RunnerFactory
 
 if TYPE_CHECKING:
+    from tasks.spool import MemoryBudget
     from tasks.workers.pool import WorkerPool
 
 log = get_logger(__name__)
@@ -47,6 +51,33 @@ def custom_factory(settings: ServerSettings) -> RunnerFactory:
     return factory
 
 
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return None
+
+
+def host_budget(settings: ServerSettings) -> MemoryBudget:
+    """The host's memory and spill budget from the settings, else from the container's memory
+    limit (cgroup v2, then v1) or the machine's RAM, and work_dir's file system."""
+    from tasks import budget
+    from tasks.spool import MemoryBudget
+
+    total = settings.memory_budget
+    if total is None:
+        limit = budget.container_limit(_read("/sys/fs/cgroup/memory.max"),
+                                       _read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+        total = budget.default_budget(limit, psutil.virtual_memory().total)
+    spill = settings.spill_budget
+    if spill is None:
+        work = Path(settings.work_dir)
+        where = next((p for p in (work, *work.parents) if p.exists()), Path("/"))
+        spill = max(budget.MIN_BUDGET, shutil.disk_usage(where).total // 4)
+    log.info("memory_budget", total=total, spill=spill, split=budget.split(total))
+    return MemoryBudget.for_host(total, spill)
+
+
 def worker_pool(settings: ServerSettings) -> WorkerPool:
     """The pipeline's task workers, with this server's Kafka and S3 defaults."""
     # Imported here: the pipeline pulls in confluent-kafka, boto3 and the sinks, which a host
@@ -56,6 +87,7 @@ def worker_pool(settings: ServerSettings) -> WorkerPool:
     from tasks.workers.pool import WorkerPool
 
     env = TaskEnvironment(
+        memory_budget=host_budget(settings),
         kafka_bootstrap=settings.kafka.bootstrap_servers,
         kafka=settings.kafka.access(),
         egress=settings.egress,
@@ -82,6 +114,7 @@ async def run(settings: ServerSettings) -> int:
     pool = None if settings.runner_factory else worker_pool(settings)
     try:
         if pool is not None:
+            metrics.register_budget(pool.budget)
             pool.start()
             # Registered only once the workers are up: the sampler's baseline is taken when the
             # host is built, and the workers' start-up (the forkserver's imports, ~0.5 s of CPU)

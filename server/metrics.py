@@ -5,7 +5,17 @@ gives every scrape target."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from tasks.budget import split
+
+if TYPE_CHECKING:
+    from tasks.spool import MemoryBudget
 
 REGISTRY = CollectorRegistry()
 
@@ -60,3 +70,47 @@ REGISTERED = Gauge("exportd_server_registered", "1 while servers/<id> exists for
                    registry=REGISTRY)
 SESSION_UP = Gauge("exportd_server_session_up", "1 while the leader answers on the session",
                    registry=REGISTRY)
+
+
+# Added with the host budget (tasks/budget.py): read from the budget's shared counters at each
+# scrape, so the figures are the whole host's (every worker process's).
+class BudgetCollector(Collector):
+    def __init__(self, budget: MemoryBudget) -> None:
+        self.budget = budget
+
+    def collect(self) -> Iterator[Metric]:
+        b, snap = self.budget, self.budget.snapshot()
+        limit = GaugeMetricFamily("exportd_server_memory_budget_bytes",
+                                  "The host's memory budget, by kind (total: all kinds)",
+                                  labels=["kind"])
+        parts = split(b.total)
+        for kind in ("total", "prefetch", "bodies", "uploads", "pipeline"):
+            limit.add_metric([kind], getattr(parts, kind))
+        yield limit
+        used = GaugeMetricFamily("exportd_server_memory_budget_used_bytes",
+                                 "Budget in use by kind: prefetch the consumers may hold, file "
+                                 "bodies in memory, uploads in flight (estimate)", labels=["kind"])
+        for kind in ("prefetch", "bodies", "uploads"):
+            used.add_metric([kind], snap[kind])
+        yield used
+        yield GaugeMetricFamily("exportd_server_spill_bytes", "File bodies spilled to disk now",
+                                value=snap["spilled"])
+        yield GaugeMetricFamily("exportd_server_spill_budget_bytes", "The host's spill budget",
+                                value=b.spill_limit or 0)
+        yield CounterMetricFamily("exportd_server_spilled_bytes", "Bytes written to spill files",
+                                  value=snap["spilled_total"])
+        yield GaugeMetricFamily("exportd_server_sources_paused_by_budget",
+                                "Tasks whose pull waits for spill room now", value=snap["paused"])
+        yield CounterMetricFamily("exportd_server_budget_pauses",
+                                  "Times a task's pull waited for spill room",
+                                  value=snap["pauses_total"])
+        yield CounterMetricFamily("exportd_server_budget_early_cuts",
+                                  "Files ended before their rotation because spill was full",
+                                  value=snap["cuts_total"])
+        yield GaugeMetricFamily("exportd_server_uploads_in_flight", "Uploads running on the host",
+                                value=snap["uploads_in_flight"])
+
+
+def register_budget(budget: MemoryBudget) -> None:
+    """Expose the host budget's counters (once per process: the server's)."""
+    REGISTRY.register(BudgetCollector(budget))

@@ -7,7 +7,10 @@ defaults a job falls back to when its spec names none.
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+import re
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, model_validator
 
 from tasks.cluster import ZooKeeperSettings
 from tasks.egress import EgressSettings
@@ -15,6 +18,23 @@ from tasks.entrypoint import ListenSettings, ProcessSettings
 from tasks.kafka_access import KafkaClientSettings
 from tasks.settings import Duration, SettingsModel, instance_id
 from tasks.tls import TlsSettings
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3,
+          "gb": 1000**3, "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2,
+          "gib": 1024**3, "tib": 1024**4}
+
+
+def parse_bytes(value: Any) -> Any:
+    """"512MiB", "2GB", "1.5 GiB" or a number of bytes."""
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", value)
+        if match is None or match.group(2).lower() not in _UNITS:
+            raise ValueError(f"not a size: {value!r} (e.g. 512MiB, 2GB)")
+        return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    return value
+
+
+ByteSize = Annotated[int, BeforeValidator(parse_bytes), Field(gt=0)]
 
 
 def default_server_id() -> str:
@@ -89,6 +109,14 @@ class ServerSettings(ProcessSettings):
     capacity: CapacitySettings = CapacitySettings()
     lease: LeaseSettings = LeaseSettings()
     session: SessionSettings = SessionSettings()
+    # The memory the server's task processes may use for prefetch, batches, file bodies and
+    # uploads, all workers together (tasks/budget.py); None: half the container's memory limit
+    # (cgroup v2/v1), else a quarter of the machine's RAM. The processes' own ~60-80 MB each
+    # come on top (docs/OPERATIONS.md, "Memory and disk").
+    memory_budget: ByteSize | None = None
+    # Bytes of file bodies spilled to `work_dir`/spool beyond the memory budget; when full,
+    # files are cut early and sources pause. None: a quarter of work_dir's file system.
+    spill_budget: ByteSize | None = None
     # "module:function" building the RunnerFactory from the settings; empty: the pipeline's,
     # in worker processes (tasks/workers). For embedding other task kinds, and for tests.
     runner_factory: str = ""

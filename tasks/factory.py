@@ -157,9 +157,12 @@ def build_runner(env: TaskEnvironment, assignment: Assignment) -> PipelineRunner
     job = egress_checked(env, assignment.job)
     assignment = dataclasses.replace(assignment, job=job)
     bootstrap, properties = env.kafka_cluster(job.source.bootstrap_servers)
+    # The consumer's share of the host's prefetch budget (tasks/budget.py); the operator's
+    # librdkafka properties, if they size the queues, win.
+    prefetch = env.memory_budget.reserve_prefetch((assignment.task_id, assignment.generation))
     source = KafkaSource(job.source, bootstrap=bootstrap, group=job.consumer_group,
                          partition=assignment.partition, client_id=assignment.task_id,
-                         extra=properties)
+                         extra={**prefetch, **properties})
     return PipelineRunner(
         task_id=assignment.task_id, generation=assignment.generation, source=source,
         sink=_sink(env, assignment, source), dead_letter=_dead_letter(env, assignment),

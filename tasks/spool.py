@@ -66,6 +66,7 @@ class MemoryBudget:
                  prefetch_share: int | None = None,
                  upload_slots: int = policy.MAX_UPLOADS) -> None:
         self.limit = limit
+        self.total = limit          # the host's whole budget (for_host), for reports
         self.spill_limit = spill_limit
         self.prefetch_share = prefetch_share
         self.upload_slots = upload_slots
@@ -79,8 +80,23 @@ class MemoryBudget:
     def for_host(cls, total: int, spill_limit: int | None = None) -> MemoryBudget:
         """A server's budget of `total` bytes, split by kind (tasks/budget.py)."""
         parts = policy.split(total)
-        return cls(parts.bodies, spill_limit=spill_limit, prefetch_share=parts.prefetch,
+        made = cls(parts.bodies, spill_limit=spill_limit, prefetch_share=parts.prefetch,
                    upload_slots=policy.upload_slots(parts.uploads))
+        made.total = total
+        return made
+
+    def snapshot(self) -> dict[str, int]:
+        """The counters, for metrics: bytes used by kind (prefetch: what the consumers'
+        settings allow; uploads: slots in use x UPLOAD_BUFFER_BYTES, an estimate), spill, and
+        the counts of paused sources, pauses, early cuts and uploads in flight."""
+        with self._lock:
+            cells = [int(c) for c in self._cells]
+        return {"bodies": cells[_BODIES], "prefetch": cells[_PREFETCH],
+                "uploads": cells[_UPLOADS] * policy.UPLOAD_BUFFER_BYTES,
+                "spilled": cells[_SPILLED], "spilled_total": cells[_SPILLED_TOTAL],
+                "paused": cells[_PAUSED], "pauses_total": cells[_PAUSES_TOTAL],
+                "cuts_total": cells[_CUTS_TOTAL], "uploads_in_flight": cells[_UPLOADS],
+                "tasks": cells[_TASKS]}
 
     def __getstate__(self) -> dict[str, Any]:
         """To a worker process being started: the same counters. Pickled any other way: an

@@ -31,7 +31,6 @@ from tasks.factory import TaskEnvironment
 from tasks.fence import WorkerFence
 from tasks.logs import get_logger
 from tasks.runner import Assignment, TaskRunner, TaskState, TaskStats
-from tasks.spool import MemoryBudget
 from tasks.workers.process import WorkerConfig, worker_main
 from tasks.workers.protocol import (
     STATS_PERIOD_S,
@@ -45,6 +44,7 @@ from tasks.workers.protocol import (
     TaskKey,
     ToWorker,
 )
+from tasks.workers.tuning import MALLOC_ARENAS, TRIM_PERIOD_S
 
 log = get_logger(__name__)
 
@@ -175,21 +175,26 @@ class WorkerPool:
                  log_level: str = "info", log_context: dict[str, str] | None = None,
                  start_method: str = "forkserver",
                  stats_period_s: float = STATS_PERIOD_S,
-                 abort_timeout_s: float = ABORT_TIMEOUT_S) -> None:
+                 abort_timeout_s: float = ABORT_TIMEOUT_S,
+                 trim_period_s: float = TRIM_PERIOD_S,
+                 malloc_arenas: int = MALLOC_ARENAS) -> None:
         if processes < 1:
             raise ValueError("a worker pool needs at least one process")
         ctx = multiprocessing.get_context(start_method)
         if start_method == "forkserver":
             ctx.set_forkserver_preload(PRELOAD)
         self._ctx = ctx
-        # Each worker gets its share of the host's memory budget for open file bodies.
-        share = MemoryBudget(max(env.memory_budget.limit // processes, 1))
-        self._env = dataclasses.replace(env, process_pool=None, memory_budget=share)
+        # One budget for the whole host: its counters live in shared memory and every worker
+        # gets them when it starts (tasks/spool.py), so a busy worker may use what an idle one
+        # does not (the budget was split `limit // processes` before, while the docs said shared).
+        self.budget = env.memory_budget
+        self._env = dataclasses.replace(env, process_pool=None)
         self._log = (log_json, log_level, tuple(sorted((log_context or {}).items())))
         # The lease deadline the workers hold (tasks/fence.py), from the env's fence until the
         # first renewal: a server builds its env fenced (-inf), so nothing is written before it.
         self._deadline = env.fence.deadline
         self._stats_period_s = stats_period_s
+        self._malloc = (trim_period_s, malloc_arenas)
         self.abort_timeout_s = abort_timeout_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self.size = processes
@@ -217,7 +222,7 @@ class WorkerPool:
         log_json, log_level, context = self._log
         fence = WorkerFence(deadline=self._deadline, margin_s=self._env.fence.margin_s)
         config = WorkerConfig(index, dataclasses.replace(self._env, fence=fence), log_json,
-                              log_level, context, self._stats_period_s)
+                              log_level, context, self._stats_period_s, *self._malloc)
         return WorkerProcess(index, self._ctx, config, self._loop)
 
     def pick(self) -> WorkerProcess:
@@ -273,14 +278,22 @@ class WorkerRunner:
     async def start(self) -> None:
         worker = self._worker = self._pool.pick()
         worker.tasks.add(self._key)
+        # Counted before the request: tasks the host starts together all count when each
+        # consumer's prefetch is sized from the budget ÷ the host's tasks.
+        self._pool.budget.task_started()
         try:
             done = await worker.request(StartTask, self._assignment)
         except WorkerError:
-            worker.tasks.discard(self._key)
+            self._gone(worker)
             raise
         if done.error:
-            worker.tasks.discard(self._key)
+            self._gone(worker)
             raise WorkerError(done.error, task=self.task_id, worker=worker.index)
+
+    def _gone(self, worker: WorkerProcess) -> None:
+        if self._key in worker.tasks:
+            worker.tasks.discard(self._key)
+            self._pool.budget.task_stopped()
 
     async def stop(self, *, drain: bool = True) -> None:
         worker = self._worker
@@ -302,7 +315,7 @@ class WorkerRunner:
                 raise
             self._final = TaskStats(TaskState.STOPPED, last_error=worker.exit_reason)
         finally:
-            worker.tasks.discard(self._key)
+            self._gone(worker)
             worker.stats.pop(self._key, None)
 
     async def _request_stop(self, worker: WorkerProcess, drain: bool) -> Done:

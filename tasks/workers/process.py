@@ -21,6 +21,7 @@ import contextlib
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -42,7 +43,12 @@ from tasks.workers.protocol import (
     StopTask,
     TaskKey,
 )
-from tasks.workers.tuning import tune_worker_process
+from tasks.workers.tuning import (
+    MALLOC_ARENAS,
+    TRIM_PERIOD_S,
+    give_back_memory,
+    tune_worker_process,
+)
 
 log = get_logger(__name__)
 
@@ -57,6 +63,9 @@ class WorkerConfig:
     log_level: str = "info"
     log_context: tuple[tuple[str, str], ...] = ()
     stats_period_s: float = STATS_PERIOD_S
+    # malloc_trim every this many seconds (0: never); glibc arenas (0: glibc's default).
+    trim_period_s: float = TRIM_PERIOD_S
+    malloc_arenas: int = MALLOC_ARENAS
 
 
 def error_text(exc: BaseException) -> str:
@@ -70,6 +79,7 @@ class Worker:
     def __init__(self, conn: Connection, env: TaskEnvironment) -> None:
         self.conn = conn
         self.fence = env.fence
+        self.budget = env.memory_budget   # the host's, shared (tasks/spool.py)
         self.make = runner_factory(env)
         self.runners: dict[TaskKey, TaskRunner] = {}
         self.ops: set[asyncio.Task[None]] = set()
@@ -107,6 +117,7 @@ class Worker:
             await runner.start()
         except Exception as exc:
             self.runners.pop(key, None)  # a runner that failed to start has closed itself
+            self.budget.release_prefetch(key)
             self.send(Done(req.request, error_text(exc)))
             return
         self.send(Done(req.request))
@@ -123,6 +134,7 @@ class Worker:
             return
         finally:
             self.runners.pop(req.key, None)
+            self.budget.release_prefetch(req.key)   # its consumer is closed
         self.send(Done(req.request, stats=safe_stats(runner)))
 
     def report(self) -> None:
@@ -134,6 +146,8 @@ class Worker:
         await asyncio.gather(*self.ops, return_exceptions=True)
         await asyncio.gather(*(r.stop(drain=False) for r in self.runners.values()),
                              return_exceptions=True)
+        for key in self.runners:
+            self.budget.release_prefetch(key)
         self.runners.clear()
 
 
@@ -151,21 +165,26 @@ def _read(conn: Connection, loop: asyncio.AbstractEventLoop,
             return
 
 
-async def _report(worker: Worker, period: float) -> None:
+async def _report(worker: Worker, period: float, trim_period: float) -> None:
+    trimmed = time.monotonic()
     while True:
         await asyncio.sleep(period)
         worker.report()
+        if trim_period > 0 and time.monotonic() - trimmed >= trim_period:
+            # Give freed heap back to the OS after upload waves (tasks/workers/tuning.py).
+            await asyncio.to_thread(give_back_memory)
+            trimmed = time.monotonic()
 
 
 async def serve(conn: Connection, env: TaskEnvironment,
-                stats_period_s: float = STATS_PERIOD_S) -> None:
+                stats_period_s: float = STATS_PERIOD_S, trim_period_s: float = 0.0) -> None:
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue[object | None] = asyncio.Queue()
     worker = Worker(conn, env)
     threading.Thread(target=_read, args=(conn, loop, inbox), name="requests",
                      daemon=True).start()
     worker.send(Ready(os.getpid()))
-    reporter = asyncio.create_task(_report(worker, stats_period_s))
+    reporter = asyncio.create_task(_report(worker, stats_period_s, trim_period_s))
     try:
         while True:
             message = await inbox.get()
@@ -188,6 +207,6 @@ def worker_main(conn: Connection, config: WorkerConfig) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(json=config.log_json, level=config.log_level)
     structlog.contextvars.bind_contextvars(**dict(config.log_context), worker=config.index)
-    tune_worker_process()
-    asyncio.run(serve(conn, config.env, config.stats_period_s))
+    tune_worker_process(malloc_arenas=config.malloc_arenas)
+    asyncio.run(serve(conn, config.env, config.stats_period_s, config.trim_period_s))
     conn.close()
