@@ -35,8 +35,11 @@ dimensions at once, i.e. the most free network among the servers with at least i
 least its network: one binary search. A failed walk rebuilds the frontier exactly
 (O(servers log servers)); until the next failure, every task that fits nowhere costs O(log
 servers) instead of a walk of the whole group (issue 16: a full group with 36,000 pending tasks
-cost 2.5 s a round instead of 0.08 s). Per task the cost is O(CANDIDATES + log servers) in the
-common case, and never more than O(servers log servers).
+cost 2.5 s a round instead of 0.08 s). A queue longer than the group whose largest demand (the
+most CPU and the most network of any of its tasks) fits nowhere is split first: what fits nowhere
+is pending at once, in queue order, and only the rest is sorted and placed; the placements are
+the same as without the split, since room only shrinks during placement. Per task the cost is
+O(CANDIDATES + log servers) in the common case, and never more than O(servers log servers).
 """
 
 from __future__ import annotations
@@ -90,6 +93,8 @@ class GroupPlacer:
         # among the servers up to there; empty until a walk fails (and after a release).
         self.front_c: list[float] = []
         self.front_n: list[float] = []
+        # The group's part of a pending reason, for the bounds it was made with (placement).
+        self.pending_texts: tuple[tuple[float, float], str, str] | None = None
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -131,9 +136,12 @@ class GroupPlacer:
             front_c.append(neg_c)
             front_n.append(most)
 
-    def may_fit(self, lc: float, ln: float) -> bool:
+    def may_fit(self, lc: float, ln: float, exact: bool = False) -> bool:
         """False only when no server of the group has room for the load in both dimensions
-        (bounds that stay true while placements add load; module docstring)."""
+        (bounds that stay true while placements add load; module docstring). `exact`: make the
+        bounds exact first."""
+        if exact:
+            self.note_failure()
         if lc > self.free_c or ln > self.free_n:
             return False
         if not self.front_c:
@@ -161,7 +169,7 @@ class GroupPlacer:
                 if res < best:
                     best, bj, bi = res, j, i
         if bj < 0:
-            self.note_failure(lc, ln)
+            self.note_failure()
             return None
         if best - self.order[0][0] > WIDE:
             better, bi = self.big_walk(lc, ln, best, bi)
@@ -192,7 +200,7 @@ class GroupPlacer:
                     best, bi = res, i
         return best, bi
 
-    def note_failure(self, lc: float, ln: float) -> None:
+    def note_failure(self) -> None:
         """Nothing fits anywhere: make the bounds exact again (loads only grew since)."""
         self.free_c, self.free_n = self._exact_free()
         self._build_front()
@@ -350,6 +358,18 @@ def _place_group(cl: Cluster, placer: GroupPlacer, queue: list[int],
         cl.used_c, cl.used_n, cl.inv_c, cl.inv_n, cl.score, cl.sids, cl.count)
     group, hw = placer.group, placer.hw
     imc, imn = placer.inv_mean_c, placer.inv_mean_n
+    plain = "placed"
+    if len(queue) > len(placer) and not placer.may_fit(
+            max(load_c[k] for k in queue), max(load_n[k] for k in queue), exact=True):
+        # Perhaps a backlog: the tasks that fit nowhere now fit nowhere later in the round
+        # either (placements only add load), so they are pending before the rest is sorted.
+        may_fit, fits = placer.may_fit, []
+        for k in queue:
+            if may_fit(load_c[k], load_n[k]):
+                fits.append(k)
+            else:
+                _pending_for_room(cl, placer, k, origin.get(k, plain), out)
+        queue = fits
     keys = [-max(load_c[k] * imc, load_n[k] * imn) for k in queue]
     ordered = [k for _, k in sorted(zip(keys, queue, strict=True))]
     order, by_rank = placer.order, placer.by_rank
@@ -358,7 +378,6 @@ def _place_group(cl: Cluster, placer: GroupPlacer, queue: list[int],
     tol, wide, cands, most, inf = TOLERANCE, WIDE, CANDIDATES, MOST, _INF
     front = placer.front_c  # filled in place by note_failure
     fc_lim, fn_lim = placer.free_c, placer.free_n
-    plain = "placed"
     why = origin.get if origin else None
     for k in ordered:
         lc = load_c[k]
@@ -378,7 +397,7 @@ def _place_group(cl: Cluster, placer: GroupPlacer, queue: list[int],
                 if res < best:
                     best, bj, bi, br = res, j, i, r
         if bj < 0:
-            placer.note_failure(lc, ln)
+            placer.note_failure()
             fc_lim, fn_lim = placer.free_c, placer.free_n
             _pending_for_room(cl, placer, k, origin.get(k, plain), out)
             continue
@@ -406,19 +425,35 @@ def _place_group(cl: Cluster, placer: GroupPlacer, queue: list[int],
 
 def _pending_for_room(cl: Cluster, placer: GroupPlacer, k: int, origin: str,
                       out: PlacementResult) -> None:
+    """A `Pending` for lack of room. A backlog makes this run for every task that waits, every
+    round, so the parts that are the group's (not the task's) are formatted once per state of
+    the bounds they print."""
     lc, ln = cl.load_c[k], cl.load_n[k]
-    fc, fn = max(placer.free_c, 0.0), max(placer.free_n, 0.0)
-    missing = [word for need, cap, word in ((lc, placer.max_cap_c, "CPU"),
-                                            (ln, placer.max_cap_n, "network"))
-               if need > 0.0 and cap <= 0.0]
-    room = (f"its schedulable servers have no {' or '.join(missing)} capacity" if missing
-            else f"the most free on one server is at most cpu {fc:.2f}, net {rate(fn)}")
-    out.add_pending(
-        placer.group, cl.tasks[k].id,
-        f"{_prefix(origin)}no room under the high watermark {placer.hw:.2f} in group "
-        f"{placer.group}: needs {load(lc, ln)}; {room}; the group's advice asks for more servers",
-        lc, ln, True,
-    )
+    key = (placer.free_c, placer.free_n)
+    texts = placer.pending_texts
+    if texts is None or texts[0] != key:
+        fc, fn = max(placer.free_c, 0.0), max(placer.free_n, 0.0)
+        head = f"no room under the high watermark {placer.hw:.2f} in group {placer.group}: needs "
+        tail = (f"; the most free on one server is at most cpu {fc:.2f}, net {rate(fn)}; "
+                f"the group's advice asks for more servers")
+        texts = placer.pending_texts = (key, head, tail)
+    _, head, tail = texts
+    if placer.max_cap_c <= 0.0 or placer.max_cap_n <= 0.0:
+        missing = [word for need, cap, word in ((lc, placer.max_cap_c, "CPU"),
+                                                (ln, placer.max_cap_n, "network"))
+                   if need > 0.0 and cap <= 0.0]
+        if missing:
+            tail = (f"; its schedulable servers have no {' or '.join(missing)} capacity; "
+                    f"the group's advice asks for more servers")
+    prefix = "" if origin == "placed" else f"{origin}; pending: "
+    out.pending.append(Pending(cl.tasks[k].id, f"{prefix}{head}{load(lc, ln)}{tail}"))
+    acc = out.pending_by_group.get(placer.group)
+    if acc is None:
+        acc = out.pending_by_group[placer.group] = [0, 0.0, 0.0, 0]
+    acc[0] += 1
+    acc[1] += lc
+    acc[2] += ln
+    acc[3] += 1
 
 
 def release(cl: Cluster, placers: dict[str, GroupPlacer], i: int, lc: float, ln: float) -> None:

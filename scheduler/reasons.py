@@ -4,15 +4,17 @@ from __future__ import annotations
 
 
 def rate(bytes_per_s: float) -> str:
-    """A network rate the way people say it: 512 B/s, 2.0 KB/s, 1.5 MB/s, 3.2 GB/s."""
+    """A network rate the way people say it: 512 B/s, 2.0 KB/s, 1.5 MB/s, 3.2 GB/s; `<1 B/s` for
+    some load under one byte (not none: it matters where a server has no network)."""
     value = float(bytes_per_s)
-    if 0.0 < value < 0.5:
-        return "<1 B/s"  # some load, not none: it matters where a server has no network
-    for unit in ("B/s", "KB/s", "MB/s", "GB/s"):
-        if abs(value) < 1000.0 or unit == "GB/s":
-            return f"{value:.0f} {unit}" if unit == "B/s" else f"{value:.1f} {unit}"
-        value /= 1000.0
-    return f"{value:.1f} GB/s"  # pragma: no cover - the loop always returns
+    size = abs(value)
+    if size < 1000.0:
+        return "<1 B/s" if 0.0 < value < 0.5 else f"{value:.0f} B/s"
+    if size < 1e6:
+        return f"{value / 1e3:.1f} KB/s"
+    if size < 1e9:
+        return f"{value / 1e6:.1f} MB/s"
+    return f"{value / 1e9:.1f} GB/s"
 
 
 def load(cpu: float, net: float) -> str:
