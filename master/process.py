@@ -131,10 +131,12 @@ class Master:
                           self.elector.step_down)
         self.sessions.attach(lead)
         self.leadership = lead
+        self.standby.invalidate()   # a snapshot from before this term is never served again
         try:
             await lead.run()
         finally:
             self.leadership = None
+            self.standby.invalidate()   # nor the one from before it: read afresh first
             self.sessions.close_all("leadership ended")
 
     @property
