@@ -95,7 +95,10 @@ def test_a_task_that_cannot_deliver_is_stalled_with_its_error_and_true_lag(
         return bool(g["state"] == "running" and g["consumer_lag"] == 0
                     and g["committed_offset"] == N and b["state"] == "stalled")
 
-    wait_for(settled, 90, "good running at lag 0, bad stalled", interval=1.0)
+    try:
+        wait_for(settled, 90, "good running at lag 0, bad stalled", interval=1.0)
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}: good {task(local, good)}, bad {task(local, bad)}") from exc
     g, b = task(local, good), task(local, bad)
     assert (g["stalled_reason"], g["records_total"], g["exported_total"]) == ("", N, N)
     assert g["last_commit_age_s"] >= 0
@@ -143,7 +146,10 @@ def test_a_broker_outage_is_an_error_not_lag_zero(local: LocalCluster) -> None:
             return bool(t["state"] == "stalled"
                         and "broker unreachable since" in t["last_error"])
 
-        wait_for(unreachable, 60, "the task stalled on the unreachable broker", interval=0.5)
+        try:
+            wait_for(unreachable, 60, "the task stalled on the unreachable broker", interval=0.5)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}: {task(local, tid)}") from exc
         t = task(local, tid)
         assert t["consumer_lag"] == -1 and "broker unreachable" in t["stalled_reason"], t
     finally:
