@@ -376,8 +376,11 @@ class ServerHost:
 
     def _schedule_start(self, want: Desired[Assignment]) -> None:
         old = self.tasks.get(want.task_id)
+        failed = old is not None and old.failed_at is not None
         entry = TaskEntry(want.task_id, want.payload.job.id, want.generation,
-                          want.incarnation, pending=1)
+                          want.incarnation, pending=1, started_at=self._clock(),
+                          failures_before=old.failures() if old is not None else 0,
+                          previous_error=old.stats().last_error if old and failed else "")
         self.tasks[want.task_id] = entry
         self._spawn(self._start(entry, want.payload, old))
 

@@ -25,6 +25,10 @@ from tasks.runner import TaskState
 T = TypeVar("T")
 
 ACTIVE = frozenset({TaskState.STARTING, TaskState.RUNNING})
+# A task that fails again and again waits restart_backoff, then twice that, ... up to this many
+# doublings (5 s: 10, 20, ... 320 s); a run that lasted STABLE_RUN_S starts the count again.
+RESTART_DOUBLINGS = 6
+STABLE_RUN_S = 600.0
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -105,7 +109,7 @@ class Running:
     """One task the host holds. `state` is STOPPED once the host has stopped its runner, FAILED
     when it failed by itself and has not been released yet. `busy`: a start or stop is under way
     (left alone until done). `failed_at`: when it entered FAILED (host clock), for the restart
-    back-off."""
+    back-off; `failures`: the task's failed runs in a row, this one included."""
 
     task_id: str
     generation: int
@@ -115,6 +119,7 @@ class Running:
     # Its final state (STOPPED) reached the leader in an acknowledged report.
     final_acked: bool = False
     incarnation: int = 0
+    failures: int = 1
 
     @property
     def version(self) -> Version:
@@ -173,7 +178,9 @@ def plan_reconcile(
     - A task running at another version (an older generation, or the job's previous
       incarnation) is stopped with drain, then started at the new one.
     - A task not desired any more is stopped with drain (a handoff: flush, commit, STOPPED).
-    - A desired task that FAILED is restarted after `restart_backoff_s`.
+    - A desired task that FAILED is restarted after `restart_delay` (restart_backoff_s,
+      doubling with each failure in a row, bounded): a sink error that repeats is a task FAILED
+      with its error most of the time, not a restart every few seconds.
     """
     stops: list[Stop] = []
     starts: list[Desired[T]] = []
@@ -224,7 +231,21 @@ def plan_reconcile(
 
 
 def _backoff_over(have: Running, now: float, backoff_s: float) -> bool:
-    return have.failed_at is None or now - have.failed_at >= backoff_s
+    return have.failed_at is None or now - have.failed_at >= restart_delay(backoff_s,
+                                                                           have.failures)
+
+
+def restart_delay(backoff_s: float, failures: int) -> float:
+    """How long a task FAILED `failures` times in a row waits before its next start."""
+    return backoff_s * (1 << min(max(failures - 1, 0), RESTART_DOUBLINGS))
+
+
+def failures_in_a_row(previous: int, ran_s: float | None) -> int:
+    """The failure count of a run that failed after `ran_s` seconds (None: unknown), given
+    the count of the run before it: a run that lasted STABLE_RUN_S starts it again."""
+    if ran_s is not None and ran_s >= STABLE_RUN_S:
+        return 1
+    return previous + 1
 
 
 def fence_plan(running: Mapping[str, Running]) -> tuple[Stop, ...]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from proto import exportd_pb2 as pb
 from server import metrics
-from server.reconcile import Running
+from server.reconcile import Running, failures_in_a_row
 from server.wire import task_status
 from tasks.runner import TaskRunner, TaskState, TaskStats, safe_stats
 
@@ -34,6 +34,12 @@ class TaskEntry:
     error: str = ""             # building, starting or stopping the runner failed
     failed_at: float | None = None
     final_acked: bool = False   # its STOPPED state reached the leader in an acked report
+    # For the restart back-off: failed runs in a row before this one, and when this one began.
+    failures_before: int = 0
+    started_at: float | None = None
+    # The error the previous run failed with: this run's last_error until it has one of its own,
+    # so a task failing again and again never reports a blank error between its runs.
+    previous_error: str = ""
     # For counters fed from the runner's running totals.
     records_seen: int = 0
     dead_letters_seen: int = 0
@@ -47,6 +53,8 @@ class TaskEntry:
         stats = safe_stats(self.runner)
         if self.error and not stats.last_error:
             stats = dataclasses.replace(stats, last_error=self.error)
+        if self.previous_error and not stats.last_error:
+            stats = dataclasses.replace(stats, last_error=self.previous_error)
         if self.stopped:
             return _idle(dataclasses.replace(stats, state=TaskState.STOPPED))
         if self.error:
@@ -58,7 +66,14 @@ class TaskEntry:
             self.failed_at = now
         return Running(self.task_id, self.generation, state, busy=self.pending > 0,
                        failed_at=self.failed_at, final_acked=self.final_acked,
-                       incarnation=self.incarnation)
+                       incarnation=self.incarnation, failures=self.failures())
+
+    def failures(self) -> int:
+        """Failed runs in a row ending with this one; 0 if this one did not fail."""
+        if self.failed_at is None:
+            return 0
+        ran = None if self.started_at is None else self.failed_at - self.started_at
+        return failures_in_a_row(self.failures_before, ran)
 
 
 def _idle(stats: TaskStats) -> TaskStats:
