@@ -61,6 +61,19 @@ def _refuse_existing(state: LiveState, job_id: str) -> None:
                        job=job_id, tasks=len(leftover))
 
 
+NEW_TASK_REASON = "new: waiting for the next placement round"
+
+
+def _awaiting_placement(state: LiveState, added: Sequence[str]) -> None:
+    """New tasks of a running job are pending until a round places them (with a reason),
+    not `stopped`, which would read as if someone had stopped them."""
+    for tid in added:
+        rec = state.tasks.get(tid)
+        if rec is not None and rec.job in state.jobs \
+                and state.jobs[rec.job].spec.state == "running" and rec.server is None:
+            rec.pending_reason = rec.pending_reason or NEW_TASK_REASON
+
+
 class Leadership:
     def __init__(self, term: Term, store: Store, settings: MasterSettings, planner: Planner,
                  partitions: PartitionSource, step_down: Callable[[], None]) -> None:
@@ -346,6 +359,7 @@ class Leadership:
                     if count is None or job.spec.id not in state.jobs:
                         continue
                     added = state.add_partitions(job.spec.id, count, time.time())
+                    _awaiting_placement(state, added)
                     if added:
                         log.info("partitions_added", job=job.spec.id, tasks=len(added))
                         self.kick()
@@ -375,6 +389,7 @@ class Leadership:
                 state.drop_job(spec.id)
                 state.dirty_shards |= shards
                 raise
+        _awaiting_placement(state, added)
         log.info("job_created", job=spec.id, tasks=len(added), epoch=self.term.epoch)
         self.kick()
         return job
