@@ -71,17 +71,32 @@ def _re2_reason(pattern: str, message: str) -> str:
     return f"is not a valid regex (RE2 syntax): {one_line(message)}"
 
 
-def compile_regex(pattern: str) -> Regex:
-    """The pattern compiled with RE2, or ValueError with the reason (one line, starting with
-    what is wrong with it)."""
+def _re2(pattern: str) -> Any:
     if len(pattern) > MAX_PATTERN_CHARS:
         raise ValueError(f"pattern is {len(pattern)} characters; at most {MAX_PATTERN_CHARS}")
     try:
-        compiled = re2.compile(pattern, _OPTIONS)
+        return re2.compile(pattern, _OPTIONS)
     except re2.error as exc:
         raw = exc.args[0] if exc.args else ""
         message = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
         raise ValueError(f"pattern {_re2_reason(pattern, message)}") from exc
+
+
+def compile_topic_pattern(pattern: str) -> Callable[[str], bool]:
+    """A `source.topic_pattern` compiled with RE2: a predicate that is true when the pattern
+    matches a WHOLE topic name (as Kafka Connect's `topics.regex`); ValueError with the reason."""
+    fullmatch = _re2(pattern).fullmatch
+
+    def matches(topic: str) -> bool:
+        return fullmatch(topic) is not None
+
+    return matches
+
+
+def compile_regex(pattern: str) -> Regex:
+    """The pattern compiled with RE2, or ValueError with the reason (one line, starting with
+    what is wrong with it)."""
+    compiled = _re2(pattern)
     names = _NAMED_GROUP.findall(pattern)
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:

@@ -88,7 +88,8 @@ class Assignment:
 
     @property
     def topic(self) -> str:
-        return self.job.source.topic
+        """The topic of the task's id: a job may read several (tasks/topics.py)."""
+        return parse_task_id(self.task_id)[1]
 
 
 RunnerFactory = Callable[[Assignment], TaskRunner]

@@ -16,7 +16,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tasks.errors import ValidationError
-from tasks.expressions import check_jmespath, compile_regex
+from tasks.expressions import check_jmespath, compile_regex, compile_topic_pattern
 from tasks.settings import Duration
 
 JOB_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -48,8 +48,20 @@ class LoadHint(SpecModel):
     net: float = Field(ge=0, description="network bytes per second")
 
 
+def _check_topic(value: str) -> str:
+    if not TOPIC.match(value):
+        raise ValueError("a Kafka topic name is 1-249 characters of [a-zA-Z0-9._-]")
+    return value
+
+
 class Source(SpecModel):
-    topic: str
+    # Exactly one of: one topic, a list of topics, or a pattern (RE2, matching a whole topic
+    # name). A pattern's topics, and topics of the list created later, get tasks when the leader
+    # next checks the cluster (master/partitions.py, tasks/topics.py). "" means not set: the
+    # field stays a plain str for the code that reads single-topic jobs.
+    topic: str = ""
+    topics: list[str] | None = Field(default=None, min_length=1, max_length=1000)
+    topic_pattern: str | None = Field(default=None, min_length=1)
     # None: the server's configured Kafka cluster.
     bootstrap_servers: str | None = None
     # Where to start when the consumer group has no committed offset for the partition.
@@ -62,9 +74,38 @@ class Source(SpecModel):
     @field_validator("topic")
     @classmethod
     def _topic(cls, value: str) -> str:
-        if not TOPIC.match(value):
-            raise ValueError("a Kafka topic name is 1-249 characters of [a-zA-Z0-9._-]")
+        return value if value == "" else _check_topic(value)
+
+    @field_validator("topics")
+    @classmethod
+    def _topics(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            for name in value:
+                _check_topic(name)
+            twice = sorted({name for name in value if value.count(name) > 1})
+            if twice:
+                raise ValueError(f"topic {twice[0]!r} is listed twice")
         return value
+
+    @field_validator("topic_pattern")
+    @classmethod
+    def _topic_pattern(cls, value: str | None) -> str | None:
+        if value is not None:
+            compile_topic_pattern(value)   # RE2: ValueError naming what cannot run in linear time
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Source:
+        given = [self.topic != "", self.topics is not None, self.topic_pattern is not None]
+        if sum(given) == 0:
+            raise ValueError("a source needs one of topic, topics or topic_pattern")
+        if sum(given) > 1:
+            raise ValueError("give only one of topic, topics or topic_pattern")
+        return self
+
+    def named_topics(self) -> list[str]:
+        """The topics named in the spec (none for a pattern)."""
+        return [self.topic] if self.topic else list(self.topics or ())
 
     @model_validator(mode="after")
     def _timestamp(self) -> Source:
@@ -264,7 +305,7 @@ class KafkaSink(SpecModel):
     topic: str
     bootstrap_servers: str | None = None
 
-    _topic = field_validator("topic")(Source._topic.__func__)  # type: ignore[attr-defined]
+    _topic = field_validator("topic")(_check_topic)
 
 
 Sink = Annotated[S3Sink | HttpSink | FileSink | KafkaSink, Field(discriminator="type")]
@@ -285,11 +326,26 @@ class DeadLetter(SpecModel):
         return self
 
 
+class RateLimit(SpecModel):
+    """The most a job reads, over all its tasks; each task gets an even share
+    (tasks/ratelimit.py). Either or both; None: that dimension is not limited."""
+
+    records_per_s: float | None = Field(default=None, gt=0)
+    bytes_per_s: float | None = Field(default=None, gt=0, description="consumed value bytes/s")
+
+    @model_validator(mode="after")
+    def _some_rate(self) -> RateLimit:
+        if self.records_per_s is None and self.bytes_per_s is None:
+            raise ValueError("rate_limit needs records_per_s, bytes_per_s or both")
+        return self
+
+
 class JobSpec(SpecModel):
     id: str
     group: str = "default"
     state: Literal["running", "paused"] = "running"
     load_hint: LoadHint | None = None
+    rate_limit: RateLimit | None = None
     source: Source
     transform: Transform = Transform()
     sink: Sink
