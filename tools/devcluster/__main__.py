@@ -3,8 +3,10 @@
 ZooKeeper, Kafka and S3 (moto), 2 masters, 3 servers in 2 isolation groups (two `default`,
 one `heavy`), a demo producer writing nginx access-log lines to a 6-partition topic, and the demo
 job `examples/nginx-to-s3.yaml` (parse → filter → project → gzipped NDJSON in S3). It prints where
-to look, then a status line every few seconds. `python -m tools.devcluster objects` lists what
-the running cluster exported so far. Ctrl-C (or SIGTERM) stops every process it started.
+to look, then a status line every few seconds, and says at once when a master or server died
+(exit code, log file, its last lines). `python -m tools.devcluster objects` lists what the
+running cluster exported so far. Ctrl-C (or SIGTERM) stops every process it started and keeps the
+work directory with every process's log, printing where it is.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import yaml
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from tools.devcluster.cluster import BIN, LocalCluster, http_json, wait_for
+from tools.devcluster.cluster import BIN, DeathWatch, LocalCluster, http_json, wait_for
 from tools.devcluster.producer import DemoProducer
 from tools.infra.jars import CACHE_DIR
 
@@ -94,7 +96,9 @@ Ctrl-C stops everything.
 def run(rate: float) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    cluster = LocalCluster(record_infra=True)
+    # Logs outlive the cluster: after Ctrl-C they are what explains what happened.
+    cluster = LocalCluster(record_infra=True, keep_workdir=True)
+    watch = DeathWatch()
     print("starting ZooKeeper, Kafka, S3, 2 masters and 3 servers ...", flush=True)
     with cluster:
         prepare_data(cluster)
@@ -113,10 +117,13 @@ def run(rate: float) -> int:
                      "exporting to S3")
             print(banner(cluster), flush=True)
             print(exportctl(cluster, "placement"), flush=True)
-            while not stop.wait(10):
-                print(f"produced {producer.produced} lines; "
-                      f"{count_objects(cluster.endpoints['s3'])} objects in s3://{BUCKET}",
-                      flush=True)
+            ticks = 0
+            while not stop.wait(2):
+                for line in watch.check(cluster.processes()):
+                    print(line, flush=True)
+                ticks += 1
+                if ticks % 5 == 0:
+                    print(status_line(cluster, producer.produced), flush=True)
         except KeyboardInterrupt:
             pass
         finally:
@@ -124,7 +131,16 @@ def run(rate: float) -> int:
             producer.stop()
             STATE.unlink(missing_ok=True)
     print("stopped: nothing of the dev cluster is left running", flush=True)
+    print(f"logs kept in {cluster.workdir / 'logs'} (remove the work dir with "
+          f"rm -rf {cluster.workdir})", flush=True)
     return 0
+
+
+def status_line(cluster: LocalCluster, produced: int) -> str:
+    dead = [p.name for p in cluster.processes() if not p.alive()]
+    line = (f"produced {produced} lines; {count_objects(cluster.endpoints['s3'])} objects in "
+            f"s3://{BUCKET}")
+    return line + (f"; DEAD: {', '.join(dead)}" if dead else "")
 
 
 def list_objects() -> int:

@@ -315,6 +315,10 @@ class LocalCluster:
             return set()
         return {s["id"] for s in http_json(url + "/api/v1/servers") if s.get("alive")}
 
+    def processes(self) -> list[ManagedProcess]:
+        """Every master and server process this cluster started (and has not stopped)."""
+        return [m.proc for m in self.master_procs] + [s.proc for s in self.server_procs]
+
     def leader_master(self) -> MasterProc | None:
         url = self.leader_url()
         return next((m for m in self.master_procs if m.http == url), None)
@@ -333,3 +337,27 @@ def merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 def _ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=2, context=_tls_context(url)) as resp:
         return int(resp.status) == 200
+
+
+class DeathWatch:
+    """Notices processes that died on their own (`make dev`): each is told once, with its exit
+    code, its log file and the log's last lines."""
+
+    def __init__(self, tail_lines: int = 8) -> None:
+        self.tail_lines = tail_lines
+        self._told: set[int] = set()
+
+    def check(self, procs: list[ManagedProcess]) -> list[str]:
+        out: list[str] = []
+        for proc in procs:
+            if proc.pid in self._told or proc.alive():
+                continue
+            self._told.add(proc.pid)
+            tail = proc.log_tail(self.tail_lines)
+            out.append(f"!! {proc.name} died (exit code {proc.proc.returncode}); its log: "
+                       f"{proc.log_path}" + ("\n" + _indent(tail) if tail else ""))
+        return out
+
+
+def _indent(text: str) -> str:
+    return "\n".join("   | " + line for line in text.splitlines())
