@@ -23,6 +23,8 @@ from tasks.transforms.batch import Rows
 METADATA_TIMEOUT = 10.0
 OPEN_TIMEOUT = 30.0
 # librdkafka prefetches up to this much per consumer; it is part of a task's memory bound.
+# These two are the defaults of a host without a budget (tests, benchmarks); a server's
+# consumers get smaller sizes from its prefetch share (tasks/budget.py, passed in `extra`).
 PREFETCH_KBYTES = 8 * 1024
 # The most one fetch brings for the partition (librdkafka's default: 1 MiB). Each task has its
 # own consumer, so each fetch request serves one partition: with 1 MiB fetches the broker spent
