@@ -10,6 +10,13 @@ the compressed output: in a `bytearray` while the `MemoryBudget` shared by every
 host grants the room, else in an anonymous temporary file. Whatever the number of tasks, bodies
 hold at most the budget in memory.
 
+The budget's counters live in shared memory, handed to each worker process of the host when it
+starts: all workers draw on one budget (tasks/budget.py has the sizes and decisions). Spilled
+bytes count against the host's spill budget; a body whose write takes the spill past it marks
+itself `pressed` and its chunk ends after that batch (tasks/batching.py), and a new body waits
+for room before its first write. Bodies are uploaded through `BodyRange` windows that read the
+memory or the file as the request asks, never as a whole copy.
+
 A gzip or uncompressed body is byte for byte what rendering the whole file at once gives (a zstd
 frame lacks only the content size in its header). Neither stream depends on how the input is
 split into batches (property-tested): zstd's does not by itself; gzip's (zlib-ng, mtime 0) would,

@@ -13,6 +13,11 @@ Whether the store honours conditional writes is probed once per (endpoint, bucke
 write: a store that ignores them (some S3-compatible servers) is logged loudly and written with
 plain PUTs that replace — exactly-once then rests on the workers' lease alone (OPERATIONS.md).
 
+Uploads stream from the chunk's body (tasks/spool.py `BodyRange`): a PUT or an UploadPart reads
+the body's memory or spill file as botocore sends it, so no copy of a file or a part is made;
+each upload holds one of the host's upload slots (`MemoryBudget.upload_slot`) from its first
+request to its last, so uploads closing together wait instead of multiplying buffers.
+
 Failures are retryable (the pipeline backs off and shows the error) except requests that can
 never succeed as they are (e.g. EntityTooLarge).
 """
