@@ -20,6 +20,7 @@ from kazoo.client import KazooClient
 from master.acls import check_acls
 from master.api.app import create_app
 from master.api.forward import master_peer_context
+from master.api.listener import ApiSite
 from master.api.tls import api_server_context
 from master.control import MasterControl, StandbyReader
 from master.election import Elector, Term
@@ -120,7 +121,9 @@ class Master:
         app = create_app(self.control, self.settings.api_settings(), forward_ssl=forward)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        await web.SockSite(runner, sock, ssl_context=serving).start()
+        # ApiSite: deadlines for a request's head and the TLS handshake (slowloris)
+        await ApiSite(runner, sock, ssl_context=serving,
+                      header_timeout=self.settings.api.header_timeout).start()
         self._http = runner
         scheme = "http" if serving is None else "https"
         self.http_url = f"{scheme}://{cfg.advertised(sock.getsockname()[1])}"

@@ -13,10 +13,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from master.api.auth import ANONYMOUS, PRINCIPAL, auth_middleware, is_write
+from master.api.body import validator_ctx
 from master.api.encode import json_response
 from master.api.errors import error_middleware
 from master.api.forward import forward_client_ctx, forward_middleware
 from master.api.handlers import CONTROL, SETTINGS
+from master.api.listener import handler_args
 from master.api.openapi import OPENAPI_PATH, openapi_document
 from master.api.ports import ControlPlane
 from master.api.routes import add_routes
@@ -55,7 +57,8 @@ async def _openapi(request: web.Request) -> web.Response:
 
 def create_app(control: ControlPlane, settings: ApiSettings, *,
                forward_ssl: ssl.SSLContext | None = None) -> web.Application:
-    """The API app for one master; the caller runs it (web.AppRunner / TCPSite). Refuses
+    """The API app for one master; the caller runs it (web.AppRunner and
+    master.api.listener.ApiSite, which adds the head deadline). Refuses
     settings with no token unless they say `auth: none` (the caller checks the listen address
     with master.api.auth.check_auth_mode). `forward_ssl`: the context a standby forwards to the
     leader with (master.api.forward.master_peer_context); None (tls.insecure) forwards only
@@ -65,6 +68,8 @@ def create_app(control: ControlPlane, settings: ApiSettings, *,
     app = web.Application(
         # aiohttp's own limit backs up read_body's, for any body read another way.
         client_max_size=settings.max_body_bytes,
+        # keep-alive bounded by header_timeout, short lingering (master/api/listener.py)
+        handler_args=handler_args(settings.header_timeout),
         middlewares=[
             metrics_middleware,
             error_middleware,
@@ -75,6 +80,7 @@ def create_app(control: ControlPlane, settings: ApiSettings, *,
     app[CONTROL] = control
     app[SETTINGS] = settings
     app.cleanup_ctx.append(forward_client_ctx(settings, forward_ssl))
+    app.cleanup_ctx.append(validator_ctx)
     add_routes(app)
     app.router.add_route("GET", OPENAPI_PATH, _openapi)
     if settings.open_mode:

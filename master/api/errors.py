@@ -20,10 +20,10 @@ from tasks.logs import get_logger
 log = get_logger(__name__)
 
 # aiohttp's HTTP errors by status -> our error codes, so clients see one vocabulary.
-_HTTP_CODES = {
+HTTP_CODES = {
     400: "invalid", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 409: "conflict", 413: "too_large",
-    415: "unsupported_media_type", 503: "unavailable",
+    405: "method_not_allowed", 408: "timeout", 409: "conflict", 413: "too_large",
+    415: "unsupported_media_type", 431: "too_large", 503: "unavailable",
 }
 # Headers of an aiohttp HTTPException worth keeping on the JSON answer (405 names the methods).
 _KEPT_HEADERS = ("Allow", "Retry-After")
@@ -34,6 +34,14 @@ class UnsupportedMediaType(ValidationError):
 
     http_status = 415
     code = "unsupported_media_type"
+
+
+class RequestTimeout(ExportdError):
+    """A request's body did not arrive within `api.body_timeout`."""
+
+    http_status = 408
+    grpc_code = "DEADLINE_EXCEEDED"
+    code = "timeout"
 
 
 def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
@@ -55,7 +63,7 @@ def http_exception_response(exc: web.HTTPException, request: web.Request) -> web
     if exc.status == 413:
         # aiohttp's own limit (client_max_size) tripped: answer like PayloadTooLarge.
         return exportd_error_response(PayloadTooLarge(exc.text or "request body too large"))
-    code = _HTTP_CODES.get(exc.status, "http_error")
+    code = HTTP_CODES.get(exc.status, "http_error")
     message = f"{exc.reason}: {request.method} {request.path}"
     headers = {name: exc.headers[name] for name in _KEPT_HEADERS if name in exc.headers}
     return json_response(error_body(code, message), status=exc.status, headers=headers)

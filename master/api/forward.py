@@ -163,7 +163,7 @@ def forward_middleware(control: ControlPlane, settings: ApiSettings, *,
                             reason=getattr(exc, "message", None) or type(exc).__name__)
                 return await _local_view(request, handler)
         base = forward_target(control, settings, forwarded, **where)
-        body = await read_body(request, settings.max_body_bytes)
+        body = await read_body(request, settings.max_body_bytes, settings.body_timeout)
         try:
             response = await _relay(request, base, body, settings, settings.forward_timeout)
         except (aiohttp.ClientError, TimeoutError) as exc:

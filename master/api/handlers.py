@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from master.api.body import decode_document, read_body
+from master.api.body import VALIDATOR, read_body
 from master.api.encode import json_response
 from master.api.ports import (
     ControlPlane,
@@ -25,7 +25,6 @@ from master.api.ports import (
 from master.api.settings import ApiSettings
 from master.metrics import REGISTRY
 from tasks.errors import ValidationError
-from tasks.spec import parse_job_spec
 
 CONTROL = web.AppKey("control", ControlPlane)
 SETTINGS = web.AppKey("settings", ApiSettings)
@@ -98,8 +97,10 @@ async def metrics(request: web.Request) -> web.Response:
 # --- jobs --------------------------------------------------------------------------------------
 
 async def create_job(request: web.Request) -> web.Response:
-    raw = await read_body(request, request.app[SETTINGS].max_body_bytes)
-    spec = parse_job_spec(decode_document(raw, request.headers.get("Content-Type", "")))
+    settings = request.app[SETTINGS]
+    raw = await read_body(request, settings.max_body_bytes, settings.body_timeout)
+    # Off the event loop (it runs the servers' heartbeats too): master/api/body.py
+    spec = await request.app[VALIDATOR].job_spec(raw, request.headers.get("Content-Type", ""))
     control = _control(request)
     job = await control.create_job(spec)
     tasks = control.list_tasks(TaskFilter(job=job.spec.id))

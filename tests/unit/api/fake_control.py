@@ -16,6 +16,8 @@ from typing import TypeVar
 
 from aiohttp import web
 
+from master.api.handlers import SETTINGS
+from master.api.listener import ApiSite
 from master.api.ports import (
     DrainProgress,
     GroupView,
@@ -30,6 +32,7 @@ from master.api.ports import (
     TaskFilter,
     TaskView,
 )
+from master.api.settings import ApiSettings
 from tasks.errors import Conflict, NotFound, Unavailable
 from tasks.spec import JobSpec
 
@@ -215,12 +218,18 @@ def free_port() -> int:
 @contextlib.asynccontextmanager
 async def serve(app: web.Application,
                 ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[str]:
-    """Run `app` on a loopback port (https with `ssl_context`); yields its base URL; always
-    cleans up."""
+    """Run `app` on a loopback port (https with `ssl_context`) as a master does (ApiSite);
+    yields its base URL; always cleans up."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        sock.setblocking(False)
+        settings = app[SETTINGS] if SETTINGS in app else ApiSettings()
+        site = ApiSite(runner, sock, ssl_context=ssl_context,
+                       header_timeout=settings.header_timeout)
         await site.start()
         sockets = runner.addresses
         host, port = sockets[0][:2]
