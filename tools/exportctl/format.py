@@ -255,9 +255,11 @@ def explain_task(task: Json, now: float) -> str:
              f"  job {task['job']}, group {task['group']}, topic {task['topic']}, "
              f"partition {task['partition']}"]
     if task.get("server"):
+        since = task.get("since_unix")
+        when = (f"since {clock(since)} ({ago(since, now)})" if since is not None
+                else "since when: not recorded")
         lines.append(f"  runs on {task['server']} ({task['state']}, generation "
-                     f"{task['generation']}) since {clock(task.get('since_unix'))} "
-                     f"({ago(task.get('since_unix'), now)})")
+                     f"{task['generation']}) {when}")
     else:
         lines.append(f"  not placed ({task['state']}): "
                      f"{task.get('pending_reason') or 'no reason given'}")

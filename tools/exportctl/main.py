@@ -85,8 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", help="the job id")
     _wait_flags(p, "wait until every task of the job has stopped")
 
-    for name, command, helptext in (("cordon", c.cordon, "place no new tasks on a server"),
-                                    ("uncordon", c.uncordon, "undo cordon")):
+    for name, command, helptext in (
+            ("cordon", c.cordon, "place no new tasks on a server (kept across its restarts)"),
+            ("uncordon", c.uncordon, "put a server back in service: clear its cordon and any "
+                                     "drain")):
         add(name, command, helptext).add_argument("server")
     p = add("drain", c.drain, "move every task off a server (throttled handoffs)")
     p.add_argument("server")

@@ -172,3 +172,9 @@ def test_dry_run_does_not_count_pending_as_changes() -> None:
     assert "1 task(s) would stay pending (not changes):" in text
     only_pending = {"changes": plan["changes"][1:], "groups": []}
     assert fmt.plan_text(only_pending).startswith("no changes: nothing to rebalance now")
+
+
+def test_explain_without_since_says_so() -> None:
+    task = _task("orders:orders:1", "srv-b", since_unix=None, history=[])
+    text = fmt.explain_task(task, NOW)
+    assert "since when: not recorded" in text and "(never)" not in text
