@@ -146,11 +146,11 @@ class Registry(SpecModel):
 
 
 class Parse(SpecModel):
-    format: Literal["json", "nginx", "regex", "raw", "avro", "json_schema"] = "raw"
+    format: Literal["json", "nginx", "regex", "raw", "avro", "json_schema", "protobuf"] = "raw"
     # For format 'regex': a pattern with named groups; each group becomes a field.
     pattern: str | None = None
-    # For 'avro' and 'json_schema': values in the Confluent wire format (magic byte 0, a 4-byte
-    # schema id, the payload), schemas looked up by id in this registry.
+    # For 'avro', 'json_schema' and 'protobuf': values in the Confluent wire format (magic
+    # byte 0, a 4-byte schema id, the payload), schemas looked up by id in this registry.
     registry: Registry | None = None
     # For 'avro' without a registry: the writer schema (Avro JSON) of every value (plain Avro
     # binary, no header).
@@ -164,12 +164,12 @@ class Parse(SpecModel):
             if self.avro_schema is not None:
                 from tasks.transforms.schemas import check_avro_schema
                 check_avro_schema(self.avro_schema)   # ValueError with the reason
-        elif self.format == "json_schema":
+        elif self.format in ("json_schema", "protobuf"):
             if self.registry is None or self.avro_schema is not None:
-                raise ValueError("format 'json_schema' needs a registry (and no avro_schema)")
+                raise ValueError(f"format {self.format!r} needs a registry (and no avro_schema)")
         elif self.registry is not None or self.avro_schema is not None:
-            raise ValueError(f"registry and avro_schema apply only to formats 'avro' and "
-                             f"'json_schema', not {self.format!r}")
+            raise ValueError(f"registry and avro_schema apply only to formats 'avro', "
+                             f"'json_schema' and 'protobuf', not {self.format!r}")
         return self
 
     @model_validator(mode="after")

@@ -25,7 +25,7 @@ from tasks.spec import Format, JobSpec, Transform
 from tasks.transforms.fastjson import DROPPED, FALLBACK, compile_fast_line
 from tasks.transforms.jmes import compile_expression, truthy
 from tasks.transforms.parsers import make_parser
-from tasks.transforms.schemas import schema_parser
+from tasks.transforms.schemas import SCHEMA_FORMATS, schema_parser
 
 V = TypeVar("V")
 
@@ -115,7 +115,7 @@ class Compiled:
         self.add_source, self.add_ingest = adds.source, adds.ingest_time
         needs_fields = bool(spec.where or spec.select or self.static or self.add_source
                             or self.add_ingest)
-        if spec.parse.format in ("avro", "json_schema"):
+        if spec.parse.format in SCHEMA_FORMATS:
             networks = [ipaddress.ip_network(net, strict=False) for net in plan.allow_networks]
             self.parse = schema_parser(spec.parse, networks,
                                        bytes_as_text=fmt.type not in ROW_FORMATS)

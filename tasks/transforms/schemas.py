@@ -1,4 +1,5 @@
-"""Parsers for values that carry a schema: Avro and JSON Schema in the Confluent wire format, their
+"""Parsers for values that carry a schema: Avro, JSON Schema and Protobuf (tasks/transforms/
+protobuf.py) in the Confluent wire format, their
 schemas looked up by id in a Confluent-compatible registry, and plain Avro with the job's schema.
 
 The wire format is a magic byte 0, the schema id (4 bytes, big-endian) and the payload. A value
@@ -21,7 +22,6 @@ sinks do: a name that turns private is refused, not followed.
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import os
@@ -42,6 +42,7 @@ from tasks.egress import IpNetwork, address_allowed
 from tasks.errors import ConfigError, RecordError
 from tasks.spec import SECRET_REF, SECRET_VAR, Parse, Registry
 from tasks.transforms.parsers import parse_json
+from tasks.transforms.protobuf import protobuf_decoder
 
 MAGIC = 0
 HEADER = 5
@@ -146,10 +147,13 @@ def json_schema_decoder(schema_text: str) -> Decode:
     return decode
 
 
-COMPILERS: dict[str, Callable[[str], Decode]] = {
-    "AVRO": avro_decoder, "JSON": json_schema_decoder,
-    "AVRO+bytes": functools.partial(avro_decoder, bytes_as_text=False)}
-FORMAT_TYPES = {"avro": "AVRO", "json_schema": "JSON"}
+# schema type -> (schema text, bytes_as_text) -> decoder
+COMPILERS: dict[str, Callable[[str, bool], Decode]] = {
+    "AVRO": lambda text, as_text: avro_decoder(text, bytes_as_text=as_text),
+    "JSON": lambda text, _: json_schema_decoder(text),
+    "PROTOBUF": lambda text, as_text: protobuf_decoder(text, bytes_as_text=as_text)}
+FORMAT_TYPES = {"avro": "AVRO", "json_schema": "JSON", "protobuf": "PROTOBUF"}
+SCHEMA_FORMATS = frozenset(FORMAT_TYPES)
 
 
 # --- The registry ---------------------------------------------------------------------------------
@@ -198,12 +202,11 @@ class RegistrySchemas:
             self.requests += 1
             found = self._client.get_schema(schema_id)
             kind = found.schema_type or "AVRO"
-            compile_ = COMPILERS.get(
-                kind if kind != "AVRO" or self._bytes_as_text else "AVRO+bytes")
+            compile_ = COMPILERS.get(kind)
             if compile_ is None:
                 raise RecordError(f"schema id {schema_id} is a {kind} schema, which exportd "
                                   "does not decode")
-            entry = (kind, compile_(found.schema_str or ""))
+            entry = (kind, compile_(found.schema_str or "", self._bytes_as_text))
         except RecordError as exc:
             return self._remember_failure(schema_id, str(exc))
         except SchemaRegistryError as exc:
@@ -277,7 +280,7 @@ def registry_schemas(registry: Registry, allow_networks: Iterable[IpNetwork], *,
 
 
 def registry_parser(schemas: RegistrySchemas, fmt: str) -> Decode:
-    """A parser of Confluent wire-format values of `fmt` ('avro' or 'json_schema')."""
+    """A parser of Confluent wire-format values of `fmt` ('avro', 'json_schema', 'protobuf')."""
     schema_type = FORMAT_TYPES[fmt]
 
     def parse(value: bytes) -> Any:
@@ -292,7 +295,7 @@ def registry_parser(schemas: RegistrySchemas, fmt: str) -> Decode:
 
 def schema_parser(spec: Parse, allow_networks: Iterable[IpNetwork], *,
                   bytes_as_text: bool = True) -> Decode:
-    """The parser of an 'avro' or 'json_schema' parse step."""
+    """The parser of an 'avro', 'json_schema' or 'protobuf' parse step."""
     if spec.registry is None:
         return avro_decoder(spec.avro_schema or "", bytes_as_text=bytes_as_text)
     return registry_parser(registry_schemas(spec.registry, allow_networks,

@@ -18,7 +18,9 @@ import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.schema_registry.json_schema import JSONSerializer
+from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from tests.integration.pipeline.kit import (
     create_topic,
@@ -194,3 +196,73 @@ async def test_avro_versions_export_to_typed_files_nothing_dropped(
         else:
             assert rec["region"] == "apac" and rec["at"] == 1_700_000_000_000 + i
             assert rec["tag"] == bytes([0, 200, i % 256]) and rec["note"] is None
+
+
+def _order_file(version: int) -> descriptor_pb2.FileDescriptorProto:
+    """exportd.test.Order as a .proto file would define it; version 2 adds `note` and a nested
+    message type (values of it name index path [0, 0])."""
+    f = descriptor_pb2.FieldDescriptorProto
+    proto = descriptor_pb2.FileDescriptorProto(name="order.proto", package="exportd.test",
+                                               syntax="proto3")
+    status = proto.enum_type.add(name="Status")
+    status.value.add(name="NEW", number=0)
+    status.value.add(name="PAID", number=1)
+    order = proto.message_type.add(name="Order")
+    order.field.add(name="id", number=1, type=f.TYPE_INT64, label=f.LABEL_OPTIONAL)
+    order.field.add(name="status", number=2, type=f.TYPE_ENUM, label=f.LABEL_OPTIONAL,
+                    type_name=".exportd.test.Status")
+    order.field.add(name="tags", number=3, type=f.TYPE_STRING, label=f.LABEL_REPEATED)
+    order.field.add(name="blob", number=4, type=f.TYPE_BYTES, label=f.LABEL_OPTIONAL)
+    if version == 2:
+        order.field.add(name="note", number=5, type=f.TYPE_STRING, label=f.LABEL_OPTIONAL)
+        line = order.nested_type.add(name="Line")
+        line.field.add(name="sku", number=1, type=f.TYPE_STRING, label=f.LABEL_OPTIONAL)
+    return proto
+
+
+def _message_class(proto: descriptor_pb2.FileDescriptorProto, name: str) -> Any:
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(name))
+
+
+async def test_protobuf_values_of_two_versions_and_a_nested_type(
+        kafka: str, s3: str, registry: str, tmp_path: Path) -> None:
+    topic = create_topic(kafka, unique("proto"))
+    client = SchemaRegistryClient({"url": registry})
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    v1 = _message_class(_order_file(1), "exportd.test.Order")
+    v2 = _message_class(_order_file(2), "exportd.test.Order")
+    line = _message_class(_order_file(2), "exportd.test.Order.Line")
+    conf = {"use.deprecated.format": False}
+    values: list[bytes] = []
+    for i in range(60):
+        if i % 3 == 0:
+            message = v1(id=i, status=1, tags=["a", str(i)], blob=bytes([i, 255]))
+            raw = ProtobufSerializer(v1, client, conf)(message, ctx)
+        elif i % 3 == 1:
+            message = v2(id=i, note=f"n{i}")
+            raw = ProtobufSerializer(v2, client, conf)(message, ctx)
+        else:
+            raw = ProtobufSerializer(line, client, {**conf, "auto.register.schemas": True})(
+                line(sku=f"sku-{i}"), SerializationContext(topic + "-lines", MessageField.VALUE))
+        assert raw is not None
+        values.append(raw)
+    values[59] = values[59][:5] + b"\x00\xff\xff"   # an index path then a broken message
+    produce(kafka, topic, values)
+    bucket = new_bucket(s3)
+    dlq = tmp_path / "dlq"
+    spec = job(topic, {"type": "s3", "bucket": bucket, "prefix": "p"},
+               transform={"parse": {"format": "protobuf", "registry": {"url": registry}}},
+               dead_letter={"type": "file", "directory": str(dlq)})
+    r = runner(environment(kafka, tmp_path, s3), spec)
+    await run_until_committed(r, 60)
+    got = lines(s3_objects(s3, bucket).values())
+    orders = sorted((rec for rec in got if "id" in rec), key=lambda rec: int(rec["id"]))
+    assert orders[0] == {"id": 0, "status": "PAID", "tags": ["a", "0"], "blob": "AP8="}
+    assert orders[1] == {"id": 1, "status": "NEW", "tags": [], "blob": "", "note": "n1"}
+    assert [rec["id"] for rec in orders] == [i for i in range(60) if i % 3 != 2]
+    assert sorted(rec["sku"] for rec in got if "sku" in rec) == sorted(
+        f"sku-{i}" for i in range(60) if i % 3 == 2 and i != 59)
+    (dead,) = lines(p.read_bytes() for p in dlq.rglob("*.ndjson"))
+    assert dead["offset"] == 59 and "does not decode as exportd.test.Order:" in dead["reason"]
