@@ -17,6 +17,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from tasks.deadletter import marks_group
 from tasks.pipeline import PipelineRunner
 from tasks.spec import JobSpec
 from tests.integration.pipeline.kit import (
@@ -32,6 +33,7 @@ from tests.integration.pipeline.kit import (
     unique,
     wait_for,
 )
+from tests.integration.pipeline.test_recovery import committed, task_process
 
 BIG = 1_500_000          # over the dead-letter topic's (broker default) ~1 MB message limit
 TOPIC_LIMIT = 4 * 1024 * 1024
@@ -220,3 +222,43 @@ async def test_a_file_dead_letter_is_not_repeated_after_a_restart_or_a_torn_line
     dead = lines([path.read_bytes()])
     assert [d["offset"] for d in dead] == bad
     assert {d["stage"] for d in dead} == {"transform"}
+
+
+async def test_kill_9_while_dead_letters_are_written_leaves_each_once(
+        kafka: str, s3: str, tmp_path: Path) -> None:
+    """A task's process killed with -9 (an open dead-letter transaction, nothing drained) and
+    started again: the new producer's init aborts what was open, the marks say what is written."""
+    n = 6000
+    topic = big_topic(kafka, unique("dlqkill"))
+    values = [b"{not json" if i % 3 == 0 else v for i, v in enumerate(json_records(0, n))]
+    produce_values(kafka, topic, values)
+    bucket = new_bucket(s3)
+    spec = job(topic, {"type": "s3", "bucket": bucket},
+               transform={"parse": {"format": "json"}, "select": "{id: id}"},
+               rotation={"max_records": 500})
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_bytes(spec.to_json())
+    marks = marks_group(spec.consumer_group)
+
+    first = task_process(spec_file, kafka, s3, tmp_path, 1)
+    try:
+        await wait_for(lambda: committed(kafka, marks, topic) > 0, "the first dead letters")
+        first.proc.kill()   # kill -9: no drain, no abort, no close
+        first.proc.wait(10)
+    finally:
+        first.stop()
+    assert committed(kafka, marks, topic) < n, "the first run finished: nothing was tested"
+
+    second = task_process(spec_file, kafka, s3, tmp_path, 2)
+    try:
+        await wait_for(lambda: committed(kafka, spec.consumer_group, topic) >= n,
+                       f"commit of {n} after the restart", 90)
+    finally:
+        second.stop()   # SIGTERM: drains
+
+    dead = dead_letters(kafka, spec.dead_letter_topic)
+    offsets = collections.Counter(int(headers(m)["source_offset"]) for m in dead)
+    assert sorted(offsets) == list(range(0, n, 3))
+    assert set(offsets.values()) == {1}, offsets.most_common(3)
+    exported = collections.Counter(e["id"] for e in lines(s3_objects(s3, bucket).values()))
+    assert sorted(exported) == [i for i in range(n) if i % 3] and set(exported.values()) == {1}
