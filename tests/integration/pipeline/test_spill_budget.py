@@ -65,6 +65,7 @@ async def test_a_full_spill_budget_cuts_files_early_and_loses_nothing(
     assert budget.spill_peak <= SPILL + 2 * BATCH_BYTES, (budget.spill_peak, SPILL)
     assert budget.spilled == 0 and budget.used == 0
     assert budget.spilled_total >= 2 * PER_PARTITION * len(PAD)   # everything went to disk
+    assert budget.cuts_total >= 6 and budget.paused == 0              # counted for the metrics
 
     objects = s3_objects(s3, bucket)
     client = s3_client(s3)

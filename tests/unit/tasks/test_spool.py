@@ -4,6 +4,7 @@ whatever the batches; spilling to disk beyond the host's budget; the budget give
 from __future__ import annotations
 
 import gzip
+import io
 import itertools
 import os
 import random
@@ -238,3 +239,29 @@ def test_gzip_blocks_cut_anywhere_in_the_bytes(size: int, cuts: list[int], level
     data += comp.flush()
     assert data == compress(text, "gzip", level)
     assert zlib.decompress(data, 31) == text and data[4:8] == b"\0\0\0\0"
+
+
+def test_reader_windows_read_memory_and_spilled_bodies_without_a_whole_copy(
+        tmp_path: Path) -> None:
+    """Uploads stream from `reader(start, length)` windows: a memoryview on a body in memory,
+    pread on a spilled one; seekable (botocore rewinds to hash and retry)."""
+    lines = [b"%05d" % i for i in range(2000)]
+    whole = b"".join(line + b"\n" for line in lines)
+    for room in (10**6, 0):   # in memory, then spilled
+        budget = MemoryBudget(room)
+        body = FileBody(Format(), budget, tmp_path)
+        body.add(lines)
+        assert body.spilled == (room == 0)
+        with body.reader(100, 250) as window:
+            assert window.read(50) == whole[100:150] and window.tell() == 50
+            assert window.read() == whole[150:350] and window.read() == b""
+            window.seek(0)
+            assert window.read(10) == whole[100:110]
+            with pytest.raises(io.UnsupportedOperation):
+                window.fileno()   # a part of the file: never handed out as the whole
+        with body.reader() as all_of_it:
+            assert len(all_of_it) == len(whole)  # type: ignore[arg-type]
+            assert all_of_it.read() == whole
+        body.close()
+        assert budget.used == 0 and budget.spilled == 0
+        assert budget.spilled_total == (len(whole) if room == 0 else 0)
