@@ -1,4 +1,4 @@
-"""How many partitions a job's topic has: Kafka metadata through confluent-kafka's AdminClient.
+"""How many partitions a job's topics have: Kafka metadata through confluent-kafka's AdminClient.
 
 Blocking (run it in a thread). One AdminClient per bootstrap list, kept for the process. Asking
 for all topics rather than one keeps brokers with auto-creation on from creating a mistyped topic.
@@ -35,15 +35,19 @@ class PartitionSource:
 
     def count(self, topic: str, bootstrap: str | None = None) -> int | None:
         """Partitions of `topic`, or None when the topic does not exist."""
+        return self.topics(bootstrap).get(topic)
+
+    def topics(self, bootstrap: str | None = None) -> dict[str, int]:
+        """Every topic of the cluster with its partition count (a multi-topic job's pattern is
+        matched against them: tasks/topics.py). Topics whose metadata has an error are left
+        out, as if they did not exist yet."""
         servers = bootstrap or self.default_bootstrap
         try:
             meta = self._client(servers).list_topics(timeout=self.timeout)
         except KafkaException as exc:
             raise Unavailable(f"Kafka metadata from {servers} failed: {exc}") from exc
-        found = meta.topics.get(topic)
-        if found is None or found.error is not None:
-            return None
-        return len(found.partitions)
+        return {name: len(found.partitions) for name, found in meta.topics.items()
+                if found.error is None}
 
     def close(self) -> None:
         """Drop the clients: librdkafka keeps reconnecting (and logging) while one lives."""

@@ -33,6 +33,7 @@ from tasks.egress import check_submission
 from tasks.errors import Conflict, ExportdError, NotFound, Unavailable, ValidationError
 from tasks.logs import get_logger
 from tasks.spec import JobSpec
+from tasks.topics import job_topics, missing_topics, source_field
 
 log = get_logger(__name__)
 
@@ -341,9 +342,9 @@ class Leadership:
 
     # -- jobs ------------------------------------------------------------------------------
 
-    async def _partition_count(self, spec: JobSpec) -> int | None:
-        return await asyncio.to_thread(self.partitions.count, spec.source.topic,
-                                       spec.source.bootstrap_servers)
+    async def _cluster_topics(self, spec: JobSpec) -> dict[str, int]:
+        """Every topic of the job's cluster with its partition count (tasks/topics.py picks)."""
+        return await asyncio.to_thread(self.partitions.topics, spec.source.bootstrap_servers)
 
     async def _partition_checks(self) -> None:
         """At takeover and then periodically: tasks for partitions that have none yet."""
@@ -352,13 +353,13 @@ class Leadership:
             if state is not None and self.term.active:
                 for job in list(state.jobs.values()):
                     try:
-                        count = await self._partition_count(job.spec)
+                        found = job_topics(job.spec, await self._cluster_topics(job.spec))
                     except Unavailable as exc:
                         log.warning("partition_check_failed", job=job.spec.id, error=exc.message)
                         continue
-                    if count is None or job.spec.id not in state.jobs:
+                    if job.spec.id not in state.jobs:
                         continue
-                    added = state.add_partitions(job.spec.id, count, time.time())
+                    added = state.add_partitions(job.spec.id, found, time.time())
                     _awaiting_placement(state, added)
                     if added:
                         log.info("partitions_added", job=job.spec.id, tasks=len(added))
@@ -369,16 +370,18 @@ class Leadership:
         # Where it sends data and credentials: a 400 before anything is read or written.
         check_submission(spec, self.settings.egress, self.settings.kafka.access())
         _refuse_existing(self.live(), spec.id)
-        count = await self._partition_count(spec)
-        if count is None:
-            raise ValidationError(f"topic {spec.source.topic!r} does not exist",
-                                  field="source.topic")
+        available = await self._cluster_topics(spec)
+        missing = missing_topics(spec, available)
+        if missing:
+            raise ValidationError(f"topic {', '.join(map(repr, missing))} does not exist",
+                                  field=source_field(spec))
+        found = job_topics(spec, available)   # a pattern may match nothing yet: no tasks yet
         job = StoredJob(spec, time.time())
         async with self._write_lock:
             state = self.live()
             _refuse_existing(state, spec.id)
             state.put_job(job)
-            added = state.add_partitions(spec.id, count, job.created_unix)
+            added = state.add_partitions(spec.id, found, job.created_unix)
             shards, state.dirty_shards = set(state.dirty_shards), set()
             try:
                 await self._commit([*self.store.job_ops(job, create=True),

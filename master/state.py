@@ -7,7 +7,7 @@ exactly the servers whose desired set changed (`dirty_shards`, `push`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from master import decisions
 from master.api.ports import TaskEvent
@@ -200,24 +200,26 @@ class LiveState:
         self.jobs.pop(job_id, None)
         self.job_json.pop(job_id, None)
 
-    def add_partitions(self, job_id: str, partitions: int, now_unix: float) -> list[str]:
-        """Tasks for partitions the job has no task for yet; returns the new ids."""
+    def add_partitions(self, job_id: str, partitions: Mapping[str, int],
+                       now_unix: float) -> list[str]:
+        """Tasks for partitions (topic -> count) the job has no task for yet; returns the new
+        ids. A job may read several topics (tasks/topics.py)."""
         job = self.jobs.get(job_id)
         if job is None:
             return []
         added: list[str] = []
-        topic = job.spec.source.topic
-        for p in range(partitions):
-            tid = task_id(job_id, topic, p)
-            if tid in self.tasks:
-                continue
-            rec = TaskRecord(tid, job_id, topic, p, job.spec.group, shard_of(tid, self.shards),
-                             since_unix=None)
-            self.tasks[tid] = rec
-            self.dirty_shards.add(rec.shard)
-            self.history.add(tid, TaskEvent(now_unix, "created",
-                                            f"partition {p} of {topic} (job {job_id})"))
-            added.append(tid)
+        for topic, count in partitions.items():
+            for p in range(count):
+                tid = task_id(job_id, topic, p)
+                if tid in self.tasks:
+                    continue
+                rec = TaskRecord(tid, job_id, topic, p, job.spec.group,
+                                 shard_of(tid, self.shards), since_unix=None)
+                self.tasks[tid] = rec
+                self.dirty_shards.add(rec.shard)
+                self.history.add(tid, TaskEvent(now_unix, "created",
+                                                f"partition {p} of {topic} (job {job_id})"))
+                added.append(tid)
         return added
 
     def tasks_of(self, job_id: str) -> list[str]:
