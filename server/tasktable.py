@@ -42,6 +42,7 @@ class TaskEntry:
     previous_error: str = ""
     # For counters fed from the runner's running totals.
     records_seen: int = 0
+    bytes_seen: int = 0
     dead_letters_seen: int = 0
     last_error_seen: str = ""
 
@@ -114,6 +115,9 @@ def _task_metrics(entry: TaskEntry, stats: TaskStats) -> None:
     if stats.records_total > entry.records_seen:
         metrics.TASK_RECORDS.labels(*labels).inc(stats.records_total - entry.records_seen)
     entry.records_seen = stats.records_total
+    if stats.bytes_total > entry.bytes_seen:
+        metrics.TASK_BYTES.labels(*labels).inc(stats.bytes_total - entry.bytes_seen)
+    entry.bytes_seen = stats.bytes_total
     if stats.dead_letters_total > entry.dead_letters_seen:
         metrics.TASK_DEAD_LETTERS.labels(*labels).inc(
             stats.dead_letters_total - entry.dead_letters_seen)
@@ -126,7 +130,7 @@ def _task_metrics(entry: TaskEntry, stats: TaskStats) -> None:
 def forget_task_metrics(entry: TaskEntry) -> None:
     for family in (metrics.TASK_RECORDS_PER_SECOND, metrics.TASK_BYTES_PER_SECOND,
                    metrics.TASK_LAG, metrics.TASK_RECORDS, metrics.TASK_DEAD_LETTERS,
-                   metrics.TASK_ERRORS, metrics.TASK_STALLED, metrics.TASK_FRESHNESS,
-                   metrics.TASK_COMMIT_AGE):
+                   metrics.TASK_ERRORS, metrics.TASK_BYTES, metrics.TASK_STALLED,
+                   metrics.TASK_FRESHNESS, metrics.TASK_COMMIT_AGE):
         with contextlib.suppress(KeyError):
             family.remove(entry.job_id, entry.task_id)
