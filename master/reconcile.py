@@ -419,6 +419,10 @@ class Leadership:
             new = StoredJob(job.spec.model_copy(update={"state": desired}), job.created_unix)
             await self._commit(self.store.job_ops(new, create=False))
             self.live().put_job(new)
+            if desired == "paused":   # unplaced ones are stopped now, not waiting for a place
+                for rec in self.live().tasks.values():
+                    if rec.job == job_id and rec.server is None:
+                        rec.pending_reason = ""
         log.info("job_state", job=job_id, state=desired, epoch=self.term.epoch)
         self.kick()
         return new

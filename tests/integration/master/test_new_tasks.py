@@ -18,6 +18,9 @@ async def test_submitted_tasks_are_pending_not_stopped(start_master: StartMaster
     assert len(tasks) == PARTITIONS
     assert {t.state for t in tasks} == {"pending"}, [(t.id, t.state) for t in tasks]
     assert all("waiting for" in t.pending_reason for t in tasks)
+    # Paused before its first round: stopped, not waiting for placement.
+    await m1.control.set_job_state("fresh", "paused")
+    assert {t.state for t in m1.control.list_tasks(TaskFilter(job="fresh"))} == {"stopped"}
     paused = job_spec("paused", topic, state="paused")
     await m1.control.create_job(paused)
     assert {t.state for t in m1.control.list_tasks(TaskFilter(job="paused"))} == {"stopped"}
