@@ -149,6 +149,31 @@ def test_property_zero_capacity_dimensions_never_take_load_and_numbers_stay_read
         assert not (cap[sid].cpu <= 0.0 and e.cpu > 0.0), (tid, sid, e)
 
 
+# -- zero-load and unmeasured tasks (the fix is scheduler/estimates.py's CPU floor) ------------
+
+
+def test_idle_and_unmeasured_tasks_spread_evenly_over_equal_servers() -> None:
+    servers = [srv(f"s{n:02d}") for n in range(10)]
+    idle = [task(f"t{n:04d}", cpu=0.0, net=0.0) for n in range(1_000)]
+    # Unmeasured: no hint, no measured sibling, and a default estimate of zero.
+    unmeasured = [Task(f"u{n:04d}", "new-job", "default") for n in range(1_000)]
+    # Unmeasured with measured siblings that are idle: their median is zero.
+    siblings = [task(f"m{n}", job="quiet", cpu=0.0, net=0.0, server=f"s0{n}")
+                for n in range(10)]
+    quiet = [Task(f"q{n:04d}", "quiet", "default") for n in range(990)]
+    for tasks, config in ((idle, {}), (unmeasured, {"default_estimate": Resources()}),
+                          (siblings + quiet, {})):
+        plan = scheduler.plan(view(servers, tasks, **config))  # type: ignore[arg-type]
+        counts: dict[str, int] = {}
+        for p in plan.placements:
+            counts[p.server] = counts.get(p.server, 0) + 1
+        for t in tasks:
+            if t.server is not None:
+                counts[t.server] = counts.get(t.server, 0) + 1
+        assert sorted(counts.values()) == [100] * 10, counts  # before the floor: all on one
+        assert not plan.moves and not plan.pending
+
+
 # -- losing a server moves nothing else in the same plan ---------------------------------------
 
 
