@@ -12,7 +12,12 @@ dimensions. Scenarios, each starting from the previous one's applied result:
 (b) one server dies (a random one, and separately the worst case: one carrying a hot partition);
 (c) 50 servers join (spread over the groups; and separately all into one group), planned round
     after round (moves applied, 60 s apart) until a round proposes nothing;
-(d) every load drifts by a random factor in [0.7, 1.3].
+(d) every load drifts by a random factor in [0.7, 1.3];
+(e) a backlog: 60,000 new tasks (60 more jobs like the others) join the placed cluster of (a);
+    the first round places what fits and leaves the rest pending (about 36,000); then the round
+    with that backlog and the same cluster without the pending tasks are timed side by side,
+    interleaved (`--backlog-pairs` pairs), so a busy machine slows both alike; the report gives
+    the ratio of the median CPU times. `--scenario backlog` runs (a) and (e) only.
 
 Reported per scenario: wall time of `plan()` (median of 3 runs, without tracemalloc), peak memory
 of one `plan()` under tracemalloc, imbalance (max / mean dominant utilisation over each group's
@@ -50,6 +55,7 @@ MEDIAN_NET = 3.0e6
 SIGMA_CPU = 0.8
 SIGMA_NET = 0.6
 ROUND_S = 60.0
+BACKLOG_JOBS = 60
 
 
 @dataclass
@@ -250,7 +256,8 @@ def rounds_until_quiet(name: str, view: ClusterView, max_rounds: int = 100
     return result, view
 
 
-def run(seed: int, report: Callable[[Result], None]) -> list[Result]:
+def run(seed: int, report: Callable[[Result], None], only_backlog: bool = False,
+        pairs: int = 7) -> list[Result]:
     results: list[Result] = []
     rng = random.Random(seed + 1)
     servers, tasks = make_cluster(seed)
@@ -265,6 +272,9 @@ def run(seed: int, report: Callable[[Result], None]) -> list[Result]:
     r, out = scenario("(a) placement from empty", view)
     keep(r)
     placed = apply(view, out, view.now)
+    if only_backlog:
+        keep(backlog(placed, seed, pairs))
+        return results
 
     # (b) one server dies: a random one, then the worst case (one with a hot partition)
     hot = {t.id for t in tasks if t.load is not None and t.load.cpu >= MEDIAN_CPU * 100}
@@ -318,7 +328,69 @@ def run(seed: int, report: Callable[[Result], None]) -> list[Result]:
     keep(r)
     r, _ = rounds_until_quiet("(d') after the drift, round after round", drifted)
     keep(r)
+
+    # (e) a backlog of tasks that fit nowhere, against the same round without it
+    keep(backlog(placed, seed, pairs))
     return results
+
+
+def backlog_tasks(seed: int) -> list[Task]:
+    """60 more jobs of 1,000 partitions, drawn like make_cluster's (no hot partitions)."""
+    rng = random.Random(seed + 3)
+    return [
+        Task(id=f"new{j:03d}:events:{p:04d}", job=f"new{j:03d}", group=f"g{j % GROUPS}",
+             load=Resources(MEDIAN_CPU * rng.lognormvariate(0.0, SIGMA_CPU),
+                            MEDIAN_NET * rng.lognormvariate(0.0, SIGMA_NET)), measured=True)
+        for j in range(BACKLOG_JOBS) for p in range(PARTITIONS)
+    ]
+
+
+def backlog(placed: ClusterView, seed: int, pairs: int) -> Result:
+    """(e): the cost of a round with a backlog against the same round without it (module
+    docstring). Both views hold the same running tasks; one also holds the pending ones."""
+    view = replace(placed, tasks=placed.tasks + tuple(backlog_tasks(seed)))
+    start = time.process_time()
+    first = scheduler.plan(view)
+    first_cpu = time.process_time() - start
+    with_backlog = apply(view, first, view.now)
+    without = replace(with_backlog, tasks=tuple(
+        t for t in with_backlog.tasks if t.server is not None))
+    scheduler.plan(without)  # warm-up
+    out = scheduler.plan(with_backlog)
+    walls: dict[str, list[float]] = {"with": [], "without": []}
+    cpus: dict[str, list[float]] = {"with": [], "without": []}
+    for n in range(pairs):
+        order = (("with", with_backlog), ("without", without))
+        for name, v in order if n % 2 == 0 else order[::-1]:
+            start, cpu = time.perf_counter(), time.process_time()
+            scheduler.plan(v)
+            walls[name].append(time.perf_counter() - start)
+            cpus[name].append(time.process_time() - cpu)
+    tracemalloc.start()
+    scheduler.plan(with_backlog)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    cpu_with, cpu_without = statistics.median(cpus["with"]), statistics.median(cpus["without"])
+    wall_with = statistics.median(walls["with"])
+    wall_without = statistics.median(walls["without"])
+    per_pair = sorted(a / b for a, b in zip(cpus["with"], cpus["without"], strict=True) if b > 0)
+    ratio = cpu_with / cpu_without if cpu_without > 0 else float("nan")
+    return Result(
+        name=(f"(e) backlog: {len(placed.tasks):,} placed + {BACKLOG_JOBS * PARTITIONS:,} new, "
+              f"{len(out.pending):,} stay pending"),
+        wall_s=wall_with, cpu_s=cpu_with, peak_mib=peak / 2**20,
+        imbalance_before=imbalance_ratio(with_backlog), imbalance_after=imbalance_ratio(
+            apply(with_backlog, out, with_backlog.now)),
+        placements=len(out.placements), moves=len(out.moves), least_moves=0, least_to_goal=0,
+        above_before=0, above_after=0, pending=len(out.pending),
+        note=(f"first round (places {len(first.placements):,}, leaves {len(first.pending):,} "
+              f"pending) {first_cpu:.3f} s CPU; then {pairs} interleaved pairs, median CPU "
+              f"with the backlog {cpu_with:.3f} s, without {cpu_without:.3f} s: ratio "
+              f"{ratio:.2f} (per pair {per_pair[0]:.2f}-{per_pair[-1]:.2f}); wall "
+              f"{wall_with:.3f} s / {wall_without:.3f} s"),
+        extra={"first_round_cpu_s": first_cpu, "cpu_without_s": cpu_without,
+               "wall_without_s": wall_without, "ratio": ratio, "pairs": pairs},
+    )
 
 
 def machine() -> dict[str, str]:
@@ -341,6 +413,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="one JSON document at the end")
+    parser.add_argument("--scenario", choices=("all", "backlog"), default="all",
+                        help="backlog: (a) and the backlog round (e) only")
+    parser.add_argument("--backlog-pairs", type=int, default=7,
+                        help="interleaved with/without pairs timed for (e)")
     args = parser.parse_args(argv)
     info = machine()
 
@@ -361,7 +437,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args.json:
         print(f"machine: nproc {info['nproc']}, {info['cpu']}, Python {info['python']}, "
               f"load average {info['load average']}; seed {args.seed}")
-    results = run(args.seed, report)
+    results = run(args.seed, report, only_backlog=args.scenario == "backlog",
+                  pairs=max(args.backlog_pairs, 1))
     if args.json:
         print(json.dumps({"machine": info, "seed": args.seed,
                           "results": [dataclasses.asdict(r) for r in results]}, indent=2))
