@@ -2,7 +2,9 @@
 
 ZooKeeper, Kafka and S3 (moto), 2 masters, 3 servers in 2 isolation groups (two `default`,
 one `heavy`), a demo producer writing nginx access-log lines to a 6-partition topic, and the demo
-job `examples/nginx-to-s3.yaml` (parse → filter → project → gzipped NDJSON in S3). It prints where
+job `examples/nginx-to-s3.yaml` (parse → filter → project → gzipped NDJSON in S3); beside it a
+schema registry (Apicurio), Avro orders on a 2-partition topic and the job
+`examples/orders-avro-to-parquet.yaml` (Avro by schema id → Parquet in S3). It prints where
 to look, then a status line every few seconds, and says at once when a master or server died
 (exit code, log file, its last lines). `python -m tools.devcluster objects` lists what the
 running cluster exported so far. Ctrl-C (or SIGTERM) stops every process it started and keeps the
@@ -12,6 +14,7 @@ work directory with every process's log, printing where it is.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import subprocess
@@ -26,13 +29,16 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from tools.devcluster.cluster import BIN, DeathWatch, LocalCluster, http_json, wait_for
-from tools.devcluster.producer import DemoProducer
+from tools.devcluster.producer import AvroOrderProducer, DemoProducer
 from tools.infra.jars import CACHE_DIR
+from tools.infra.registry import start_registry
 
 REPO = Path(__file__).resolve().parents[2]
 STATE = CACHE_DIR / "devcluster.json"
 TOPIC, PARTITIONS, BUCKET = "access-logs", 6, "exportd-demo"
 JOB_FILE = REPO / "examples" / "nginx-to-s3.yaml"
+ORDERS_TOPIC, ORDERS_PARTITIONS = "orders", 2
+ORDERS_JOB_FILE = REPO / "examples" / "orders-avro-to-parquet.yaml"
 
 
 def s3_client(endpoint: str) -> Any:
@@ -47,13 +53,17 @@ def count_objects(endpoint: str, bucket: str = BUCKET) -> int:
 
 def prepare_data(cluster: LocalCluster) -> None:
     admin = AdminClient({"bootstrap.servers": cluster.endpoints["kafka"]})
-    admin.create_topics([NewTopic(TOPIC, num_partitions=PARTITIONS,
-                                  replication_factor=1)])[TOPIC].result(30)
+    for name, partitions in ((TOPIC, PARTITIONS), (ORDERS_TOPIC, ORDERS_PARTITIONS)):
+        admin.create_topics([NewTopic(name, num_partitions=partitions,
+                                      replication_factor=1)])[name].result(30)
     s3_client(cluster.endpoints["s3"]).create_bucket(Bucket=BUCKET)
 
 
-def submit_demo_job(leader: str) -> dict[str, Any]:
-    spec = yaml.safe_load(JOB_FILE.read_text())
+def submit_demo_job(leader: str, path: Path = JOB_FILE,
+                    registry: str | None = None) -> dict[str, Any]:
+    spec = yaml.safe_load(path.read_text())
+    if registry is not None:
+        spec["transform"]["parse"]["registry"]["url"] = registry
     job: dict[str, Any] = http_json(leader + "/api/v1/jobs", method="POST", body=spec)
     return job
 
@@ -65,7 +75,7 @@ def exportctl(cluster: LocalCluster, *args: str) -> str:
     return result.stdout + result.stderr
 
 
-def banner(cluster: LocalCluster) -> str:
+def banner(cluster: LocalCluster, registry: str) -> str:
     ctl = cluster.ctl_env()
     ep = cluster.endpoints
     return f"""
@@ -74,6 +84,7 @@ exportd dev cluster is up (work dir {cluster.workdir}; logs in {cluster.workdir}
   ZooKeeper  {ep['zookeeper']}
   Kafka      {ep['kafka']}      topic {TOPIC} ({PARTITIONS} partitions), demo producer running
   S3 (moto)  {ep['s3']}      bucket {BUCKET}
+  Registry   {registry}      topic {ORDERS_TOPIC}: Avro orders
   API        {'  '.join(cluster.master_urls())}   (GET /api/v1/openapi.json)
              https with the cluster's throwaway CA; every call but /healthz, /readyz,
              /metrics and the API document needs the token (named `dev`, admin)
@@ -85,6 +96,7 @@ Try, in another terminal:
   .venv/bin/exportctl placement
   .venv/bin/exportctl tasks --job nginx-to-s3
   .venv/bin/exportctl explain nginx-to-s3:{TOPIC}:0
+  .venv/bin/exportctl tasks --job orders-avro        # Avro -> Parquet
   .venv/bin/exportctl drain server-1 --wait
   .venv/bin/exportctl leader
   .venv/bin/python -m tools.devcluster objects      # what has been exported to S3
@@ -99,23 +111,31 @@ def run(rate: float) -> int:
     # Logs outlive the cluster: after Ctrl-C they are what explains what happened.
     cluster = LocalCluster(record_infra=True, keep_workdir=True)
     watch = DeathWatch()
-    print("starting ZooKeeper, Kafka, S3, 2 masters and 3 servers ...", flush=True)
-    with cluster:
+    print("starting ZooKeeper, Kafka, S3, a schema registry, 2 masters and 3 servers ...",
+          flush=True)
+    with cluster, contextlib.ExitStack() as stack:
+        registry_proc, registry = start_registry(cluster.workdir)
+        stack.callback(registry_proc.stop)   # after the producers' stop below, before the cluster
         prepare_data(cluster)
         producer = DemoProducer(cluster.endpoints["kafka"], TOPIC, rate=rate,
                                 max_records=5_000_000, max_seconds=7 * 24 * 3600)
         producer.start()
+        orders = AvroOrderProducer(cluster.endpoints["kafka"], registry, ORDERS_TOPIC,
+                                   rate=max(rate / 5, 1.0), max_records=1_000_000,
+                                   max_seconds=7 * 24 * 3600)
+        orders.start()
         leader = cluster.leader_url()
         assert leader is not None
-        job = submit_demo_job(leader)
-        print(f"submitted job {job['job']['spec']['id']} with {len(job['tasks'])} tasks",
-              flush=True)
+        for path, url in ((JOB_FILE, None), (ORDERS_JOB_FILE, registry)):
+            job = submit_demo_job(leader, path, url)
+            print(f"submitted job {job['job']['spec']['id']} with {len(job['tasks'])} tasks",
+                  flush=True)
         STATE.parent.mkdir(parents=True, exist_ok=True)
         STATE.write_text(json.dumps({"masters": cluster.master_urls(), **cluster.endpoints}))
         try:
             wait_for(lambda: count_objects(cluster.endpoints["s3"]) > 0, 90,
                      "exporting to S3")
-            print(banner(cluster), flush=True)
+            print(banner(cluster, registry), flush=True)
             print(exportctl(cluster, "placement"), flush=True)
             ticks = 0
             while not stop.wait(2):
@@ -129,6 +149,7 @@ def run(rate: float) -> int:
         finally:
             print("stopping ...", flush=True)
             producer.stop()
+            orders.stop()
             STATE.unlink(missing_ok=True)
     print("stopped: nothing of the dev cluster is left running", flush=True)
     print(f"logs kept in {cluster.workdir / 'logs'} (remove the work dir with "

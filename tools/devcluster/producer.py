@@ -86,3 +86,66 @@ def produce_lines(bootstrap: str, topic: str, count: int, seed: int = 7) -> list
     if remaining:
         raise RuntimeError(f"{remaining} demo records not delivered within 60 s")
     return lines
+
+
+# The demo Avro topic's record: an order, as a payments service would publish it.
+ORDER_SCHEMA = """{"type": "record", "name": "Order", "namespace": "exportd.demo", "fields": [
+  {"name": "id", "type": "long"},
+  {"name": "customer", "type": "string"},
+  {"name": "region", "type": {"type": "enum", "name": "Region", "symbols": ["eu", "us", "apac"]}},
+  {"name": "amount", "type": "double"},
+  {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+  {"name": "coupon", "type": ["null", "string"], "default": null}
+]}"""
+
+
+@dataclass
+class AvroOrderProducer:
+    """Writes `rate` Avro orders/s (Confluent wire format, schema registered in `registry`) to
+    `topic` on a thread until `max_records` or `max_seconds`: the demo job's schema-aware input."""
+
+    bootstrap: str
+    registry: str
+    topic: str
+    rate: float = 10.0
+    max_records: int = 1_000_000
+    max_seconds: float = 24 * 3600.0
+    seed: int = 11
+    produced: int = 0
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-orders", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+        from confluent_kafka.schema_registry.avro import AvroSerializer
+        from confluent_kafka.serialization import MessageField, SerializationContext
+
+        serialize = AvroSerializer(SchemaRegistryClient({"url": self.registry}), ORDER_SCHEMA)
+        ctx = SerializationContext(self.topic, MessageField.VALUE)
+        producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 20})
+        rng = random.Random(self.seed)
+        started = time.monotonic()
+        try:
+            while (self.produced < self.max_records and not self._stop.is_set()
+                   and time.monotonic() - started < self.max_seconds):
+                order = {"id": self.produced, "customer": f"c-{rng.randrange(1000):03d}",
+                         "region": rng.choice(("eu", "us", "apac")),
+                         "amount": round(rng.uniform(1, 500), 2), "at": int(time.time() * 1000),
+                         "coupon": rng.choice((None, None, "WINTER"))}
+                producer.produce(self.topic, value=serialize(order, ctx))
+                self.produced += 1
+                producer.poll(0)
+                delay = started + self.produced / self.rate - time.monotonic()
+                if delay > 0:
+                    self._stop.wait(delay)
+        finally:
+            producer.flush(10)
