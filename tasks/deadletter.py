@@ -163,6 +163,13 @@ class FileDeadLetter:
         return None
 
 
+def _int_or_none(value: object) -> int | None:
+    try:
+        return int(str(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
 def _kafka_error(exc: KafkaException) -> KafkaError:
     err = exc.args[0] if exc.args else None
     return err if isinstance(err, KafkaError) else KafkaError(KafkaError._FAIL, str(exc))
@@ -199,8 +206,7 @@ class KafkaDeadLetter:
         self.fence = fence or WorkerFence.unbounded()
         self._extra: dict[str, str | int | float | bool] = {"bootstrap.servers": bootstrap,
                                                              **(extra or {})}
-        configured = self._extra.get("message.max.bytes")
-        self._configured_max = int(configured) if configured is not None else None
+        self._configured_max = _int_or_none(self._extra.get("message.max.bytes"))
         self._key = task_id.encode()
         self._headers: list[Header] = [
             ("job", job.encode()), ("source_topic", source_topic.encode()),
@@ -256,10 +262,12 @@ class KafkaDeadLetter:
         try:
             [stored] = self._marks_reader.committed(
                 [TopicPartition(self.source_topic, self.partition)], timeout=CALL_TIMEOUT)
+            error = stored.error
         except KafkaException as exc:
+            error = _kafka_error(exc)
+        if error is not None:   # never guessed as "none written": that would repeat them
             raise SinkError(f"reading the dead-letter marks of {self.task_id} "
-                            f"(group {self.group}) failed: {_kafka_error(exc).str()}",
-                            retryable=True) from exc
+                            f"(group {self.group}) failed: {error}", retryable=True)
         self.marks = Marks.from_metadata(stored.metadata)
 
     # -- writing ------------------------------------------------------------------------------
