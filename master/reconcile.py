@@ -20,6 +20,7 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 
+from kazoo.exceptions import KazooException
 from kazoo.recipe.watchers import ChildrenWatch
 
 from master import decisions, metrics, story
@@ -253,7 +254,13 @@ class Leadership:
         if not contents:
             return
         try:
-            for ops in await asyncio.to_thread(self.store.story_ops, contents):
+            batches = await asyncio.to_thread(self.store.story_ops, contents)
+        except KazooException as exc:     # reading which nodes exist: try again next time
+            book.give_back()
+            log.warning("story_write_deferred", error=repr(exc), epoch=self.term.epoch)
+            return
+        try:
+            for ops in batches:
                 await self._commit(ops)
         except ExportdError:
             book.give_back()
@@ -327,6 +334,8 @@ class Leadership:
             await self.end_finished_drains()
         except ExportdError as exc:
             log.warning("drain_end_failed", error=exc.message, epoch=self.term.epoch)
+        except KazooException as exc:     # checked again at the next registration change
+            log.warning("drain_end_failed", error=repr(exc), epoch=self.term.epoch)
 
     async def known_server(self, server_id: str) -> bool:
         """Registered? (Asks ZooKeeper when the watch has not told us yet.)"""
