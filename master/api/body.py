@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from master.api.errors import RequestTimeout, UnsupportedMediaType
 from tasks.errors import PayloadTooLarge, Unavailable, ValidationError
@@ -60,6 +62,12 @@ async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
     except TimeoutError as exc:
         raise RequestTimeout(f"the request body did not arrive within {timeout:g} s "
                              f"({size} bytes came)") from exc
+    except (RequestPayloadError, HttpProcessingError) as exc:
+        # e.g. Content-Encoding: gzip over bytes that are not gzip, a broken chunk
+        cause = exc.__cause__ if isinstance(exc, RequestPayloadError) else exc
+        reason = getattr(cause, "message", None) or str(cause or exc)
+        text = " ".join(str(reason).split())[:200]
+        raise ValidationError(f"malformed request body: {text}") from exc
 
 
 class _NoAliasLoader(yaml.SafeLoader):

@@ -39,7 +39,7 @@ from master.api.body import read_body
 from master.api.openapi import OPENAPI_PATH
 from master.api.ports import ControlPlane, LeaderView
 from master.api.settings import ApiSettings
-from tasks.errors import ExportdError, Unavailable
+from tasks.errors import ExportdError, Unavailable, ValidationError
 from tasks.logs import get_logger
 from tasks.tls import TlsSettings, client_ssl_context, is_cluster_master, peer_identities
 
@@ -119,6 +119,11 @@ async def _relay(request: web.Request, base: str, body: bytes | None,
                  settings: ApiSettings, timeout: float) -> web.Response:
     headers = {name: request.headers[name] for name in _PASSED_HEADERS
                if name in request.headers}
+    for name, value in headers.items():
+        # aiohttp reads header bytes that are not UTF-8 as surrogates, which cannot be sent on
+        # as they came (the leader would see another value): the client's mistake, said so.
+        if not value.isascii() and not _utf8(value):
+            raise ValidationError(f"the {name} header is not valid UTF-8")
     headers[FORWARDED_BY] = settings.master_id or "standby"
     url = base + request.rel_url.path_qs
     client = request.app[CLIENT_KEY]
@@ -131,6 +136,14 @@ async def _relay(request: web.Request, base: str, body: bytes | None,
             if name in answer.headers:
                 out_headers[name] = answer.headers[name]
         return web.Response(status=answer.status, body=payload, headers=out_headers)
+
+
+def _utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 async def _local_view(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -27,7 +27,8 @@ import ssl
 from typing import Any
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.http_exceptions import PayloadEncodingError
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from aiohttp.web_request import BaseRequest
 
 from master.api.encode import json_response
@@ -38,7 +39,7 @@ log = get_logger(__name__)
 
 LINGER_SECONDS = 2.0
 # Where aiohttp's message starts quoting the request's bytes (b'...' or '...').
-_QUOTED = re.compile(r"""b?['"]""")
+_QUOTED = re.compile(r"""b?['"]|bytearray\(""")
 
 
 def _timeout_answer(seconds: float) -> bytes:
@@ -54,6 +55,8 @@ def parse_failure(status: int, exc: BaseException | None, message: str | None) -
     bytes it quotes (a refused header may hold a token)."""
     text = str(getattr(exc, "message", None) or message or exc or "").strip()
     first = _QUOTED.split(text.splitlines()[0], maxsplit=1)[0].rstrip(" :.") if text else ""
+    if isinstance(exc, PayloadEncodingError) and " " not in first:   # only the encoding's name
+        first = f"the body is not valid {first or 'encoded'} (Content-Encoding)"
     return first[:200] or f"status {status}"
 
 
@@ -90,6 +93,14 @@ class _ApiProtocol(RequestHandler):
         if isinstance(transport, asyncio.WriteTransport):
             transport.write(_timeout_answer(self._head_timeout))
         self.force_close()      # closes after the answer is flushed
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        exc = kw.get("exc_info")
+        if isinstance(exc, RequestPayloadError):   # a body that did not decode, read again
+            cause = exc.__cause__ or exc           # while lingering: already answered 400
+            log.warning("api_malformed_body", reason=parse_failure(400, cause, None))
+            return
+        super().log_exception(*args, **kw)
 
     def handle_error(self, request: BaseRequest, status: int = 500,
                      exc: BaseException | None = None,

@@ -21,7 +21,7 @@ from tests.integration.master.conftest import StartMaster, api_session
 from tests.pki import session_pki
 
 HEAD_TIMEOUT = 1.0
-SLACK = 5.0
+SLACK = 8.0
 API = ApiSettings.model_validate({"read_tokens": ["r-token"], "admin_tokens": ["a-token"]})
 ADMIN = {"Authorization": "Bearer a-token"}
 

@@ -7,10 +7,13 @@ nothing, neither the token nor the body."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -211,3 +214,24 @@ async def test_without_tls_a_token_is_never_forwarded(pki: DevPki) -> None:
             assert "never forwards a token in clear" in (await r.json())["message"]
         assert listener.handshakes == 0 and listener.data == b""
     assert leader.writes == 0
+
+
+async def test_a_header_that_is_not_utf8_is_a_400_on_the_standby(pair: Pair,
+                                                                 pki: DevPki) -> None:
+    """aiohttp reads such bytes as surrogates, which cannot be sent on to the leader as they
+    came (before, the leader saw the header with the bytes dropped)."""
+    parts = urlsplit(pair.standby_url)
+    client = ssl.create_default_context(cafile=str(pki.ca_file))
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port, ssl=client)
+    try:
+        writer.write(b"POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a-token\r\n"
+                     b"Content-Type: application/\xff\xfe\r\nContent-Length: 2\r\n"
+                     b"Connection: close\r\n\r\n{}")
+        async with asyncio.timeout(20):
+            answer = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), answer
+    assert "Content-Type header is not valid UTF-8" in json.loads(body)["message"]
+    assert pair.leader.jobs == {} and pair.standby.jobs == {}
