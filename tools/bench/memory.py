@@ -150,8 +150,7 @@ async def _server(args: argparse.Namespace) -> dict[str, Any]:
                for p in range(args.partitions)]
     threads = max(len(psutil.Process(w.process.pid or 0).threads()) for w in pool.workers)
 
-    async def until(records: int, what: str) -> float:
-        t0 = time.monotonic()
+    async def until(records: int, what: str, t0: float) -> float:
         while any(r.stats().records_total < records for r in runners):
             if time.monotonic() - t0 > PHASE_TIMEOUT:
                 raise RuntimeError(f"timed out: {what}")
@@ -159,8 +158,9 @@ async def _server(args: argparse.Namespace) -> dict[str, Any]:
         return time.monotonic() - t0
 
     try:
+        t0 = time.monotonic()
         await asyncio.gather(*(r.start() for r in runners))
-        res["catchup_s"] = await until(args.backlog, "catch-up")
+        res["catchup_s"] = await until(args.backlog, "catch-up", t0)
         res["catchup_peak_mb"] = memory.reset()
         await asyncio.sleep(args.rest_s)
         res["after_rest_mb"] = memory.now / MiB
@@ -170,7 +170,7 @@ async def _server(args: argparse.Namespace) -> dict[str, Any]:
             target=produce, args=(args.kafka, args.topic, args.partitions, args.backlog,
                                   steady_each, args.rate))
         producer.start()
-        await until(args.backlog + steady_each, "steady")
+        await until(args.backlog + steady_each, "steady", time.monotonic())
         producer.join(60)
         res["steady_peak_mb"] = memory.reset()
         res["threads_per_worker"] = max(
