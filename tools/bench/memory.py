@@ -138,7 +138,8 @@ async def _server(args: argparse.Namespace) -> dict[str, Any]:
     env = TaskEnvironment(kafka_bootstrap=args.kafka, state_dir=Path(args.workdir),
                           s3_endpoint=args.s3, s3_access_key="bench", s3_secret_key="bench",
                           **extra)
-    pool_extra = {"trim_period_s": args.trim_s} if budgeted else {}
+    pool_extra = ({"trim_period_s": args.trim_s, "malloc_arenas": args.malloc_arenas}
+                  if budgeted else {})
     pool = WorkerPool(env, args.workers, log_level="warning", start_method="spawn",
                       stats_period_s=0.1, **pool_extra)
     pool.start()
@@ -245,6 +246,8 @@ def main() -> None:
     parser.add_argument("--budget-mb", type=int, default=512)
     parser.add_argument("--spill-mb", type=int, default=4096)
     parser.add_argument("--trim-s", type=float, default=5.0, help="malloc_trim period; 0: off")
+    parser.add_argument("--malloc-arenas", type=int, default=0,
+                        help="mallopt(M_ARENA_MAX) in the workers; 0: glibc's default")
     parser.add_argument("--compression", default="none", choices=("none", "gzip"))
     parser.add_argument("--before", metavar="TREE")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -295,6 +298,7 @@ def main() -> None:
                                      ("rest-s", args.rest_s), ("max-seconds", args.max_seconds),
                                      ("workers", args.workers), ("budget-mb", args.budget_mb),
                                      ("spill-mb", args.spill_mb), ("trim-s", args.trim_s),
+                                     ("malloc-arenas", args.malloc_arenas),
                                      ("compression", args.compression)))], tree)
                 res["check"] = check_exactly_once(infra.s3, bucket, n, res["records"])
                 res["load_1m"] = load
