@@ -59,6 +59,9 @@ UPLOAD_WAIT_S = 600.0
 _BODIES, _BODIES_PEAK, _SPILLED, _SPILL_PEAK, _SPILLED_TOTAL = range(5)
 _PREFETCH, _TASKS, _PAUSED, _PAUSES_TOTAL, _CUTS_TOTAL, _UPLOADS = range(5, 11)
 _CELLS = 11
+# Prefetch reserved per worker process (by its index), so that what a dead worker had reserved
+# can be given back by the pool (`forget_owner`).
+MAX_OWNERS = 1024
 
 
 class MemoryBudget:
@@ -80,6 +83,8 @@ class MemoryBudget:
         ctx = multiprocessing.get_context("spawn")   # its locks pickle to any start method
         self._lock = ctx.Lock()
         self._cells = multiprocessing.sharedctypes.RawArray(ctypes.c_int64, _CELLS)
+        self._owners = multiprocessing.sharedctypes.RawArray(ctypes.c_int64, MAX_OWNERS)
+        self.owner = -1   # this process's index among the host's workers; -1: not a worker
         self._uploads = ctx.BoundedSemaphore(upload_slots)
         self._prefetch: dict[object, int] = {}     # this process's reservations, by task
 
@@ -112,15 +117,16 @@ class MemoryBudget:
                                  "prefetch_share": self.prefetch_share,
                                  "upload_slots": self.upload_slots}
         if multiprocessing.context.get_spawning_popen() is not None:
-            state.update(lock=self._lock, cells=self._cells, uploads=self._uploads)
+            state.update(lock=self._lock, cells=self._cells, uploads=self._uploads,
+                         owners=self._owners)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["limit"], spill_limit=state["spill_limit"],  # type: ignore[misc]
                       prefetch_share=state["prefetch_share"], upload_slots=state["upload_slots"])
         if "cells" in state:
-            self._lock, self._cells, self._uploads = (state["lock"], state["cells"],
-                                                      state["uploads"])
+            self._lock, self._cells, self._uploads, self._owners = (
+                state["lock"], state["cells"], state["uploads"], state["owners"])
 
     def _add(self, cell: int, n: int, peak: int | None = None) -> int:
         with self._lock:
@@ -241,6 +247,8 @@ class MemoryBudget:
             n = policy.prefetch_bytes(self.prefetch_share, int(self._cells[_TASKS]),
                                       int(self._cells[_PREFETCH]))
             self._cells[_PREFETCH] += n
+            if 0 <= self.owner < MAX_OWNERS:
+                self._owners[self.owner] += n
         self.release_prefetch(key)    # a task built twice in one process: keep one
         self._prefetch[key] = n
         return policy.prefetch_properties(n)
@@ -248,7 +256,17 @@ class MemoryBudget:
     def release_prefetch(self, key: object) -> None:
         n = self._prefetch.pop(key, 0)
         if n:
-            self._add(_PREFETCH, -n)
+            with self._lock:
+                self._cells[_PREFETCH] -= n
+                if 0 <= self.owner < MAX_OWNERS:
+                    self._owners[self.owner] -= n
+
+    def forget_owner(self, owner: int) -> None:
+        """Worker `owner` died: give back whatever its consumers had reserved."""
+        if 0 <= owner < MAX_OWNERS:
+            with self._lock:
+                self._cells[_PREFETCH] -= self._owners[owner]
+                self._owners[owner] = 0
 
     # -- uploads --------------------------------------------------------------------------
 

@@ -208,5 +208,6 @@ def worker_main(conn: Connection, config: WorkerConfig) -> None:
     configure_logging(json=config.log_json, level=config.log_level)
     structlog.contextvars.bind_contextvars(**dict(config.log_context), worker=config.index)
     tune_worker_process(malloc_arenas=config.malloc_arenas)
+    config.env.memory_budget.owner = config.index   # its prefetch reservations are this worker's
     asyncio.run(serve(conn, config.env, config.stats_period_s, config.trim_period_s))
     conn.close()

@@ -92,3 +92,14 @@ def test_pickled_outside_a_process_start_is_a_fresh_budget() -> None:
     b.take(100)
     copy = pickle.loads(pickle.dumps(b))
     assert (copy.limit, copy.spill_limit, copy.used) == (150, 40, 0)
+
+
+def test_a_dead_workers_reservations_are_given_back() -> None:
+    b = MemoryBudget.for_host(100 * MiB)
+    b.owner = 3
+    b.task_started()
+    b.reserve_prefetch("a")
+    b.reserve_prefetch("b")
+    assert b.prefetch > 0
+    b.forget_owner(3)          # the worker died: its process-local ledger is gone with it
+    assert b.prefetch == 0
