@@ -30,6 +30,7 @@ from tasks.egress import (
 from tasks.fence import WorkerFence
 from tasks.kafka_access import KafkaAccess, bootstrap_key
 from tasks.pipeline import PipelineRunner
+from tasks.ratelimit import task_share
 from tasks.runner import Assignment, RunnerFactory, TaskRunner
 from tasks.sinks.base import Sink
 from tasks.sinks.files import FileSinkWriter
@@ -162,12 +163,14 @@ def build_runner(env: TaskEnvironment, assignment: Assignment) -> PipelineRunner
     prefetch = env.memory_budget.reserve_prefetch((assignment.task_id, assignment.generation))
     source = KafkaSource(job.source, bootstrap=bootstrap, group=job.consumer_group,
                          partition=assignment.partition, client_id=assignment.task_id,
-                         extra={**prefetch, **properties})
+                         extra={**prefetch, **properties}, topic=assignment.topic)
     return PipelineRunner(
         task_id=assignment.task_id, generation=assignment.generation, source=source,
         sink=_sink(env, assignment, source), dead_letter=_dead_letter(env, assignment),
         plan=Plan.of(job, assignment.partition,
-                     allow_networks=tuple(env.egress.http_allow_networks)),
+                     allow_networks=tuple(env.egress.http_allow_networks),
+                     topic=assignment.topic),
+        share=task_share(job.rate_limit, assignment.job_tasks),
         limits=limits_for(job),
         pool=env.process_pool, queue_batches=env.queue_batches,
         drain_timeout=env.drain_timeout, backoff_base=env.backoff_base,

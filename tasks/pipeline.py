@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import BrokenExecutor, Executor, ThreadPoolExecutor
@@ -39,6 +40,7 @@ from tasks.deadletter_rules import Stage
 from tasks.errors import SinkError, Unavailable
 from tasks.fence import WorkerFence
 from tasks.logs import get_logger
+from tasks.ratelimit import Share, Throttle
 from tasks.runner import TaskState, TaskStats
 from tasks.sinks.base import KeyTaken, Sink, backoff_delay
 from tasks.source import KafkaSource, Polled
@@ -81,8 +83,10 @@ class PipelineRunner:
                  transform_window: int = 2, drain_timeout: float = 60.0,
                  backoff_base: float = 0.2, backoff_cap: float = 10.0,
                  body_factory: Callable[[], FileBody] | None = None,
-                 fence: WorkerFence | None = None) -> None:
+                 fence: WorkerFence | None = None, share: Share | None = None) -> None:
         self._task_id, self._generation = task_id, generation
+        # The task's share of its job's rate_limit: the pull waits on it (tasks/ratelimit.py).
+        self.throttle = None if share is None else Throttle(share, time.monotonic())
         self.fence = fence or WorkerFence.unbounded()
         self.source, self.sink, self.dead_letter = source, sink, dead_letter
         self.plan, self.limits, self.pool = plan, limits, pool
@@ -128,7 +132,13 @@ class PipelineRunner:
 
     def stats(self) -> TaskStats:
         self.meter.sink_cpu = self.sink.cpu.total
-        return self.meter.snapshot(self._state)
+        stats = self.meter.snapshot(self._state)
+        if self.throttle is None:
+            return stats
+        share = self.throttle.share
+        return dataclasses.replace(stats, rate_limited_s=self.throttle.throttled_s,
+                                   rate_share_records_per_s=share.records_per_s or 0.0,
+                                   rate_share_bytes_per_s=share.bytes_per_s or 0.0)
 
     async def _in_source_thread(self, func: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._source_thread, func, *args)
@@ -240,9 +250,32 @@ class PipelineRunner:
 
     # -- stages ---------------------------------------------------------------------------
 
+    async def _rate_limited(self) -> int | None:
+        """Wait until the rate limit lets the next pull take a record (or the task stops);
+        how many it may take. None: no limit."""
+        throttle = self.throttle
+        if throttle is None:
+            return None
+        wait = throttle.wait(time.monotonic())
+        if wait > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), wait)
+            throttle.waited(wait)
+        return max(throttle.allowance(time.monotonic()), 1)
+
+    def _charge(self, polled: Polled) -> None:
+        if self.throttle is not None and polled.rows:
+            values = polled.rows.values
+            self.throttle.charge(len(values), sum(len(v) for v in values if v is not None),
+                                 time.monotonic())
+
     async def _pull(self) -> None:
         while not self._stopping.is_set():
-            polled = await self._in_source_thread(self.source.poll)
+            allowance = await self._rate_limited()
+            if self._stopping.is_set():
+                break
+            polled = await self._in_source_thread(self.source.poll, allowance)
+            self._charge(polled)
             self.meter.read(polled.next_offset, polled.high, bool(polled.rows),
                             polled.unreachable)
             self.meter.cpu_total += polled.cpu_seconds

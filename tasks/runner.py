@@ -47,6 +47,11 @@ class TaskStats:
     last_commit_age_s: float = -1.0   # since the last commit (or the start); -1 unknown
     freshness_s: float = 0.0    # age of the oldest record read but not yet committed
     stalled: str = ""           # why the task is stalled (tasks/stats.py); "" when it is not
+    # The job's rate_limit (tasks/ratelimit.py): this task's share (0: not limited) and how
+    # long its pull has waited on it in all.
+    rate_share_records_per_s: float = 0.0
+    rate_share_bytes_per_s: float = 0.0
+    rate_limited_s: float = 0.0
 
 
 class TaskRunner(Protocol):
@@ -85,6 +90,9 @@ class Assignment:
     generation: int
     job: JobSpec
     partition: int
+    # How many tasks the job has (from the leader): each gets that share of the job's
+    # rate_limit (tasks/ratelimit.py). 0: unknown (a harness), the task gets the whole limit.
+    job_tasks: int = 0
 
     @property
     def topic(self) -> str:

@@ -98,8 +98,10 @@ def start_offset(committed: int, start: str, low: int, high: int,
 
 class KafkaSource:
     def __init__(self, spec: Source, *, bootstrap: str, group: str, partition: int,
-                 client_id: str, extra: Mapping[str, str | int] | None = None) -> None:
-        self.spec, self.topic, self.partition = spec, spec.topic, partition
+                 client_id: str, extra: Mapping[str, str | int] | None = None,
+                 topic: str | None = None) -> None:
+        # `topic`: the task's (its id's); a multi-topic job's spec names several or a pattern.
+        self.spec, self.topic, self.partition = spec, topic or spec.topic, partition
         config: dict[str, str | int | float | bool] = {
             "bootstrap.servers": bootstrap,
             "group.id": group,
@@ -208,9 +210,12 @@ class KafkaSource:
         self._consumer.assign([self._tp(offset)])
         self.position = offset
 
-    def poll(self) -> Polled:
+    def poll(self, max_records: int | None = None) -> Polled:
+        """One batch of at most batch_size records, fewer when a rate limit allows fewer."""
         cpu0 = time.thread_time()
-        messages = self._consumer.consume(self.spec.batch_size, self._timeout)
+        wanted = self.spec.batch_size if max_records is None else min(max_records,
+                                                                       self.spec.batch_size)
+        messages = self._consumer.consume(max(wanted, 1), self._timeout)
         failed = [m for m in messages if m.error() is not None]
         errors = [str(e) for m in failed
                   if (e := m.error()) is not None and e.code() != KafkaError._PARTITION_EOF]

@@ -66,9 +66,11 @@ class Plan:
     allow_networks: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, job: JobSpec, partition: int, *, allow_networks: tuple[str, ...] = ()) -> Plan:
+    def of(cls, job: JobSpec, partition: int, *, allow_networks: tuple[str, ...] = (),
+           topic: str | None = None) -> Plan:
+        """`topic`: the task's; default the job's one `source.topic` (multi-topic jobs pass it)."""
         return cls(job.transform.model_dump_json(), job.format.model_dump_json(),
-                   job.source.topic, partition, allow_networks)
+                   topic or job.source.topic, partition, allow_networks)
 
 
 @dataclass(frozen=True, slots=True)
