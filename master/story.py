@@ -8,8 +8,9 @@ The leader keeps every task's last `task_history` events in memory (master/recor
   (an event added, a task forgotten).
 - `StoryBook.collect` (on the event loop, every `story_flush_interval`): first turns each task's
   new `last_error`, as its server reports it, into an `error` event (so the last errors are in
-  the story), then returns the full content of every story shard holding a changed task. The
-  leader writes those shards (`Store.story_ops`: bounded per task and per node, in transactions
+  the story), then returns the full content of the story shards holding a changed task, at most
+  MAX_SHARDS_PER_WRITE of them (round-robin; the rest wait for the next flush). The leader writes
+  those shards (`Store.story_ops`: bounded per task and per node, in transactions
   under ZooKeeper's request limit) through its fenced commit, after the assignments: a deposed
   leader cannot write a story, and a failover loses at most the last interval's events.
 - `install` (a new leader, and a standby's view) puts the stored stories into the history and
@@ -26,6 +27,9 @@ from master.api.ports import TaskEvent
 from master.records import History, TaskRecord
 from master.state import LiveState
 from master.store import REASON_CHARS, StoredStory, shard_of
+
+# Story shards written per flush at most (the rest wait for the next flush, round-robin).
+MAX_SHARDS_PER_WRITE = 8
 
 
 class StoryHistory(History):
@@ -100,6 +104,7 @@ class StoryBook:
         self.written_at = float("-inf")
         self.errors = last_errors(history, state.tasks)
         self._in_flight: set[str] = set()
+        self._next_shard = 0      # round-robin start, so no shard waits forever
 
     def due(self, now: float) -> bool:
         return now - self.written_at >= self.interval
@@ -112,9 +117,18 @@ class StoryBook:
         note_errors(tasks.values(), self.history, self.errors, now_unix)
         for gone in [t for t in self.errors if t not in tasks]:
             del self.errors[gone]
-        changed, self.history.dirty = self.history.dirty, set()
-        shards = {rec.shard for tid in changed if (rec := tasks.get(tid)) is not None}
-        shards |= {shard_of(tid, self.state.shards) for tid in changed if tid not in tasks}
+        by_shard: dict[int, set[str]] = {}
+        for tid in self.history.dirty:
+            rec = tasks.get(tid)
+            shard = rec.shard if rec is not None else shard_of(tid, self.state.shards)
+            by_shard.setdefault(shard, set()).add(tid)
+        # A bounded amount of work per write (encoding a shard of a 100k-task cluster takes
+        # ~0.1 s of CPU): the other shards stay changed for the next one.
+        shards = set(sorted(by_shard, key=lambda i: (i - self._next_shard) % max(
+            1, self.state.shards))[:MAX_SHARDS_PER_WRITE])
+        self._next_shard = (max(shards) + 1) if shards else self._next_shard
+        changed = set().union(*(by_shard[i] for i in shards)) if shards else set()
+        self.history.dirty -= changed
         self._in_flight = changed
         if not shards:
             return {}

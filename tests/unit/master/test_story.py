@@ -8,13 +8,16 @@ import string
 
 from master.api.ports import TaskEvent
 from master.records import TaskRecord
+from master.state import LiveState
 from master.store import (
     STORY_EVENTS,
+    Snapshot,
     StoredStory,
     decode_stories,
     encode_stories,
+    shard_of,
 )
-from master.story import StoryHistory, note_errors
+from master.story import MAX_SHARDS_PER_WRITE, StoryBook, StoryHistory, install, note_errors
 
 
 def _events(n: int, reason: str = "placed: lowest score 0.03 on s1") -> tuple[TaskEvent, ...]:
@@ -73,3 +76,22 @@ def test_repeated_pending_does_not_mark_changed() -> None:
     assert not history.dirty and len(history.of("b")) == 3
     history.forget("b")
     assert history.dirty == {"b"}
+
+
+def test_a_write_takes_a_bounded_number_of_shards_round_robin() -> None:
+    state = LiveState(Snapshot({}, {}, {}, {}, 64), 0.0)
+    book = StoryBook(state, install(state, {}, 10), interval=5.0)
+    for p in range(500):                          # 500 `created` events over all 64 shards
+        tid = f"j:t:{p}"
+        state.tasks[tid] = TaskRecord(tid, "j", "t", p, "default", shard_of(tid, 64))
+        state.history.add(tid, TaskEvent(1.0, "created", f"partition {p}"))
+    written: set[str] = set()
+    for n in range(1, 100):
+        assert book.due(n * 5.0)
+        contents = book.collect(n * 5.0, 1.0)
+        if not contents:
+            break
+        assert len(contents) <= MAX_SHARDS_PER_WRITE
+        written |= {t for shard in contents.values() for t in shard}
+    assert written == set(state.tasks) and not book.history.dirty
+    assert n - 1 == -(-64 // MAX_SHARDS_PER_WRITE)
