@@ -38,7 +38,7 @@ log = get_logger(__name__)
 # Messages waiting for a slow server; beyond this the stream is closed (it reconnects).
 QUEUE_LIMIT = 256
 _CLOSE = object()
-Fingerprint = tuple[tuple[str, int, int, int], ...]
+Fingerprint = tuple[tuple[str, int, int, int, int], ...]
 
 
 class Connection:
@@ -83,8 +83,9 @@ def directive_message(state: LiveState, server_id: str, epoch: int,
         desired.append(pb.TaskAssignment(task_id=rec.id, generation=rec.generation,
                                          job_id=rec.job, topic=rec.topic,
                                          partition=rec.partition, spec_json=spec,
-                                         incarnation=job.incarnation))
-    fingerprint = tuple((a.task_id, a.generation, a.incarnation, hash(a.spec_json))
+                                         incarnation=job.incarnation,
+                                         job_tasks=state.job_tasks.get(rec.job, 0)))
+    fingerprint = tuple((a.task_id, a.generation, a.incarnation, hash(a.spec_json), a.job_tasks)
                         for a in desired)
     message = pb.LeaderMessage(epoch=epoch, directive=pb.Directive(seq=seq, desired=desired))
     return message, fingerprint

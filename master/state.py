@@ -33,6 +33,8 @@ class LiveState:
         self.jobs: dict[str, StoredJob] = dict(snapshot.jobs)
         self.job_json: dict[str, bytes] = {j: s.spec.to_json() for j, s in self.jobs.items()}
         self.tasks: dict[str, TaskRecord] = {}
+        # job -> its number of tasks: each task's share of the job's rate_limit is 1/that.
+        self.job_tasks: dict[str, int] = {}
         self.servers: dict[str, ServerRecord] = {}
         self.index: dict[str, set[str]] = {}
         self.history = History(history)
@@ -58,6 +60,7 @@ class LiveState:
                          shard_of(tid, self.shards), generation=stored.generation,
                          draining_on=stored.draining_on)
         self.tasks[tid] = rec
+        self.job_tasks[job_id] = self.job_tasks.get(job_id, 0) + 1
         decisions.set_server(self.index, rec, stored.server)
         if rec.draining_on is not None:
             self.draining.setdefault(rec.draining_on, set()).add(tid)
@@ -216,6 +219,7 @@ class LiveState:
                 rec = TaskRecord(tid, job_id, topic, p, job.spec.group,
                                  shard_of(tid, self.shards), since_unix=None)
                 self.tasks[tid] = rec
+                self.job_tasks[job_id] = self.job_tasks.get(job_id, 0) + 1
                 self.dirty_shards.add(rec.shard)
                 self.history.add(tid, TaskEvent(now_unix, "created",
                                                 f"partition {p} of {topic} (job {job_id})"))
@@ -230,6 +234,9 @@ class LiveState:
         for rec in [t for t in self.tasks.values() if t.job not in self.jobs]:
             if rec.server is None and rec.draining_on is None:
                 del self.tasks[rec.id]
+                left = self.job_tasks.pop(rec.job, 1) - 1
+                if left > 0:
+                    self.job_tasks[rec.job] = left
                 self.dirty_shards.add(rec.shard)
                 self.history.forget(rec.id)
 

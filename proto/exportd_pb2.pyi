@@ -122,7 +122,7 @@ class ServerMessage(_message.Message):
     def __init__(self, report: _Optional[_Union[Report, _Mapping]] = ...) -> None: ...
 
 class TaskAssignment(_message.Message):
-    __slots__ = ("task_id", "generation", "job_id", "topic", "partition", "spec_json", "incarnation")
+    __slots__ = ("task_id", "generation", "job_id", "topic", "partition", "spec_json", "incarnation", "job_tasks")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +130,7 @@ class TaskAssignment(_message.Message):
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    JOB_TASKS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     generation: int
     job_id: str
@@ -137,7 +138,8 @@ class TaskAssignment(_message.Message):
     partition: int
     spec_json: bytes
     incarnation: int
-    def __init__(self, task_id: _Optional[str] = ..., generation: _Optional[int] = ..., job_id: _Optional[str] = ..., topic: _Optional[str] = ..., partition: _Optional[int] = ..., spec_json: _Optional[bytes] = ..., incarnation: _Optional[int] = ...) -> None: ...
+    job_tasks: int
+    def __init__(self, task_id: _Optional[str] = ..., generation: _Optional[int] = ..., job_id: _Optional[str] = ..., topic: _Optional[str] = ..., partition: _Optional[int] = ..., spec_json: _Optional[bytes] = ..., incarnation: _Optional[int] = ..., job_tasks: _Optional[int] = ...) -> None: ...
 
 class Directive(_message.Message):
     __slots__ = ("seq", "desired", "drain")

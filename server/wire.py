@@ -47,4 +47,5 @@ def assignment_from_proto(message: pb.TaskAssignment) -> Assignment:
         generation=message.generation,
         job=job_spec_from_json(message.spec_json),
         partition=message.partition,
+        job_tasks=message.job_tasks,
     )

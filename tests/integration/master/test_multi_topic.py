@@ -12,6 +12,7 @@ from confluent_kafka.cimpl import NewPartitions
 
 from master.api.ports import TaskFilter
 from master.process import Master
+from master.session import directive_message
 from tasks.errors import ValidationError
 from tasks.runner import task_id
 from tasks.spec import JobSpec, parse_job_spec
@@ -34,7 +35,7 @@ async def test_a_pattern_job_picks_up_a_topic_created_after_submission(
     first = create_topic(kafka, f"{prefix}.orders.eu", partitions=2)
     create_topic(kafka, f"other{prefix}.orders.eu")    # a name the pattern must not match
     master = await start_master("m1")
-    await master.wait_leading(30)
+    lead = await master.wait_leading(30)
     sim = await start_sim("srv-a")
     await until(lambda: sim.acks, 30, "the server acknowledged")
 
@@ -46,6 +47,10 @@ async def test_a_pattern_job_picks_up_a_topic_created_after_submission(
     await until(lambda: _tasks(master, "pattern") == expected, 30,
                 "tasks for the topic created after submission")
     await until(lambda: set(sim.desired) == expected, 30, "the new topic's tasks placed")
+    assert lead.state is not None
+    # every assignment tells the server the job's task count: its share of a rate_limit
+    message, _ = directive_message(lead.state, "srv-a", lead.term.epoch, 1)
+    assert {a.job_tasks for a in message.directive.desired} == {5}
 
     # partitions added to a matched topic later get tasks too
     admin = AdminClient({"bootstrap.servers": kafka})   # kept: the future needs its handle
