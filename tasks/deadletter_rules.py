@@ -5,7 +5,8 @@ topic's `max.message.bytes`). A dead letter whose value does not fit is cut to `
 bytes — the limit less the key, the headers and `HEADROOM` for the record framing and the
 `truncated` header itself — and says so (`fitted`): the `truncated` header names what was kept,
 the original size and the limit; `original_size` is on every dead letter. A record is never
-refused for its size: a poison record cannot wedge its partition.
+refused for its size: a poison record cannot wedge its partition. Nor can one too large for a
+Kafka sink's topic (`too_large_for_sink`): it becomes a dead letter of the sink's stream.
 
 Idempotence: dead letters come in two streams per task, each in offset order — records the
 transforms refused (`Stage.TRANSFORM`, cut by the push stage batch by batch) and records the
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from tasks.transforms.batch import DeadRecord
 
 HEADROOM = 2048              # record batch + record framing, and the `truncated` header
+SINK_FRAMING = 512           # a Kafka sink's message: record batch + record framing, no key
 MIN_VALUE_BUDGET = 1024      # a limit halved after refusals goes no lower than this
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000   # librdkafka's message.max.bytes
 MARKS_FORMAT = 1
@@ -44,6 +46,12 @@ def max_message_bytes(configured: int | None, topic: int | None) -> int:
     default when neither is."""
     known = [v for v in (configured, topic) if v is not None and v > 0]
     return min(known) if known else DEFAULT_MAX_MESSAGE_BYTES
+
+
+def too_large_for_sink(size: int, limit: int) -> bool:
+    """A record of `size` bytes can never be one message of a Kafka sink taking `limit`: it is
+    dead-lettered (stream `sink`) before the chunk's transaction, instead of failing it forever."""
+    return size + SINK_FRAMING > limit
 
 
 def value_budget(limit: int, key: bytes, headers: Sequence[Header]) -> int:

@@ -42,7 +42,7 @@ from tasks.fence import WorkerFence
 from tasks.logs import get_logger
 from tasks.ratelimit import Share, Throttle
 from tasks.runner import TaskState, TaskStats
-from tasks.sinks.base import KeyTaken, Sink, backoff_delay
+from tasks.sinks.base import KeyTaken, Sink, backoff_delay, screened
 from tasks.source import KafkaSource, Polled
 from tasks.spool import FileBody
 from tasks.stats import TaskMeter
@@ -425,9 +425,13 @@ class PipelineRunner:
         try:
             # A sink that commits the offsets itself (Kafka) commits even an empty chunk's.
             if chunk.records or self.sink.commits_offsets:
+                # Records the sink can never take (too large): dead letters before the write,
+                # whose commit covers them; the write skips them.
+                skipped = screened(self.sink, chunk)
+                await self._dead(skipped, Stage.SINK)
                 refused = await self._retry("sink", lambda: self.sink.write(chunk))
                 await self._dead(refused, Stage.SINK)
-                self.meter.exported_total += chunk.records - len(refused)
+                self.meter.exported_total += chunk.records - len(refused) - len(skipped)
         except KeyTaken as taken:
             # Another owner's object starts here: records up to its end are exported. Our
             # retried write of our own object lands here too, with our own end.

@@ -6,7 +6,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 from tasks.batching import Chunk
 from tasks.transforms.batch import DeadRecord
@@ -65,6 +65,21 @@ class Sink(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Screens(Protocol):
+    """A sink that can tell, before a write, which records it can never take as they are (a
+    Kafka sink: records larger than a message may be). The pipeline dead-letters them first, so
+    their dead letters are written before any commit that covers their offsets, and the write
+    skips them: one such record does not fail its chunk again and again."""
+
+    def oversized(self, chunk: Chunk) -> list[DeadRecord]: ...
+
+
+def screened(sink: Sink, chunk: Chunk) -> list[DeadRecord]:
+    """The records of `chunk` that `sink` will skip (none for sinks that do not screen)."""
+    return sink.oversized(chunk) if isinstance(sink, Screens) else []
 
 
 def backoff_delay(attempt: int, *, base: float = 0.2, cap: float = 30.0,

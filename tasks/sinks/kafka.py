@@ -47,6 +47,7 @@ from typing import Any, Protocol
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from tasks.batching import Chunk
+from tasks.deadletter_rules import max_message_bytes, too_large_for_sink
 from tasks.errors import ExportdError, SinkError, Unavailable
 from tasks.fence import Fenced, WorkerFence
 from tasks.sinks.base import CpuClock
@@ -96,6 +97,10 @@ def kind_of(err: KafkaError) -> Failure:
                         abortable=err.txn_requires_abort())
 
 
+def _value(item: object) -> bytes:
+    return item if isinstance(item, bytes) else repr(item).encode()
+
+
 def _error(exc: KafkaException) -> KafkaError:
     err = exc.args[0] if exc.args else None
     return err if isinstance(err, KafkaError) else KafkaError(KafkaError._FAIL, str(exc))
@@ -140,6 +145,11 @@ class KafkaSinkWriter:
                        "enable.idempotence": True,
                        "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS})
         self._producer = Producer(config)
+        try:   # librdkafka refuses a larger message locally: such records are screened out
+            configured: int | None = int(str(config["message.max.bytes"]))
+        except (KeyError, ValueError):
+            configured = None
+        self.max_message = max_message_bytes(configured, None)
         self._errors: list[KafkaError] = []
         self._ready = False
         self._gone: SinkError | None = None   # set once the producer may not write again
@@ -207,13 +217,29 @@ class KafkaSinkWriter:
         if err is not None:
             self._errors.append(err)
 
+    def oversized(self, chunk: Chunk) -> list[DeadRecord]:
+        """The chunk's records too large for one message (tasks/sinks/base.py `Screens`): the
+        pipeline dead-letters them before the write, and `_fill` skips them."""
+        rows = chunk.rows
+        out = []
+        for offset, ts, item in zip(rows.offsets, rows.timestamps, chunk.items, strict=True):
+            value = _value(item)
+            if too_large_for_sink(len(value), self.max_message):
+                out.append(DeadRecord(offset, ts, value, (
+                    f"record of {len(value)} bytes is too large for the Kafka sink's topic "
+                    f"{self.topic} (messages of at most {self.max_message} bytes)")))
+        return out
+
     def _fill(self, chunk: Chunk) -> None:
         """Produce the chunk's records into the open transaction and wait for their delivery;
         _Broken (retryable) if the local queue stayed full, the flush timed out or a delivery
-        failed; a fenced delivery is the fenced error."""
+        failed; a fenced delivery is the fenced error. Records too large for a message are
+        skipped: the pipeline dead-lettered them (`oversized`)."""
         self._errors.clear()
         for ts, item in zip(chunk.rows.timestamps, chunk.items, strict=True):
-            value = item if isinstance(item, bytes) else repr(item).encode()
+            value = _value(item)
+            if too_large_for_sink(len(value), self.max_message):
+                continue
             for _ in range(1000):  # bounded: wait for room in the local queue
                 try:
                     self._producer.produce(self.topic, value=value, timestamp=max(ts, 0),

@@ -9,6 +9,7 @@ the topic exactly once, as a read_committed reader sees it.
 from __future__ import annotations
 
 import collections
+import json
 import time
 import uuid
 from pathlib import Path
@@ -262,3 +263,25 @@ async def test_kill_9_while_dead_letters_are_written_leaves_each_once(
     assert set(offsets.values()) == {1}, offsets.most_common(3)
     exported = collections.Counter(e["id"] for e in lines(s3_objects(s3, bucket).values()))
     assert sorted(exported) == [i for i in range(n) if i % 3] and set(exported.values()) == {1}
+
+
+async def test_a_record_too_large_for_the_kafka_sink_is_dead_lettered_and_the_rest_flows(
+        kafka: str, tmp_path: Path) -> None:
+    topic = big_topic(kafka, unique("sinkpoison"))
+    target = unique("sinkout")     # created by the broker: its default limit (~1 MB)
+    n, big_at = 60, 30
+    big = json.dumps({"id": big_at, "pad": "x" * BIG}).encode()   # valid JSON, 1.5 MB
+    values = [big if i == big_at else v for i, v in enumerate(json_records(0, n))]
+    produce_values(kafka, topic, values)
+    spec = job(topic, {"type": "kafka", "topic": target}, transform={"parse": {"format": "json"}})
+    r = runner(environment(kafka, tmp_path), spec)
+    await run_until_committed(r, n)
+
+    exported = [json.loads(m.value() or b"")["id"] for m in dead_letters(kafka, target)]
+    assert sorted(exported) == [i for i in range(n) if i != big_at]
+    [dead] = dead_letters(kafka, spec.dead_letter_topic)
+    h = headers(dead)
+    assert h["source_offset"] == str(big_at).encode()
+    assert h["reason"].startswith(b"record of ") and b"Kafka sink" in h["reason"]
+    assert "truncated" in h     # and cut to fit the dead-letter topic
+    assert r.stats().dead_letters_total == 1 and r.stats().exported_total == n - 1
