@@ -36,7 +36,7 @@ from master.election import Create, Delete, Op, SetData
 from tasks.cluster import ServerRegistration, ZkAcls, ZkPaths
 from tasks.errors import ValidationError
 from tasks.logs import get_logger
-from tasks.spec import JobSpec
+from tasks.spec import STORED, JobSpec
 
 log = get_logger(__name__)
 
@@ -107,7 +107,9 @@ def encode_job(job: StoredJob) -> bytes:
 
 def decode_job(raw: bytes) -> StoredJob:
     body = json.loads(raw)
-    return StoredJob(JobSpec.model_validate(body["spec"]), float(body.get("created_unix", 0.0)))
+    # STORED: checks added after the job was stored do not make it vanish (tasks/spec.py)
+    return StoredJob(JobSpec.model_validate(body["spec"], context=STORED),
+                     float(body.get("created_unix", 0.0)))
 
 
 def encode_shard(items: Mapping[str, StoredAssignment]) -> bytes:

@@ -13,7 +13,14 @@ import re
 from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from tasks.errors import ValidationError
 from tasks.expressions import check_jmespath, compile_regex, compile_topic_pattern
@@ -34,9 +41,20 @@ class SpecModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _check_jmespath(value: str | None) -> str | None:
-    if value is None:
-        return None
+# Validation context of a spec that was stored (ZooKeeper) or sent (a directive): it passed the
+# checks of the version that stored it. Checks added later (RE2 patterns, JMESPath bounds) are
+# not applied again here, so an older job stays visible and deletable instead of vanishing from
+# the leader's view; its tasks fail with the reason when they compile the expression.
+STORED = {"stored": True}
+
+
+def _stored(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("stored"))
+
+
+def _check_jmespath(value: str | None, info: ValidationInfo) -> str | None:
+    if value is None or _stored(info):
+        return value
     check_jmespath(value)   # bounded in size and depth; ValueError with the reason
     return value
 
@@ -173,12 +191,13 @@ class Parse(SpecModel):
         return self
 
     @model_validator(mode="after")
-    def _pattern(self) -> Parse:
+    def _pattern(self, info: ValidationInfo) -> Parse:
         if self.format == "regex":
             if not self.pattern:
                 raise ValueError("format 'regex' needs a pattern with named groups")
-            # RE2 (linear time); ValueError naming a backreference, lookaround, no named group
-            compile_regex(self.pattern)
+            if not _stored(info):
+                # RE2 (linear time); ValueError naming a backreference, lookaround, no group
+                compile_regex(self.pattern)
         elif self.pattern is not None:
             raise ValueError(f"pattern applies only to format 'regex', not {self.format!r}")
         return self
@@ -398,7 +417,7 @@ def parse_job_spec(data: Any) -> JobSpec:
 def job_spec_from_json(raw: bytes | str) -> JobSpec:
     """Decode a stored or transmitted spec (ZooKeeper node, directive's spec_json)."""
     try:
-        return JobSpec.model_validate_json(raw)
+        return JobSpec.model_validate_json(raw, context=STORED)
     except pydantic.ValidationError as exc:
         raise ValidationError(f"stored job spec is invalid: {exc}") from exc
 

@@ -108,8 +108,8 @@ class _ApiProtocol(RequestHandler):
         if request.writer.output_size > 0:   # as aiohttp: an answer is already on its way
             raise ConnectionError("response already started; cannot send the error")
         if status >= 500:
-            log.error("api_request_failed", status=status, reason=parse_failure(status, exc,
-                                                                                 message))
+            log.error("api_request_failed", status=status,     # a bug: keep the traceback
+                      reason=parse_failure(status, exc, message), exc_info=exc)
             body = error_body("internal", "internal error in the master; the reason is in its "
                                           "log")
         else:

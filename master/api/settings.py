@@ -57,10 +57,10 @@ class ApiSettings(SettingsModel):
     # Request bodies above this are refused with 413 before they are parsed.
     max_body_bytes: int = Field(default=256 * 1024, gt=0)
     # A client must send a request's head (request line and headers) within this after it
-    # connects (TLS handshake included) or after its previous answer, else the connection is
-    # answered 408 and closed: also how long an idle kept-alive connection stays open
-    # (master/api/listener.py). A body must arrive within `body_timeout` once the handler reads
-    # it (408).
+    # connects (the TLS handshake, first, has the same bound) or after its previous answer,
+    # else the connection is answered 408 and closed: also how long an idle kept-alive
+    # connection stays open (master/api/listener.py). A body must arrive within `body_timeout`
+    # once the handler reads it (408).
     header_timeout: Duration = Field(default=5.0, gt=0)
     body_timeout: Duration = Field(default=10.0, gt=0)
     # The id of the master serving this API (answers /healthz, guards against forward loops).

@@ -4,12 +4,13 @@ lookaround) are refused when the spec is validated, with the reason."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from tasks.errors import ValidationError
-from tasks.spec import Parse, parse_job_spec
+from tasks.spec import Parse, job_spec_from_json, parse_job_spec
 from tasks.transforms.parsers import make_parser
 
 HOSTILE = r"(?P<x>(a+)+$)"
@@ -66,3 +67,22 @@ def test_patterns_re2_cannot_run_are_refused_with_the_reason(pattern: str, reaso
 def test_an_oversized_pattern_is_refused() -> None:
     with pytest.raises(ValidationError, match="at most 4096"):
         parse_job_spec(_job("(?P<a>" + "x" * 5000 + ")"))
+
+
+def test_a_stored_spec_from_before_the_checks_still_decodes() -> None:
+    """A job stored by a version without these checks stays visible (and deletable) on the
+    leader and reaches its servers; its tasks fail with the reason instead (the transform
+    compiles the pattern under RE2)."""
+    from master.store import StoredJob, decode_job, encode_job
+
+    old = parse_job_spec(_job(r"(?P<x>\w+)"))
+    raw = old.to_json().replace(b"(?P<x>\\\\w+)", b"(?P<x>a)(?=b)")
+    assert b"(?=b)" in raw
+    with pytest.raises(ValidationError, match="lookaround"):
+        parse_job_spec(json.loads(raw))
+    stored = job_spec_from_json(raw)
+    assert stored.transform.parse.pattern == "(?P<x>a)(?=b)"
+    node = encode_job(StoredJob(stored, 1.0))
+    assert decode_job(node).spec == stored
+    with pytest.raises(ValueError, match="lookaround"):
+        make_parser(stored.transform.parse, objects=True)
