@@ -285,3 +285,31 @@ async def test_a_record_too_large_for_the_kafka_sink_is_dead_lettered_and_the_re
     assert h["reason"].startswith(b"record of ") and b"Kafka sink" in h["reason"]
     assert "truncated" in h     # and cut to fit the dead-letter topic
     assert r.stats().dead_letters_total == 1 and r.stats().exported_total == n - 1
+
+
+async def test_a_dead_letter_destination_that_keeps_failing_is_retried_in_place_and_shown(
+        kafka: str, tmp_path: Path) -> None:
+    """No restart loop: the task stays running, backs off, shows the error, and goes on once
+    the destination works again."""
+    topic = big_topic(kafka, unique("dlqdown"))
+    values = [b"{not json" if i % 10 == 3 else v for i, v in enumerate(json_records(0, 50))]
+    produce_values(kafka, topic, values)
+    spec = job(topic, {"type": "file", "directory": "out"},
+               transform={"parse": {"format": "json"}},
+               dead_letter={"type": "file", "directory": "dlq"})
+    blocker = tmp_path / "dlq" / spec.id
+    blocker.parent.mkdir()
+    blocker.write_bytes(b"")          # a file where the job's directory should be
+    r = runner(environment(kafka, tmp_path), spec)
+    await r.start()
+    try:
+        await wait_for(lambda: "dead-letter: cannot append" in r.stats().last_error,
+                       "the dead-letter error in the task's stats")
+        assert r.stats().state.value == "running" and r.stats().dead_letters_total == 0
+        blocker.unlink()
+        await wait_for(lambda: r.stats().dead_letters_total == 5, "the dead letters, later")
+    finally:
+        await r.stop(drain=True)
+    assert r.stats().committed_offset == 50
+    dead = lines(p.read_bytes() for p in (tmp_path / "dlq").rglob("*.ndjson"))
+    assert [d["offset"] for d in dead] == [3, 13, 23, 33, 43]
