@@ -124,9 +124,12 @@ class StoryBook:
             by_shard.setdefault(shard, set()).add(tid)
         # A bounded amount of work per write (encoding a shard of a 100k-task cluster takes
         # ~0.1 s of CPU): the other shards stay changed for the next one.
-        shards = set(sorted(by_shard, key=lambda i: (i - self._next_shard) % max(
-            1, self.state.shards))[:MAX_SHARDS_PER_WRITE])
-        self._next_shard = (max(shards) + 1) if shards else self._next_shard
+        count = max(1, self.state.shards)
+        order = sorted(by_shard, key=lambda i: (i - self._next_shard) % count)
+        taken = order[:MAX_SHARDS_PER_WRITE]
+        if taken:
+            self._next_shard = (taken[-1] + 1) % count
+        shards = set(taken)
         changed = set().union(*(by_shard[i] for i in shards)) if shards else set()
         self.history.dirty -= changed
         self._in_flight = changed
