@@ -2,8 +2,9 @@
 `drain --wait`, SIGTERM, start again -> the server takes work again by itself (a rolling
 upgrade needs no manual step); `uncordon` ends a drain; a cordon outlives a restart.
 
-Seen failing before the fix (a551b63): after the restart the server stayed `draining` with 0
-tasks forever, so the second drain below left every task pending."""
+Seen failing on the code before the fix (a01a2a2): after the restart the server stayed
+`draining` with 0 tasks forever ("timed out ... waiting for s1's drain ended when it registered
+again")."""
 
 from __future__ import annotations
 

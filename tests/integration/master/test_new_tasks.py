@@ -1,5 +1,5 @@
 """A just-submitted job's tasks say they wait for placement (`pending`, with the reason), not
-`stopped` (which reads as if someone stopped them). Seen failing before the fix (a551b63):
+`stopped` (which reads as if someone stopped them). Seen failing before the fix (on 84462ef):
 every task of a job answered `stopped` until the first round placed it."""
 
 from __future__ import annotations

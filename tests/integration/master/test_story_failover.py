@@ -2,8 +2,8 @@
 explain it again on the new one -> the same moves with their reasons, its last error, and
 since when it runs where it runs.
 
-Seen failing before the fix (a551b63): the new leader answered `since - (never)` and
-`history: none recorded`."""
+Seen failing on the code before the fix (60e2d89): the new leader's history was empty (explain:
+`since - (never)`, `history: none recorded`)."""
 
 from __future__ import annotations
 
