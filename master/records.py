@@ -49,6 +49,7 @@ class TaskRecord:
     bytes_total: int = 0
     exported_total: int = 0
     dead_letters_total: int = 0
+    rate_limited_s: float = 0.0     # the pull's waits on the job's rate_limit, in all
     # EWMA of measured load (cpu seconds/s, bytes/s); None until the first report.
     load_cpu: float | None = None
     load_net: float | None = None

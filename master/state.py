@@ -155,6 +155,7 @@ class LiveState:
             rec.bytes_total = status.bytes_total
             rec.exported_total = status.exported_total
             rec.dead_letters_total = status.dead_letters_total
+            rec.rate_limited_s = status.rate_limited_s
             if state in {"running", "starting"}:
                 rec.load_cpu = decisions.ewma(rec.load_cpu, status.cpu_seconds_per_s, self.alpha)
                 rec.load_net = decisions.ewma(rec.load_net, status.bytes_per_s, self.alpha)

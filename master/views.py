@@ -19,6 +19,7 @@ from master.records import ServerRecord, TaskRecord
 from master.state import LiveState
 from scheduler.model import ClusterView, Config, Plan
 from tasks.errors import NotFound
+from tasks.ratelimit import task_share
 
 
 def task_view(state: LiveState, rec: TaskRecord, *, history: bool = False) -> TaskView:
@@ -29,6 +30,8 @@ def task_view(state: LiveState, rec: TaskRecord, *, history: bool = False) -> Ta
         if hint is not None:
             cpu, net = hint.cpu, hint.net
     live = rec.live   # a stopped (e.g. paused) task moves nothing: no last rate, no ages
+    job = state.jobs.get(rec.job)
+    share = task_share(job.spec.rate_limit if job else None, state.job_tasks.get(rec.job, 0))
     return TaskView(
         id=rec.id, job=rec.job, group=rec.group, topic=rec.topic, partition=rec.partition,
         server=rec.holder, generation=rec.generation, state=rec.state,
@@ -40,7 +43,10 @@ def task_view(state: LiveState, rec: TaskRecord, *, history: bool = False) -> Ta
         last_commit_age_s=rec.last_commit_age_s if live else -1.0,
         freshness_s=rec.freshness_s if live else 0.0, records_total=rec.records_total,
         bytes_total=rec.bytes_total, exported_total=rec.exported_total,
-        dead_letters_total=rec.dead_letters_total)
+        dead_letters_total=rec.dead_letters_total,
+        rate_share_records_per_s=(share.records_per_s or 0.0) if share else 0.0,
+        rate_share_bytes_per_s=(share.bytes_per_s or 0.0) if share else 0.0,
+        job_tasks=state.job_tasks.get(rec.job, 0), rate_limited_s=rec.rate_limited_s)
 
 
 def _ratio(used: float, capacity: float) -> float:

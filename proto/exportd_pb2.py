@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13proto/exportd.proto\x12\nexportd.v1\"7\n\tResources\x12\x11\n\tcpu_cores\x18\x01 \x01(\x01\x12\x17\n\x0fnet_bytes_per_s\x18\x02 \x01(\x01\"\x8c\x01\n\x05Usage\x12\x14\n\x0c\x63pu_fraction\x18\x01 \x01(\x01\x12\x1a\n\x12net_in_bytes_per_s\x18\x02 \x01(\x01\x12\x1b\n\x13net_out_bytes_per_s\x18\x03 \x01(\x01\x12\x18\n\x10memory_rss_bytes\x18\x04 \x01(\x04\x12\x1a\n\x12memory_total_bytes\x18\x05 \x01(\x04\"\x83\x03\n\nTaskStatus\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12$\n\x05state\x18\x03 \x01(\x0e\x32\x15.exportd.v1.TaskState\x12\x15\n\rrecords_per_s\x18\x04 \x01(\x01\x12\x13\n\x0b\x62ytes_per_s\x18\x05 \x01(\x01\x12\x19\n\x11\x63pu_seconds_per_s\x18\x06 \x01(\x01\x12\x14\n\x0c\x63onsumer_lag\x18\x07 \x01(\x03\x12\x18\n\x10\x63ommitted_offset\x18\x08 \x01(\x03\x12\x12\n\nlast_error\x18\t \x01(\t\x12\x15\n\rrecords_total\x18\n \x01(\x04\x12\x1a\n\x12\x64\x65\x61\x64_letters_total\x18\x0b \x01(\x04\x12\x19\n\x11last_commit_age_s\x18\x0c \x01(\x01\x12\x13\n\x0b\x66reshness_s\x18\r \x01(\x01\x12\x0f\n\x07stalled\x18\x0e \x01(\t\x12\x13\n\x0b\x62ytes_total\x18\x0f \x01(\x04\x12\x16\n\x0e\x65xported_total\x18\x10 \x01(\x04\"\xee\x02\n\x06Report\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\'\n\x08\x63\x61pacity\x18\x04 \x01(\x0b\x32\x15.exportd.v1.Resources\x12 \n\x05usage\x18\x05 \x01(\x0b\x32\x11.exportd.v1.Usage\x12%\n\x05tasks\x18\x06 \x03(\x0b\x32\x16.exportd.v1.TaskStatus\x12\x0b\n\x03seq\x18\x07 \x01(\x04\x12\x1a\n\x12highest_epoch_seen\x18\x08 \x01(\x04\x12\x0f\n\x07version\x18\t \x01(\t\x12.\n\x06labels\x18\n \x03(\x0b\x32\x1e.exportd.v1.Report.LabelsEntry\x12\x14\n\x0csent_at_unix\x18\x0b \x01(\x01\x12\x10\n\x08\x64raining\x18\x0c \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"=\n\rServerMessage\x12$\n\x06report\x18\x01 \x01(\x0b\x32\x12.exportd.v1.ReportH\x00\x42\x06\n\x04\x62ody\"\xa2\x01\n\x0eTaskAssignment\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\r\n\x05topic\x18\x04 \x01(\t\x12\x11\n\tpartition\x18\x05 \x01(\x05\x12\x11\n\tspec_json\x18\x06 \x01(\x0c\x12\x13\n\x0bincarnation\x18\x07 \x01(\x04\x12\x11\n\tjob_tasks\x18\x08 \x01(\r\"T\n\tDirective\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12+\n\x07\x64\x65sired\x18\x02 \x03(\x0b\x32\x1a.exportd.v1.TaskAssignment\x12\r\n\x05\x64rain\x18\x03 \x01(\x08\"L\n\x03\x41\x63k\x12\x12\n\nreport_seq\x18\x01 \x01(\x04\x12\x13\n\x0blease_ttl_s\x18\x02 \x01(\x01\x12\x1c\n\x14heartbeat_interval_s\x18\x03 \x01(\x01\"\x1c\n\nReregister\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xa0\x01\n\rLeaderMessage\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x1e\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0f.exportd.v1.AckH\x00\x12*\n\tdirective\x18\x03 \x01(\x0b\x32\x15.exportd.v1.DirectiveH\x00\x12,\n\nreregister\x18\x04 \x01(\x0b\x32\x16.exportd.v1.ReregisterH\x00\x42\x06\n\x04\x62ody*\xa0\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13TASK_STATE_STARTING\x10\x01\x12\x16\n\x12TASK_STATE_RUNNING\x10\x02\x12\x17\n\x13TASK_STATE_DRAINING\x10\x03\x12\x16\n\x12TASK_STATE_STOPPED\x10\x04\x12\x15\n\x11TASK_STATE_FAILED\x10\x05\x32R\n\x0b\x43oordinator\x12\x43\n\x07Session\x12\x19.exportd.v1.ServerMessage\x1a\x19.exportd.v1.LeaderMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13proto/exportd.proto\x12\nexportd.v1\"7\n\tResources\x12\x11\n\tcpu_cores\x18\x01 \x01(\x01\x12\x17\n\x0fnet_bytes_per_s\x18\x02 \x01(\x01\"\x8c\x01\n\x05Usage\x12\x14\n\x0c\x63pu_fraction\x18\x01 \x01(\x01\x12\x1a\n\x12net_in_bytes_per_s\x18\x02 \x01(\x01\x12\x1b\n\x13net_out_bytes_per_s\x18\x03 \x01(\x01\x12\x18\n\x10memory_rss_bytes\x18\x04 \x01(\x04\x12\x1a\n\x12memory_total_bytes\x18\x05 \x01(\x04\"\x9b\x03\n\nTaskStatus\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12$\n\x05state\x18\x03 \x01(\x0e\x32\x15.exportd.v1.TaskState\x12\x15\n\rrecords_per_s\x18\x04 \x01(\x01\x12\x13\n\x0b\x62ytes_per_s\x18\x05 \x01(\x01\x12\x19\n\x11\x63pu_seconds_per_s\x18\x06 \x01(\x01\x12\x14\n\x0c\x63onsumer_lag\x18\x07 \x01(\x03\x12\x18\n\x10\x63ommitted_offset\x18\x08 \x01(\x03\x12\x12\n\nlast_error\x18\t \x01(\t\x12\x15\n\rrecords_total\x18\n \x01(\x04\x12\x1a\n\x12\x64\x65\x61\x64_letters_total\x18\x0b \x01(\x04\x12\x19\n\x11last_commit_age_s\x18\x0c \x01(\x01\x12\x13\n\x0b\x66reshness_s\x18\r \x01(\x01\x12\x0f\n\x07stalled\x18\x0e \x01(\t\x12\x13\n\x0b\x62ytes_total\x18\x0f \x01(\x04\x12\x16\n\x0e\x65xported_total\x18\x10 \x01(\x04\x12\x16\n\x0erate_limited_s\x18\x11 \x01(\x01\"\xee\x02\n\x06Report\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\'\n\x08\x63\x61pacity\x18\x04 \x01(\x0b\x32\x15.exportd.v1.Resources\x12 \n\x05usage\x18\x05 \x01(\x0b\x32\x11.exportd.v1.Usage\x12%\n\x05tasks\x18\x06 \x03(\x0b\x32\x16.exportd.v1.TaskStatus\x12\x0b\n\x03seq\x18\x07 \x01(\x04\x12\x1a\n\x12highest_epoch_seen\x18\x08 \x01(\x04\x12\x0f\n\x07version\x18\t \x01(\t\x12.\n\x06labels\x18\n \x03(\x0b\x32\x1e.exportd.v1.Report.LabelsEntry\x12\x14\n\x0csent_at_unix\x18\x0b \x01(\x01\x12\x10\n\x08\x64raining\x18\x0c \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"=\n\rServerMessage\x12$\n\x06report\x18\x01 \x01(\x0b\x32\x12.exportd.v1.ReportH\x00\x42\x06\n\x04\x62ody\"\xa2\x01\n\x0eTaskAssignment\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\r\n\x05topic\x18\x04 \x01(\t\x12\x11\n\tpartition\x18\x05 \x01(\x05\x12\x11\n\tspec_json\x18\x06 \x01(\x0c\x12\x13\n\x0bincarnation\x18\x07 \x01(\x04\x12\x11\n\tjob_tasks\x18\x08 \x01(\r\"T\n\tDirective\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12+\n\x07\x64\x65sired\x18\x02 \x03(\x0b\x32\x1a.exportd.v1.TaskAssignment\x12\r\n\x05\x64rain\x18\x03 \x01(\x08\"L\n\x03\x41\x63k\x12\x12\n\nreport_seq\x18\x01 \x01(\x04\x12\x13\n\x0blease_ttl_s\x18\x02 \x01(\x01\x12\x1c\n\x14heartbeat_interval_s\x18\x03 \x01(\x01\"\x1c\n\nReregister\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xa0\x01\n\rLeaderMessage\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x1e\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0f.exportd.v1.AckH\x00\x12*\n\tdirective\x18\x03 \x01(\x0b\x32\x15.exportd.v1.DirectiveH\x00\x12,\n\nreregister\x18\x04 \x01(\x0b\x32\x16.exportd.v1.ReregisterH\x00\x42\x06\n\x04\x62ody*\xa0\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13TASK_STATE_STARTING\x10\x01\x12\x16\n\x12TASK_STATE_RUNNING\x10\x02\x12\x17\n\x13TASK_STATE_DRAINING\x10\x03\x12\x16\n\x12TASK_STATE_STOPPED\x10\x04\x12\x15\n\x11TASK_STATE_FAILED\x10\x05\x32R\n\x0b\x43oordinator\x12\x43\n\x07Session\x12\x19.exportd.v1.ServerMessage\x1a\x19.exportd.v1.LeaderMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,30 +33,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REPORT_LABELSENTRY']._loaded_options = None
   _globals['_REPORT_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_TASKSTATE']._serialized_start=1580
-  _globals['_TASKSTATE']._serialized_end=1740
+  _globals['_TASKSTATE']._serialized_start=1604
+  _globals['_TASKSTATE']._serialized_end=1764
   _globals['_RESOURCES']._serialized_start=35
   _globals['_RESOURCES']._serialized_end=90
   _globals['_USAGE']._serialized_start=93
   _globals['_USAGE']._serialized_end=233
   _globals['_TASKSTATUS']._serialized_start=236
-  _globals['_TASKSTATUS']._serialized_end=623
-  _globals['_REPORT']._serialized_start=626
-  _globals['_REPORT']._serialized_end=992
-  _globals['_REPORT_LABELSENTRY']._serialized_start=947
-  _globals['_REPORT_LABELSENTRY']._serialized_end=992
-  _globals['_SERVERMESSAGE']._serialized_start=994
-  _globals['_SERVERMESSAGE']._serialized_end=1055
-  _globals['_TASKASSIGNMENT']._serialized_start=1058
-  _globals['_TASKASSIGNMENT']._serialized_end=1220
-  _globals['_DIRECTIVE']._serialized_start=1222
-  _globals['_DIRECTIVE']._serialized_end=1306
-  _globals['_ACK']._serialized_start=1308
-  _globals['_ACK']._serialized_end=1384
-  _globals['_REREGISTER']._serialized_start=1386
-  _globals['_REREGISTER']._serialized_end=1414
-  _globals['_LEADERMESSAGE']._serialized_start=1417
-  _globals['_LEADERMESSAGE']._serialized_end=1577
-  _globals['_COORDINATOR']._serialized_start=1742
-  _globals['_COORDINATOR']._serialized_end=1824
+  _globals['_TASKSTATUS']._serialized_end=647
+  _globals['_REPORT']._serialized_start=650
+  _globals['_REPORT']._serialized_end=1016
+  _globals['_REPORT_LABELSENTRY']._serialized_start=971
+  _globals['_REPORT_LABELSENTRY']._serialized_end=1016
+  _globals['_SERVERMESSAGE']._serialized_start=1018
+  _globals['_SERVERMESSAGE']._serialized_end=1079
+  _globals['_TASKASSIGNMENT']._serialized_start=1082
+  _globals['_TASKASSIGNMENT']._serialized_end=1244
+  _globals['_DIRECTIVE']._serialized_start=1246
+  _globals['_DIRECTIVE']._serialized_end=1330
+  _globals['_ACK']._serialized_start=1332
+  _globals['_ACK']._serialized_end=1408
+  _globals['_REREGISTER']._serialized_start=1410
+  _globals['_REREGISTER']._serialized_end=1438
+  _globals['_LEADERMESSAGE']._serialized_start=1441
+  _globals['_LEADERMESSAGE']._serialized_end=1601
+  _globals['_COORDINATOR']._serialized_start=1766
+  _globals['_COORDINATOR']._serialized_end=1848
 # @@protoc_insertion_point(module_scope)

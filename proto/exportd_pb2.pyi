@@ -45,7 +45,7 @@ class Usage(_message.Message):
     def __init__(self, cpu_fraction: _Optional[float] = ..., net_in_bytes_per_s: _Optional[float] = ..., net_out_bytes_per_s: _Optional[float] = ..., memory_rss_bytes: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ...) -> None: ...
 
 class TaskStatus(_message.Message):
-    __slots__ = ("task_id", "generation", "state", "records_per_s", "bytes_per_s", "cpu_seconds_per_s", "consumer_lag", "committed_offset", "last_error", "records_total", "dead_letters_total", "last_commit_age_s", "freshness_s", "stalled", "bytes_total", "exported_total")
+    __slots__ = ("task_id", "generation", "state", "records_per_s", "bytes_per_s", "cpu_seconds_per_s", "consumer_lag", "committed_offset", "last_error", "records_total", "dead_letters_total", "last_commit_age_s", "freshness_s", "stalled", "bytes_total", "exported_total", "rate_limited_s")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +62,7 @@ class TaskStatus(_message.Message):
     STALLED_FIELD_NUMBER: _ClassVar[int]
     BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     EXPORTED_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMITED_S_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     generation: int
     state: TaskState
@@ -78,7 +79,8 @@ class TaskStatus(_message.Message):
     stalled: str
     bytes_total: int
     exported_total: int
-    def __init__(self, task_id: _Optional[str] = ..., generation: _Optional[int] = ..., state: _Optional[_Union[TaskState, str]] = ..., records_per_s: _Optional[float] = ..., bytes_per_s: _Optional[float] = ..., cpu_seconds_per_s: _Optional[float] = ..., consumer_lag: _Optional[int] = ..., committed_offset: _Optional[int] = ..., last_error: _Optional[str] = ..., records_total: _Optional[int] = ..., dead_letters_total: _Optional[int] = ..., last_commit_age_s: _Optional[float] = ..., freshness_s: _Optional[float] = ..., stalled: _Optional[str] = ..., bytes_total: _Optional[int] = ..., exported_total: _Optional[int] = ...) -> None: ...
+    rate_limited_s: float
+    def __init__(self, task_id: _Optional[str] = ..., generation: _Optional[int] = ..., state: _Optional[_Union[TaskState, str]] = ..., records_per_s: _Optional[float] = ..., bytes_per_s: _Optional[float] = ..., cpu_seconds_per_s: _Optional[float] = ..., consumer_lag: _Optional[int] = ..., committed_offset: _Optional[int] = ..., last_error: _Optional[str] = ..., records_total: _Optional[int] = ..., dead_letters_total: _Optional[int] = ..., last_commit_age_s: _Optional[float] = ..., freshness_s: _Optional[float] = ..., stalled: _Optional[str] = ..., bytes_total: _Optional[int] = ..., exported_total: _Optional[int] = ..., rate_limited_s: _Optional[float] = ...) -> None: ...
 
 class Report(_message.Message):
     __slots__ = ("server_id", "group", "address", "capacity", "usage", "tasks", "seq", "highest_epoch_seen", "version", "labels", "sent_at_unix", "draining")

@@ -38,6 +38,12 @@ TASK_STALLED = Gauge("exportd_task_stalled",
 TASK_FRESHNESS = Gauge("exportd_task_freshness_seconds",
                        "Age of the oldest record the task read and has not committed yet",
                        ["export_job", "task"], registry=REGISTRY)
+TASK_RATE_SHARE = Gauge("exportd_task_rate_limit", "The task's share of its job's rate_limit "
+                        "(unit: records or bytes per second); absent when not limited",
+                        ["export_job", "task", "unit"], registry=REGISTRY)
+TASK_RATE_LIMITED = Gauge("exportd_task_rate_limited_seconds",
+                          "Seconds the task's pull has waited on its job's rate_limit since it "
+                          "started here", ["export_job", "task"], registry=REGISTRY)
 TASK_COMMIT_AGE = Gauge("exportd_task_last_commit_age_seconds",
                         "Seconds since the task last committed an offset (or started)",
                         ["export_job", "task"], registry=REGISTRY)

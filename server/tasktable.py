@@ -109,6 +109,12 @@ def _task_metrics(entry: TaskEntry, stats: TaskStats) -> None:
             metrics.TASK_LAG.remove(*labels)
     metrics.TASK_STALLED.labels(*labels).set(1 if stats.stalled else 0)
     metrics.TASK_FRESHNESS.labels(*labels).set(stats.freshness_s)
+    for unit, share in (("records", stats.rate_share_records_per_s),
+                        ("bytes", stats.rate_share_bytes_per_s)):
+        if share > 0:
+            metrics.TASK_RATE_SHARE.labels(*labels, unit).set(share)
+    if stats.rate_share_records_per_s > 0 or stats.rate_share_bytes_per_s > 0:
+        metrics.TASK_RATE_LIMITED.labels(*labels).set(stats.rate_limited_s)
     if stats.last_commit_age_s >= 0:
         metrics.TASK_COMMIT_AGE.labels(*labels).set(stats.last_commit_age_s)
     # Counters from running totals: a fresh runner starts at 0 again, so only growth counts.
@@ -131,6 +137,9 @@ def forget_task_metrics(entry: TaskEntry) -> None:
     for family in (metrics.TASK_RECORDS_PER_SECOND, metrics.TASK_BYTES_PER_SECOND,
                    metrics.TASK_LAG, metrics.TASK_RECORDS, metrics.TASK_DEAD_LETTERS,
                    metrics.TASK_ERRORS, metrics.TASK_BYTES, metrics.TASK_STALLED,
-                   metrics.TASK_FRESHNESS, metrics.TASK_COMMIT_AGE):
+                   metrics.TASK_FRESHNESS, metrics.TASK_COMMIT_AGE, metrics.TASK_RATE_LIMITED):
         with contextlib.suppress(KeyError):
             family.remove(entry.job_id, entry.task_id)
+    for unit in ("records", "bytes"):
+        with contextlib.suppress(KeyError):
+            metrics.TASK_RATE_SHARE.remove(entry.job_id, entry.task_id, unit)

@@ -37,6 +37,7 @@ def task_status(task_id: str, generation: int, stats: TaskStats) -> pb.TaskStatu
         stalled=stats.stalled,
         bytes_total=max(stats.bytes_total, 0),
         exported_total=max(stats.exported_total, 0),
+        rate_limited_s=stats.rate_limited_s,
     )
 
 

@@ -55,6 +55,12 @@ class TaskView:
     bytes_total: int = 0
     exported_total: int = 0
     dead_letters_total: int = 0
+    # The job's rate_limit (tasks/ratelimit.py): this task's share (0: not limited), the job's
+    # task count it is split over, and how long the pull has waited on it (as last reported).
+    rate_share_records_per_s: float = 0.0
+    rate_share_bytes_per_s: float = 0.0
+    job_tasks: int = 0
+    rate_limited_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

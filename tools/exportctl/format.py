@@ -273,6 +273,15 @@ def explain_task(task: Json, now: float) -> str:
     lines.append(f"  totals: {task.get('records_total', 0)} read, "
                  f"{task.get('exported_total', 0)} exported, "
                  f"{task.get('dead_letters_total', 0)} dead letters")
+    limits = []
+    if task.get("rate_share_records_per_s"):
+        limits.append(f"{task['rate_share_records_per_s']:.0f} records/s")
+    if task.get("rate_share_bytes_per_s"):
+        limits.append(rate(task["rate_share_bytes_per_s"]))
+    if limits:
+        lines.append(f"  rate limit: {' and '.join(limits)} (its share of the job's limit, over "
+                     f"{task.get('job_tasks', 0)} tasks); waited "
+                     f"{span(task.get('rate_limited_s', 0.0))} on it")
     if task.get("state") == "stalled":
         lines.extend(textwrap.wrap(f"stalled: {task.get('stalled_reason') or 'no reason given'}",
                                    WIDTH, initial_indent="  ", subsequent_indent="    "))
