@@ -82,7 +82,10 @@ def record(rand: random.Random, i: int) -> bytes:
     }, separators=(",", ":")).encode()
 
 
-def fill(bootstrap: str, topic: str, n: int) -> tuple[int, float]:
+def fill(bootstrap: str, topic: str, n: int,
+         encode: Callable[[bytes], bytes] | None = None) -> tuple[int, float]:
+    """Create the topic and produce n records round-robin; `encode` turns each JSON record into
+    what is produced (tools/bench/schemas.py: Avro in the registry's wire format)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive the request
     admin.create_topics(
         [NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])[topic].result(30)
@@ -90,7 +93,7 @@ def fill(bootstrap: str, topic: str, n: int) -> tuple[int, float]:
                          "batch.num.messages": 10000, "queue.buffering.max.kbytes": 262144})
     rand, total = random.Random(7), 0
     for i in range(n):
-        value = record(rand, i)
+        value = record(rand, i) if encode is None else encode(record(rand, i))
         total += len(value)
         while True:
             try:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
 import statistics
 import subprocess
 import sys
@@ -31,19 +30,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
-
 from tools.bench.pipeline import (
     PARTITIONS,
     PHASE_TIMEOUT,
     _run_tasks,
     machine,
     phase_baseline,
-    record,
     usage,
 )
+from tools.bench.pipeline import fill as fill_topic
 
 SCHEMA = json.dumps({"type": "record", "name": "Access", "namespace": "exportd.bench",
                      "fields": [{"name": "time", "type": "string"},
@@ -59,32 +54,16 @@ SCHEMA = json.dumps({"type": "record", "name": "Access", "namespace": "exportd.b
 
 
 def fill(bootstrap: str, registry: str, topic: str, n: int) -> float:
+    """The pipeline benchmark's records, as Avro in the registry's wire format."""
     from confluent_kafka.schema_registry import SchemaRegistryClient
     from confluent_kafka.schema_registry.avro import AvroSerializer
     from confluent_kafka.serialization import MessageField, SerializationContext
 
     serialize = AvroSerializer(SchemaRegistryClient({"url": registry}), SCHEMA)
     ctx = SerializationContext(topic, MessageField.VALUE)
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics(
-        [NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])[topic].result(30)
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50,
-                         "batch.num.messages": 10000, "queue.buffering.max.kbytes": 262144})
-    rand, total = random.Random(7), 0
-    for i in range(n):
-        value = serialize(json.loads(record(rand, i)), ctx) or b""
-        total += len(value)
-        while True:
-            try:
-                producer.produce(topic, value=value, partition=i % PARTITIONS)
-                break
-            except BufferError:
-                producer.poll(0.1)
-        if i % 10000 == 0:
-            producer.poll(0)
-    if producer.flush(300) != 0:
-        raise RuntimeError("producing the benchmark data did not finish")
-    return total / n
+    _total, avg = fill_topic(bootstrap, topic, n,
+                             lambda value: serialize(json.loads(value), ctx) or b"")
+    return avg
 
 
 def phase_export(bootstrap: str, registry: str, topic: str, n: int, workdir: Path, s3: str,

@@ -120,7 +120,7 @@ def run(rate: float) -> int:
         producer = DemoProducer(cluster.endpoints["kafka"], TOPIC, rate=rate,
                                 max_records=5_000_000, max_seconds=7 * 24 * 3600)
         producer.start()
-        orders = AvroOrderProducer(cluster.endpoints["kafka"], registry, ORDERS_TOPIC,
+        orders = AvroOrderProducer(cluster.endpoints["kafka"], ORDERS_TOPIC, registry=registry,
                                    rate=max(rate / 5, 1.0), max_records=1_000_000,
                                    max_seconds=7 * 24 * 3600)
         orders.start()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from confluent_kafka import Producer
@@ -53,19 +54,23 @@ class DemoProducer:
         self._stop.set()
         self._thread.join(timeout=10)
 
+    def _encoder(self) -> Callable[[random.Random, int], tuple[bytes, bytes | None]]:
+        """(value, key) of the record numbered i."""
+        return lambda rng, i: (nginx_line(rng, time.time()).encode(), str(i).encode())
+
     def _run(self) -> None:
+        encode = self._encoder()
         producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 20})
         rng = random.Random(self.seed)
         started = time.monotonic()
         try:
             while (self.produced < self.max_records and not self._stop.is_set()
                    and time.monotonic() - started < self.max_seconds):
-                now = time.time()
-                producer.produce(self.topic, value=nginx_line(rng, now).encode(),
-                                 key=str(self.produced).encode())
+                value, key = encode(rng, self.produced)
+                producer.produce(self.topic, value=value, key=key)
                 self.produced += 1
                 producer.poll(0)
-                # Pace to `rate` lines/s; waiting on the event keeps Ctrl-C prompt.
+                # Pace to `rate` records/s; waiting on the event keeps Ctrl-C prompt.
                 due = started + self.produced / self.rate
                 delay = due - time.monotonic()
                 if delay > 0:
@@ -100,52 +105,26 @@ ORDER_SCHEMA = """{"type": "record", "name": "Order", "namespace": "exportd.demo
 
 
 @dataclass
-class AvroOrderProducer:
-    """Writes `rate` Avro orders/s (Confluent wire format, schema registered in `registry`) to
-    `topic` on a thread until `max_records` or `max_seconds`: the demo job's schema-aware input."""
+class AvroOrderProducer(DemoProducer):
+    """Avro orders (Confluent wire format, the schema registered in `registry`), paced like the
+    demo lines: the demo Avro job's input."""
 
-    bootstrap: str
-    registry: str
-    topic: str
+    registry: str = ""
     rate: float = 10.0
-    max_records: int = 1_000_000
-    max_seconds: float = 24 * 3600.0
     seed: int = 11
-    produced: int = 0
 
-    def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="demo-orders", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
+    def _encoder(self) -> Callable[[random.Random, int], tuple[bytes, bytes | None]]:
         from confluent_kafka.schema_registry import SchemaRegistryClient
         from confluent_kafka.schema_registry.avro import AvroSerializer
         from confluent_kafka.serialization import MessageField, SerializationContext
 
         serialize = AvroSerializer(SchemaRegistryClient({"url": self.registry}), ORDER_SCHEMA)
         ctx = SerializationContext(self.topic, MessageField.VALUE)
-        producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 20})
-        rng = random.Random(self.seed)
-        started = time.monotonic()
-        try:
-            while (self.produced < self.max_records and not self._stop.is_set()
-                   and time.monotonic() - started < self.max_seconds):
-                order = {"id": self.produced, "customer": f"c-{rng.randrange(1000):03d}",
-                         "region": rng.choice(("eu", "us", "apac")),
-                         "amount": round(rng.uniform(1, 500), 2), "at": int(time.time() * 1000),
-                         "coupon": rng.choice((None, None, "WINTER"))}
-                producer.produce(self.topic, value=serialize(order, ctx))
-                self.produced += 1
-                producer.poll(0)
-                delay = started + self.produced / self.rate - time.monotonic()
-                if delay > 0:
-                    self._stop.wait(delay)
-        finally:
-            producer.flush(10)
+
+        def encode(rng: random.Random, i: int) -> tuple[bytes, bytes | None]:
+            order = {"id": i, "customer": f"c-{rng.randrange(1000):03d}",
+                     "region": rng.choice(("eu", "us", "apac")),
+                     "amount": round(rng.uniform(1, 500), 2), "at": int(time.time() * 1000),
+                     "coupon": rng.choice((None, None, "WINTER"))}
+            return serialize(order, ctx) or b"", None
+        return encode
