@@ -197,7 +197,10 @@ def forward_client_ctx(
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         timeout = aiohttp.ClientTimeout(total=settings.forward_timeout)
-        connector = aiohttp.TCPConnector(ssl=ssl_context if ssl_context is not None else True)
+        # Idle connections to the leader are dropped well before its header_timeout closes
+        # them (masters share their api settings), so a forward never races that close.
+        connector = aiohttp.TCPConnector(ssl=ssl_context if ssl_context is not None else True,
+                                         keepalive_timeout=settings.header_timeout / 2)
         app[CLIENT_KEY] = aiohttp.ClientSession(timeout=timeout, connector=connector)
         try:
             yield

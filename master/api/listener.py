@@ -15,6 +15,10 @@ likes. `ApiSite` (a SockSite) serves the app with a protocol that adds:
 - a request aiohttp's parser refuses (bad bytes in a header, a line too long) is answered with
   the API's JSON error shape and one line, and logged as one warning line without the request's
   bytes (a header may hold a token), instead of a text page and a logged traceback.
+
+It leans on aiohttp's server internals (RequestHandler's `_request_count`, the Server's handler
+kwargs): tests/unit/api/test_robustness.py drives every case over raw sockets, so an aiohttp
+upgrade that changes them fails there.
 """
 
 from __future__ import annotations
