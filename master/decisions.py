@@ -247,7 +247,8 @@ ViewCache = dict[str, tuple[tuple[object, ...], Task]]
 
 def build_view(now: float, servers: Iterable[ServerRecord], tasks: Iterable[TaskRecord],
                running_jobs: set[str], hints: Mapping[str, Resources | None],
-               config: Config, cache: ViewCache | None = None) -> ClusterView:
+               config: Config, cache: ViewCache | None = None,
+               net_caps: Mapping[str, float] | None = None) -> ClusterView:
     """The scheduler's input from the live records.
 
     A draining task shows on its draining server (the planner leaves it there); an in-flight
@@ -268,9 +269,10 @@ def build_view(now: float, servers: Iterable[ServerRecord], tasks: Iterable[Task
             acc[0] += t.load_cpu or 0.0
             acc[1] += t.load_net or 0.0
         hint = hints.get(t.job)
+        cap = net_caps.get(t.job) if net_caps else None   # share of the job's bytes/s limit
         stopped = t.job not in running_jobs
         key: tuple[object, ...] = (holder, t.generation, t.last_moved_at, stopped, t.group,
-                                   hint, _bucket(t.load_cpu), _bucket(t.load_net))
+                                   hint, _bucket(t.load_cpu), _bucket(t.load_net), cap)
         hit = cache.get(t.id) if cache is not None else None
         if hit is not None and hit[0] == key:
             task_list.append(hit[1])
@@ -278,7 +280,7 @@ def build_view(now: float, servers: Iterable[ServerRecord], tasks: Iterable[Task
             load = Resources(t.load_cpu or 0.0, t.load_net or 0.0) if measured else None
             task = Task(id=t.id, job=t.job, group=t.group, load=load, measured=measured,
                         hint=hint, server=holder, generation=t.generation,
-                        last_moved_at=t.last_moved_at, stopped=stopped)
+                        last_moved_at=t.last_moved_at, stopped=stopped, net_cap=cap)
             task_list.append(task)
             if cache is not None:
                 cache[t.id] = (key, task)

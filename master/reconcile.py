@@ -200,6 +200,7 @@ class Leadership:
         started = time.perf_counter()
         servers, tasks = list(state.servers.values()), list(state.tasks.values())
         running, hints, config = state.running_jobs(), state.hints(), self.config
+        net_caps = state.net_caps()
 
         cache = self._view_cache
 
@@ -207,7 +208,7 @@ class Leadership:
             if len(cache) > 2 * len(tasks) + 1000:
                 cache.clear()      # tasks of deleted jobs
             return self.planner(decisions.build_view(now, servers, tasks, running, hints, config,
-                                                     cache))
+                                                     cache, net_caps))
 
         # Building the view of 100k tasks and planning it take a while: off the event loop, so
         # acks keep flowing. Reports may change records meanwhile (a handoff completing); the

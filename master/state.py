@@ -16,6 +16,7 @@ from master.store import AdminFlags, Snapshot, StoredAssignment, StoredJob, shar
 from proto import exportd_pb2 as pb
 from scheduler.model import ClusterView, Config, Plan, Resources
 from tasks.cluster import ServerRegistration
+from tasks.ratelimit import task_share
 from tasks.runner import parse_task_id, task_id
 
 STATE_NAMES = {
@@ -253,9 +254,19 @@ class LiveState:
             out[j] = Resources(hint.cpu, hint.net) if hint else None
         return out
 
+    def net_caps(self) -> dict[str, float]:
+        """Job -> each task's share of the job's bytes/s rate_limit (limited jobs only)."""
+        out: dict[str, float] = {}
+        for j, s in self.jobs.items():
+            share = task_share(s.spec.rate_limit, self.job_tasks.get(j, 0))
+            if share is not None and share.bytes_per_s is not None:
+                out[j] = share.bytes_per_s
+        return out
+
     def view(self, now: float, config: Config) -> ClusterView:
         return decisions.build_view(now, self.servers.values(), self.tasks.values(),
-                                    self.running_jobs(), self.hints(), config)
+                                    self.running_jobs(), self.hints(), config,
+                                    net_caps=self.net_caps())
 
     def apply(self, plan: Plan, now: float, now_unix: float) -> decisions.Applied:
         alive = {s.id for s in self.servers.values() if not s.dead}

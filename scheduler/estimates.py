@@ -1,5 +1,6 @@
 """A load vector for every task: measured, else the job's hint, else the median of measured
-siblings (same job), else the configured default.
+siblings (same job), else the configured default; a rate-limited task's network load is then at
+most its share of the job's bytes/s (`Task.net_cap`).
 
 `measured` tasks use `Task.load` (the EWMA of what their server reports). A task that is not
 measured ignores `Task.load`: the caller's contract is that `load` is only filled when measured.
@@ -91,6 +92,7 @@ def estimate_loads(
         cpu[k] = c if low <= c < _CLAMP else max(clean_load(c), floor)
         net[k] = m if RESOLUTION <= m < _CLAMP else clean_load(m)
     if not unresolved:
+        _cap(tasks, net)
         return cpu, net, src
 
     jobs = {tasks[k].job for k in unresolved}
@@ -112,7 +114,16 @@ def estimate_loads(
         else:
             cpu[k], net[k] = dc, dn
             src[k] = DEFAULT
+    _cap(tasks, net)
     return cpu, net, src
+
+
+def _cap(tasks: Sequence[Task], net: list[float]) -> None:
+    """A rate-limited task reads no more bytes/s than its share of the job's limit."""
+    for k, t in enumerate(tasks):
+        cap = t.net_cap
+        if cap is not None and net[k] > cap:
+            net[k] = clean_load(cap)
 
 
 def estimates(view: ClusterView) -> dict[str, Estimate]:

@@ -52,6 +52,9 @@ class Task:
     last_moved_at: float | None = None
     # The job is paused or deleted: the task must not run anywhere.
     stopped: bool = False
+    # The task's share of its job's bytes/s rate limit: its net load never exceeds it, so no
+    # estimate (hint, default) may either (scheduler/estimates.py). None: not limited.
+    net_cap: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
