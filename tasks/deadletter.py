@@ -423,12 +423,15 @@ class KafkaDeadLetter:
         if not self._lock.acquire(timeout=CLOSE_WAIT):
             return
         try:
+            given_up = self._gone is not None
             self._gone = SinkError(f"dead letters of {self.task_id} are closed", retryable=False)
             if self._marks_reader is not None:
                 self._marks_reader.close()
                 self._marks_reader = None
-            if self._producer is not None:
+            if self._producer is not None and not given_up:
                 self._producer.close()
-                self._producer = None
+            # A producer given up (fenced, broken) is only dropped: its close would try to
+            # abort a transaction the broker no longer lets it touch.
+            self._producer = None
         finally:
             self._lock.release()
