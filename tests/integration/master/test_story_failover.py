@@ -38,6 +38,8 @@ async def test_explain_after_failover_keeps_the_story(start_master: StartMaster,
     await m1.control.create_job(job_spec("story", topic))
     task = f"story:{topic}:0"
     await until(lambda: task in a.desired, DEADLINE, "the task on srv-a")
+    await until(lambda: "error" in {e.kind for e in m1.control.get_task(task).history},
+                DEADLINE, "srv-a's error recorded in the story")
     b = await start_sim("srv-b")
     await until(lambda: b.acks, DEADLINE, "srv-b acknowledged")
     await m1.control.drain("srv-a")
