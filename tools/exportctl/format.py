@@ -155,11 +155,18 @@ def tasks_table(tasks: Sequence[Json]) -> str:
     return out
 
 
+def topics_of(source: Json) -> str:
+    """A job's topic, its list of topics, or its pattern (as `/pattern/`)."""
+    if source.get("topic_pattern"):
+        return f"/{source['topic_pattern']}/"
+    return source.get("topic") or ",".join(source.get("topics") or ())
+
+
 def jobs_table(jobs: Sequence[Json]) -> str:
     if not jobs:
         return "no jobs"
     rows = [(j["spec"]["id"], j["spec"].get("group", "default"), j["state"],
-             len(j.get("tasks", ())), j["spec"]["source"]["topic"], j["spec"]["sink"]["type"])
+             len(j.get("tasks", ())), topics_of(j["spec"]["source"]), j["spec"]["sink"]["type"])
             for j in jobs]
     return table(("JOB", "GROUP", "STATE", "TASKS", "TOPIC", "SINK"), rows)
 

@@ -42,3 +42,13 @@ def test_an_unlimited_job_says_nothing_about_limits() -> None:
     view = views.get_task(_state(), task_id("orders", "a", 0))
     assert view.rate_share_records_per_s == view.rate_share_bytes_per_s == 0.0
     assert "rate limit" not in fmt.explain_task(dataclasses.asdict(view), 1.0)
+
+
+def test_jobs_list_shows_a_list_or_a_pattern() -> None:
+    def row(source: dict[str, object]) -> str:
+        job = {"spec": {"id": "j", "source": source, "sink": {"type": "s3"}}, "state": "running"}
+        return fmt.jobs_table([job]).splitlines()[-1]
+
+    assert "/orders\\..+/" in row({"topic": "", "topic_pattern": "orders\\..+"})
+    assert "a,b" in row({"topic": "", "topics": ["a", "b"]})
+    assert " t " in row({"topic": "t"})
