@@ -79,9 +79,12 @@ class Batcher:
 
     def __init__(self, limits: Limits, start_offset: int,
                  body_factory: Callable[[], FileBody] | None = None, *,
-                 hold_empty: bool = False) -> None:
+                 hold_empty: bool = False, cut_at: int | None = None) -> None:
         self.limits = limits
         self.body_factory = body_factory
+        # A chunk another owner claimed (tasks/sinks/partitioned.py): the first chunk holds
+        # exactly the offsets below `cut_at`, whatever the limits say, and closes there.
+        self.cut_at = cut_at
         # Chained sinks (S3, file): a chunk closes only once it holds a record, so the chunk
         # that starts at an offset always holds the same first record, and so has the same name
         # (its {dt} comes from that record) whoever cuts it (tasks/sinks/base.py).
@@ -118,9 +121,16 @@ class Batcher:
             if self.opened_at is None:
                 self.opened_at = now
             take = count - pos
-            if limits.max_records is not None:
+            if self.cut_at is not None:
+                take = bisect_left(recs.offsets, self.cut_at, pos) - pos
+                if take == 0:   # the next record is past the claimed end
+                    closed.append(self._close(self.cut_at))
+                    self.cut_at = None
+                    continue
+            elif limits.max_records is not None:
                 take = min(take, limits.max_records - chunk.records)
-            if limits.max_bytes is not None and chunk.raw_bytes + total >= limits.max_bytes:
+            if (self.cut_at is None and limits.max_bytes is not None
+                    and chunk.raw_bytes + total >= limits.max_bytes):
                 if sizes is None:  # lines: each counts with its newline
                     sizes = ([len(v) + 1 for v in values] if lines
                              else [encoded_size(v) for v in values])
@@ -144,12 +154,18 @@ class Batcher:
             chunk.raw_bytes += taken
             total -= taken
             pos = end
-            if data_full(limits, chunk.records, chunk.raw_bytes):
+            if self.cut_at is not None:
+                pass   # closes at cut_at only
+            elif data_full(limits, chunk.records, chunk.raw_bytes):
                 closed.append(self._close(recs.offsets[pos - 1] + 1))
             elif chunk.body is not None and chunk.body.pressed:   # the spill budget is full
                 chunk.body.cut_early()
                 closed.append(self._close(recs.offsets[pos - 1] + 1))
         chunk = self.current
+        if self.cut_at is not None and next_offset >= self.cut_at:
+            closed.append(self._close(self.cut_at))   # the claimed end, read past
+            self.cut_at = None
+            chunk = self.current
         if next_offset > chunk.end_offset:
             chunk.end_offset = next_offset
             if self.opened_at is None:
@@ -157,7 +173,8 @@ class Batcher:
         return closed
 
     def due(self, now: float) -> bool:
-        return time_due(self.limits, self.opened_at, now)
+        # A claimed chunk closes at its claimed end only.
+        return self.cut_at is None and time_due(self.limits, self.opened_at, now)
 
     def flush(self) -> Chunk | None:
         """Close the current chunk whatever its size (time limit, drain); None if it is empty
@@ -165,5 +182,7 @@ class Batcher:
         if self.current.end_offset == self.current.start_offset:
             return None
         if self.hold_empty and self.current.records == 0:
+            return None
+        if self.cut_at is not None:   # not up to the claimed end yet: the next owner redoes it
             return None
         return self._close(self.current.end_offset)

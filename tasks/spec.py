@@ -266,13 +266,56 @@ class Rotation(SpecModel):
         return self
 
 
+class Partitioning(SpecModel):
+    """Directories from what records hold (tasks/partitioning.py). With it, or with a
+    `{field:<expr>}` in `path`, the records of one file go to their own directories: {dt} and
+    {hour} come from each record's event time (`time_field`), `{field:customer.region}` from the
+    exported record (a JMESPath of dotted names and indexes)."""
+
+    # JMESPath to the event time in the exported record. None: the Kafka timestamp.
+    time_field: str | None = None
+    # epoch_ms, epoch_s, iso8601 (e.g. 2026-12-05T10:00:00Z), or a strptime pattern with '%'.
+    time_format: str = "iso8601"
+    # {dt} and {hour} in this IANA time zone.
+    time_zone: str = "UTC"
+    # A record whose event time is older than its Kafka timestamp minus this is late: it goes
+    # below `late_prefix` (then its own path). None: no record is late.
+    lateness: Duration | None = None
+    late_prefix: str = Field(default="late", pattern=r"^[A-Za-z0-9_=.-]+$")
+
+    @field_validator("time_format")
+    @classmethod
+    def _time_format(cls, value: str) -> str:
+        if value not in ("epoch_ms", "epoch_s", "iso8601") and "%" not in value:
+            raise ValueError("time_format: epoch_ms, epoch_s, iso8601 or a strptime pattern")
+        return value
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        import zoneinfo
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    _time_field = field_validator("time_field")(_check_jmespath)
+
+
+def _check_path_template(value: str) -> str:
+    from tasks.partitioning import check_template
+    check_template(value)   # ValueError naming the field
+    return value
+
+
 class S3Sink(SpecModel):
     type: Literal["s3"] = "s3"
     bucket: str = Field(min_length=3, max_length=63)
     prefix: str = ""
-    # Object path template below the prefix; may use {topic}, {partition} and record-time
-    # fields {dt} (YYYY-MM-DD) and {hour} (HH). File names are always
-    # <topic>+<partition>+<start offset, zero-padded>.<ext>.
+    # Object path template below the prefix; may use {topic}, {partition}, record-time fields
+    # {dt} (YYYY-MM-DD) and {hour} (HH), and {field:<expr>} (see Partitioning). File names are
+    # always <topic>+<partition>+<start offset, zero-padded>.<ext>.
     path: str = "{topic}/partition={partition}"
     # None: the server's configured S3 endpoint (or AWS).
     endpoint_url: str | None = None
@@ -286,6 +329,9 @@ class S3Sink(SpecModel):
     storage_class: Literal["STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA",
                            "INTELLIGENT_TIERING", "GLACIER", "DEEP_ARCHIVE", "GLACIER_IR",
                            "OUTPOSTS", "EXPRESS_ONEZONE"] | None = None
+    partitioning: Partitioning | None = None
+
+    _path = field_validator("path")(_check_path_template)
 
     @model_validator(mode="after")
     def _kms(self) -> S3Sink:
@@ -317,6 +363,9 @@ class FileSink(SpecModel):
     type: Literal["file"] = "file"
     directory: str = Field(min_length=1)
     path: str = "{topic}/partition={partition}"
+    partitioning: Partitioning | None = None
+
+    _path = field_validator("path")(_check_path_template)
 
 
 class KafkaSink(SpecModel):
@@ -386,6 +435,16 @@ class JobSpec(SpecModel):
         if not GROUP.match(value):
             raise ValueError("a group is 1-63 characters of [a-z0-9_-]")
         return value
+
+    @model_validator(mode="after")
+    def _partitioned_format(self) -> JobSpec:
+        sink = self.sink
+        if (isinstance(sink, S3Sink | FileSink) and self.format.type == "csv"
+                and (sink.partitioning is not None or "{field:" in sink.path)):
+            raise ValueError("sink.path with {field:...} or sink.partitioning needs format "
+                             "ndjson, parquet or avro (a CSV line cannot be read back into a "
+                             "record's fields)")
+        return self
 
     @property
     def consumer_group(self) -> str:

@@ -18,6 +18,7 @@ weaker mode of OPERATIONS.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import io
 import os
@@ -31,7 +32,9 @@ from tasks.fence import WorkerFence
 from tasks.formats import render_file
 from tasks.logs import get_logger
 from tasks.naming import extension, object_key
+from tasks.partitioning import PathRenderer
 from tasks.sinks.base import END_OFFSET_XATTR, CpuClock, KeyTaken
+from tasks.sinks.partitioned import claim_conflict, claim_name, split
 from tasks.spec import FileSink, Format
 from tasks.transforms.batch import DeadRecord
 
@@ -169,8 +172,10 @@ class FileSinkWriter:
     commits_offsets = False
 
     def __init__(self, spec: FileSink, fmt: Format, *, topic: str, partition: int,
-                 fence: WorkerFence | None = None) -> None:
+                 fence: WorkerFence | None = None, renderer: PathRenderer | None = None) -> None:
         self.root, self.spec, self.fmt = Path(spec.directory), spec, fmt
+        # Records of one chunk in several directories (tasks/sinks/partitioned.py).
+        self.renderer = renderer
         self.topic, self.partition, self.ext = topic, partition, extension(fmt)
         self.fence = fence or WorkerFence.unbounded()
         self.cpu = CpuClock()
@@ -192,7 +197,31 @@ class FileSinkWriter:
         except OSError as exc:
             raise SinkError(f"cannot write {path}: {exc}", retryable=True, path=str(path)) from exc
 
+    def _write_partitioned(self, chunk: Chunk, renderer: PathRenderer) -> list[DeadRecord]:
+        """Claim the chunk, then write one file per directory (tasks/sinks/partitioned.py)."""
+        files, dead = split(chunk, renderer, self.ext)
+        claim = self.root / claim_name(self.topic, self.partition, chunk.start_offset)
+        try:
+            try:
+                write_once(claim, b"", end_offset=chunk.end_offset, fence=self.fence)
+            except KeyTaken as taken:
+                conflict = claim_conflict(str(claim), chunk, taken.end_offset)
+                if conflict is not None:
+                    raise conflict from None
+            for name, items in files:
+                # A file that exists is the same chunk's, written before: the same bytes.
+                with contextlib.suppress(KeyTaken):
+                    write_once(self.root / name, render_file(self.fmt, items),
+                               end_offset=chunk.end_offset, fence=self.fence)
+        except OSError as exc:
+            raise SinkError(f"cannot write below {self.root}: {exc}", retryable=True,
+                            path=str(self.root)) from exc
+        return dead
+
     async def write(self, chunk: Chunk) -> list[DeadRecord]:
+        if self.renderer is not None:
+            return await asyncio.to_thread(self.cpu.run, self._write_partitioned, chunk,
+                                           self.renderer)
         await asyncio.to_thread(self.cpu.run, self._write, chunk)
         return []
 

@@ -29,7 +29,7 @@ import contextlib
 import threading
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import boto3
 import botocore.config
@@ -41,7 +41,9 @@ from tasks.fence import WorkerFence
 from tasks.formats import content_encoding, content_type, render_file
 from tasks.logs import get_logger
 from tasks.naming import extension, object_key
+from tasks.partitioning import PathRenderer
 from tasks.sinks.base import END_OFFSET_META, CpuClock, KeyTaken
+from tasks.sinks.partitioned import claim_conflict, claim_name, joined, split
 from tasks.spec import Format, S3Sink
 from tasks.spool import BodyRange
 from tasks.transforms.batch import DeadRecord
@@ -123,13 +125,23 @@ def sink_error(exc: Exception, key: str) -> SinkError:
     return SinkError(f"S3 unreachable: {exc}", retryable=True, key=key)
 
 
+def _opener(data: memoryview) -> Callable[[int, int], BinaryIO]:
+    """Windows on a rendered file, for `_send`."""
+    def window(start: int, length: int) -> BinaryIO:
+        return cast(BinaryIO, BodyRange(data[start:start + length]))
+    return window
+
+
 class S3SinkWriter:
     chained = True
     commits_offsets = False
 
     def __init__(self, spec: S3Sink, fmt: Format, client: S3Client, *, topic: str,
-                 partition: int, fence: WorkerFence | None = None) -> None:
+                 partition: int, fence: WorkerFence | None = None,
+                 renderer: PathRenderer | None = None) -> None:
         self.spec, self.fmt, self.client = spec, fmt, client
+        # Records of one chunk in several directories (tasks/sinks/partitioned.py).
+        self.renderer = renderer
         self.topic, self.partition, self.ext = topic, partition, extension(fmt)
         self.fence = fence or WorkerFence.unbounded()
         self.cpu = CpuClock()
@@ -249,7 +261,47 @@ class S3SinkWriter:
         except botocore.exceptions.BotoCoreError as exc:
             raise sink_error(exc, key) from exc
 
+    def _write_partitioned(self, chunk: Chunk, renderer: PathRenderer) -> list[DeadRecord]:
+        """Claim the chunk, then write one object per directory (tasks/sinks/partitioned.py)."""
+        files, dead = split(chunk, renderer, self.ext)
+        claim = joined(self.spec.prefix, [claim_name(self.topic, self.partition,
+                                                     chunk.start_offset)])
+        try:
+            if self._create_only is None:
+                self._create_only = conditional_writes(self.client, self.spec.bucket,
+                                                       self.spec.prefix)
+            conditional = self._create_only
+            try:
+                self.fence.check("s3 claim")
+                self.client.put_object(Bucket=self.spec.bucket, Key=claim, Body=b"",
+                                       **self._extra(chunk.end_offset),
+                                       **self._condition(conditional))
+            except botocore.exceptions.ClientError as exc:
+                if _code(exc) not in _TAKEN_CODES:
+                    raise
+                conflict = claim_conflict(claim, chunk, self.winner_end(claim))
+                if conflict is not None:
+                    raise conflict from exc
+            for name, items in files:
+                key = joined(self.spec.prefix, [name])
+                data = memoryview(render_file(self.fmt, items))
+                try:
+                    self._send(key, _opener(data), len(data), chunk.end_offset, conditional)
+                except botocore.exceptions.ClientError as exc:
+                    if _code(exc) not in _TAKEN_CODES:
+                        raise
+                    # The same chunk's object, written by an earlier try or owner: the same
+                    # records in the same bytes.
+        except botocore.exceptions.ClientError as exc:
+            raise sink_error(exc, claim) from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise sink_error(exc, claim) from exc
+        return dead
+
     async def write(self, chunk: Chunk) -> list[DeadRecord]:
+        if self.renderer is not None:
+            return await asyncio.to_thread(self.cpu.run, self._write_partitioned, chunk,
+                                           self.renderer)
         await asyncio.to_thread(self.cpu.run, self._write, chunk)
         return []
 
