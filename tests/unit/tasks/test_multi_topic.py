@@ -4,9 +4,11 @@ the one in its id, not the job's."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tasks.errors import ValidationError
 from tasks.runner import Assignment, task_id
@@ -81,3 +83,10 @@ def test_a_task_reads_the_topic_of_its_id() -> None:
     job = _job(topics=["a", "b"])
     assignment = Assignment(task_id(job.id, "b", 2), 1, job, 2)
     assert assignment.topic == "b"
+
+
+def test_the_backfill_example_is_a_valid_job() -> None:
+    path = Path(__file__).resolve().parents[3] / "examples" / "tenant-backfill.yaml"
+    job = parse_job_spec(yaml.safe_load(path.read_text()))
+    assert job.source.topic_pattern and job.rate_limit is not None
+    assert job_topics(job, {"orders.eu-west": 3, "orders.dlq.x": 1}) == {"orders.eu-west": 3}
