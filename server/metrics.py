@@ -96,9 +96,10 @@ class BudgetCollector(Collector):
             limit.add_metric([kind], getattr(parts, kind))
         yield limit
         used = GaugeMetricFamily("exportd_server_memory_budget_used_bytes",
-                                 "Budget in use by kind: prefetch the consumers may hold, file "
-                                 "bodies in memory, uploads in flight (estimate)", labels=["kind"])
-        for kind in ("prefetch", "bodies", "uploads"):
+                                 "Budget in use by kind: prefetch the consumers may hold, "
+                                 "consumed batches, file bodies in memory, uploads in flight "
+                                 "(estimate)", labels=["kind"])
+        for kind in ("prefetch", "pipeline", "bodies", "uploads"):
             used.add_metric([kind], snap[kind])
         yield used
         yield GaugeMetricFamily("exportd_server_spill_bytes", "File bodies spilled to disk now",

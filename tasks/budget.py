@@ -13,8 +13,10 @@ One budget per host (`server.memory_budget`), split by kind:
 - uploads (15 %): requests in flight; bodies stream from memory or disk, so an upload holds
   botocore's buffers (UPLOAD_BUFFER_BYTES), not a copy of the file; the share sets how many
   uploads may run at once on the host.
-- pipeline (10 %): batches between the consumer and the chunk, bounded per task by the queue
-  lengths (docs/architecture/pipeline.md); reported as that bound, not enforced here.
+- pipeline (10 %): consumed batches between the consumer and the chunk. Each batch is counted
+  from its consume until the push stage has put it into its chunk; a task that holds batches
+  does not consume another while the host's share is full (a task holding none always may:
+  the bound is the share plus one batch per task).
 
 The spill budget (`server.spill_budget`) bounds the bytes of bodies on disk. A body that finds
 it full ends its chunk after the batch it holds (`cut_early`): the chunk is delivered and gives
@@ -119,8 +121,19 @@ def pipeline_bound(tasks: int, batch_bytes: int, queue_batches: int = 2,
     return tasks * (2 * queue_batches + transform_window + 3) * batch_bytes
 
 
+def full(used: int, limit: int | None) -> bool:
+    """A share is full (None: unbounded)."""
+    return limit is not None and used >= limit
+
+
 def spill_full(spilled: int, limit: int | None) -> bool:
-    return limit is not None and spilled >= limit
+    return full(spilled, limit)
+
+
+def batch_bytes(values_bytes: int, records: int) -> int:
+    """What a consumed batch holds in Python: its values plus ~110 B a record (the bytes
+    object's header, its offset and timestamp ints, three list slots)."""
+    return values_bytes + 110 * records
 
 
 def cut_early(spilled: int, limit: int | None) -> bool:

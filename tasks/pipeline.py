@@ -27,6 +27,7 @@ HTTP and Kafka chunks are rows bounded by their batch limits; see docs/architect
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import time
@@ -35,6 +36,7 @@ from concurrent.futures import BrokenExecutor, Executor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from tasks.batching import Batcher, Chunk, Limits
+from tasks.budget import batch_bytes
 from tasks.deadletter import DeadLetterSink
 from tasks.deadletter_rules import Stage
 from tasks.errors import SinkError, Unavailable
@@ -44,8 +46,7 @@ from tasks.ratelimit import Share, Throttle
 from tasks.runner import TaskState, TaskStats
 from tasks.sinks.base import KeyTaken, Sink, backoff_delay, screened
 from tasks.source import KafkaSource, Polled
-from tasks.spool import FileBody
-from tasks.sinks.partitioned import ChunkClaimed
+from tasks.spool import FileBody, MemoryBudget
 from tasks.stats import TaskMeter
 from tasks.transforms.batch import (
     DeadRecord,
@@ -56,6 +57,8 @@ from tasks.transforms.batch import (
     transform_batch,
 )
 
+# A task's pull waits at most this long for the host's pipeline share before it reads on.
+PIPELINE_WAIT_S = 5.0
 T = TypeVar("T")
 
 
@@ -68,13 +71,11 @@ Done = tuple[Polled, TransformOutput]
 
 
 class _Resync(Exception):
-    """Another owner's object ends at `offset`: read on from there. With `cut_at`, another
-    owner claimed the chunk starting at `offset` up to `cut_at` (tasks/sinks/partitioned.py):
-    read it again and cut it exactly there."""
+    """Another owner's object ends at `offset`: read on from there."""
 
-    def __init__(self, offset: int, cut_at: int | None = None) -> None:
+    def __init__(self, offset: int) -> None:
         super().__init__(f"continue at offset {offset}")
-        self.offset, self.cut_at = offset, cut_at
+        self.offset = offset
 
 
 class PipelineRunner:
@@ -86,8 +87,13 @@ class PipelineRunner:
                  transform_window: int = 2, drain_timeout: float = 60.0,
                  backoff_base: float = 0.2, backoff_cap: float = 10.0,
                  body_factory: Callable[[], FileBody] | None = None,
-                 fence: WorkerFence | None = None, share: Share | None = None) -> None:
+                 fence: WorkerFence | None = None, share: Share | None = None,
+                 budget: MemoryBudget | None = None) -> None:
         self._task_id, self._generation = task_id, generation
+        # The host's memory budget: consumed batches count in its pipeline share until the push
+        # stage has them in a chunk (`_held`, oldest first), and the pull waits while it is full.
+        self.budget = budget
+        self._held: collections.deque[int] = collections.deque()
         # The task's share of its job's rate_limit: the pull waits on it (tasks/ratelimit.py).
         self.throttle = None if share is None else Throttle(share, time.monotonic())
         self.fence = fence or WorkerFence.unbounded()
@@ -162,8 +168,8 @@ class PipelineRunner:
         self._start_stages(start)
         self._state = TaskState.RUNNING
 
-    def _start_stages(self, start: int, cut_at: int | None = None) -> None:
-        self._batcher = Batcher(self.limits, start, self.body_factory, cut_at=cut_at,
+    def _start_stages(self, start: int) -> None:
+        self._batcher = Batcher(self.limits, start, self.body_factory,
                                 hold_empty=self.sink.chained)
         self._tasks = []
         for stage in (self._pull(), self._transform(), self._collect(), self._push()):
@@ -178,7 +184,7 @@ class PipelineRunner:
         # In the source's thread: a commit waits for a running consume anyway (librdkafka).
         await self._in_source_thread(commit)
 
-    async def _restart_at(self, offset: int, cut_at: int | None = None) -> None:
+    async def _restart_at(self, offset: int) -> None:
         """Drop everything read since the last delivery and read on from `offset`, where
         another owner's object ends (its records are exported; ours up to there are not needed).
         """
@@ -192,9 +198,10 @@ class PipelineRunner:
         if self._batcher is not None:  # after whatever the push thread is still adding to it
             await asyncio.wrap_future(self._push_thread.submit(self._batcher.current.release))
         self._new_queues()
+        self._unhold(every=True)
         await self._in_source_thread(self.source.seek, offset)
         self.meter.committed(offset, restart=True)
-        self._start_stages(offset, cut_at)
+        self._start_stages(offset)
 
     async def stop(self, *, drain: bool = True) -> None:
         if self._tasks and drain and self._state == TaskState.RUNNING:
@@ -230,6 +237,7 @@ class PipelineRunner:
         self._source_thread.shutdown(wait=False)
         # A cancelled push stage may have left a batch being added in the push thread.
         await asyncio.to_thread(self._push_thread.shutdown, wait=True)
+        self._unhold(every=True)
         if self._batcher is not None:
             self._batcher.current.release()
 
@@ -244,7 +252,7 @@ class PipelineRunner:
         exc = task.exception()
         if isinstance(exc, _Resync):
             if self._resync is None or self._resync.done():
-                self._resync = asyncio.create_task(self._restart_at(exc.offset, exc.cut_at))
+                self._resync = asyncio.create_task(self._restart_at(exc.offset))
                 self._resync.add_done_callback(self._stage_done)
             return
         self._fail(exc or RuntimeError("stage failed"))
@@ -272,13 +280,45 @@ class PipelineRunner:
             self.throttle.charge(len(values), sum(len(v) for v in values if v is not None),
                                  time.monotonic())
 
+    def _hold(self, polled: Polled) -> None:
+        if self.budget is not None and polled.rows:
+            values = polled.rows.values
+            n = batch_bytes(sum(len(v) for v in values if v is not None), len(values))
+            self._held.append(n)
+            self.budget.hold_batch(n)
+
+    def _unhold(self, every: bool = False) -> None:
+        """The oldest batch is in its chunk (or, `every`, the batches are dropped)."""
+        if self.budget is not None:
+            for _ in range(len(self._held) if every else min(1, len(self._held))):
+                self.budget.drop_batch(self._held.popleft())
+
+    async def _budget_room(self) -> None:
+        """While the host's pipeline share is full and this task holds batches, wait for the
+        push stage to take them (bounded: PIPELINE_WAIT_S, then read on)."""
+        budget = self.budget
+        if budget is None or not self._held or not budget.pipeline_full():
+            return
+        budget.paused_by(1)
+        try:
+            deadline = time.monotonic() + PIPELINE_WAIT_S
+            while (self._held and budget.pipeline_full() and not self._stopping.is_set()
+                   and time.monotonic() < deadline):
+                await asyncio.sleep(0.01)
+        finally:
+            budget.paused_by(-1)
+
     async def _pull(self) -> None:
         while not self._stopping.is_set():
             allowance = await self._rate_limited()
             if self._stopping.is_set():
                 break
+            await self._budget_room()
+            if self._stopping.is_set():
+                break
             polled = await self._in_source_thread(self.source.poll, allowance)
             self._charge(polled)
+            self._hold(polled)
             self.meter.read(polled.next_offset, polled.high, bool(polled.rows),
                             polled.unreachable)
             self.meter.cpu_total += polled.cpu_seconds
@@ -361,6 +401,7 @@ class PipelineRunner:
                     _timed, batcher.add, out, polled.next_offset, time.monotonic()))
                 self.meter.cpu_total += cpu
                 del item, polled, out  # the batch is in the chunk now: do not hold it meanwhile
+                self._unhold()
                 for chunk in closed:
                     await self._handoff(chunk)
             if batcher.due(time.monotonic()):
@@ -455,10 +496,3 @@ def _timed(func: Callable[..., T], *args: Any) -> tuple[T, float]:
     cpu0 = time.thread_time()
     result = func(*args)
     return result, time.thread_time() - cpu0
-        except ChunkClaimed as claimed:
-            # Another owner claimed this chunk with other bounds: read it again, cut it as
-            # claimed, and write (or complete) the same files.
-            self.log.info("chunk claimed by another owner", key=claimed.key,
-                          start=chunk.start_offset, ours_end=chunk.end_offset,
-                          end=claimed.end_offset)
-            raise _Resync(chunk.start_offset, cut_at=claimed.end_offset) from None

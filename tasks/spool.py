@@ -58,7 +58,8 @@ UPLOAD_WAIT_S = 600.0
 # The shared counters (`MemoryBudget._cells`), one int64 each.
 _BODIES, _BODIES_PEAK, _SPILLED, _SPILL_PEAK, _SPILLED_TOTAL = range(5)
 _PREFETCH, _TASKS, _PAUSED, _PAUSES_TOTAL, _CUTS_TOTAL, _UPLOADS = range(5, 11)
-_CELLS = 11
+_PIPELINE, _PIPELINE_PEAK = 11, 12
+_CELLS = 13
 # Prefetch reserved per worker process (by its index), so that what a dead worker had reserved
 # can be given back by the pool (`forget_owner`).
 MAX_OWNERS = 1024
@@ -74,8 +75,10 @@ class MemoryBudget:
 
     def __init__(self, limit: int = DEFAULT_BUDGET_BYTES, *, spill_limit: int | None = None,
                  prefetch_share: int | None = None,
-                 upload_slots: int = policy.MAX_UPLOADS) -> None:
+                 upload_slots: int = policy.MAX_UPLOADS,
+                 pipeline_share: int | None = None) -> None:
         self.limit = limit
+        self.pipeline_share = pipeline_share
         self.total = limit          # the host's whole budget (for_host), for reports
         self.spill_limit = spill_limit
         self.prefetch_share = prefetch_share
@@ -93,7 +96,8 @@ class MemoryBudget:
         """A server's budget of `total` bytes, split by kind (tasks/budget.py)."""
         parts = policy.split(total)
         made = cls(parts.bodies, spill_limit=spill_limit, prefetch_share=parts.prefetch,
-                   upload_slots=policy.upload_slots(parts.uploads))
+                   upload_slots=policy.upload_slots(parts.uploads),
+                   pipeline_share=parts.pipeline)
         made.total = total
         return made
 
@@ -104,6 +108,7 @@ class MemoryBudget:
         with self._lock:
             cells = [int(c) for c in self._cells]
         return {"bodies": cells[_BODIES], "prefetch": cells[_PREFETCH],
+                "pipeline": cells[_PIPELINE], "pipeline_peak": cells[_PIPELINE_PEAK],
                 "uploads": cells[_UPLOADS] * policy.UPLOAD_BUFFER_BYTES,
                 "spilled": cells[_SPILLED], "spilled_total": cells[_SPILLED_TOTAL],
                 "paused": cells[_PAUSED], "pauses_total": cells[_PAUSES_TOTAL],
@@ -115,7 +120,8 @@ class MemoryBudget:
         unused budget of the same limits (counters are shared only by inheritance)."""
         state: dict[str, Any] = {"limit": self.limit, "spill_limit": self.spill_limit,
                                  "prefetch_share": self.prefetch_share,
-                                 "upload_slots": self.upload_slots}
+                                 "upload_slots": self.upload_slots,
+                                 "pipeline_share": self.pipeline_share}
         if multiprocessing.context.get_spawning_popen() is not None:
             state.update(lock=self._lock, cells=self._cells, uploads=self._uploads,
                          owners=self._owners)
@@ -123,7 +129,8 @@ class MemoryBudget:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["limit"], spill_limit=state["spill_limit"],  # type: ignore[misc]
-                      prefetch_share=state["prefetch_share"], upload_slots=state["upload_slots"])
+                      prefetch_share=state["prefetch_share"], upload_slots=state["upload_slots"],
+                      pipeline_share=state["pipeline_share"])
         if "cells" in state:
             self._lock, self._cells, self._uploads, self._owners = (
                 state["lock"], state["cells"], state["uploads"], state["owners"])
@@ -220,6 +227,32 @@ class MemoryBudget:
             return True
         finally:
             self._add(_PAUSED, -1)
+
+    # -- batches in the pipelines --------------------------------------------------------
+
+    @property
+    def pipeline(self) -> int:
+        """Bytes of consumed batches the host's pipelines hold before they reach a chunk."""
+        return int(self._cells[_PIPELINE])
+
+    @property
+    def pipeline_peak(self) -> int:
+        return int(self._cells[_PIPELINE_PEAK])
+
+    def hold_batch(self, n: int) -> None:
+        self._add(_PIPELINE, n, _PIPELINE_PEAK)
+
+    def drop_batch(self, n: int) -> None:
+        self._add(_PIPELINE, -n)
+
+    def pipeline_full(self) -> bool:
+        return policy.full(self.pipeline, self.pipeline_share)
+
+    def paused_by(self, delta: int) -> None:
+        """A task's pull starts (+1) or ends (-1) waiting for the budget (metrics)."""
+        self._add(_PAUSED, delta)
+        if delta > 0:
+            self._add(_PAUSES_TOTAL, 1)
 
     # -- prefetch and tasks ---------------------------------------------------------------
 

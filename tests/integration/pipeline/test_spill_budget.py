@@ -4,7 +4,7 @@ Two tasks (two partitions) share one host budget with no memory for bodies at al
 body goes to disk, and a spill budget of 512 KiB. The rotation (64 MiB) would put each
 partition's ~2.6 MB in one object; instead a body that the spill budget refuses closes its
 chunk after the batch it holds, and a new body waits (the pull pauses) until a delivery gives
-room back. Checked: spilled bytes never pass the budget by more than one batch per task, every
+room back. Checked: spilled bytes never pass the budget by more than two batches per task, every
 object is under the budget plus one batch, the objects chain (each starts where the previous
 ended), and every record is exported exactly once. Real Kafka and moto S3.
 """
@@ -61,11 +61,14 @@ async def test_a_full_spill_budget_cuts_files_early_and_loses_nothing(
             await r.stop(drain=True)
     assert [r.stats().committed_offset for r in runners] == [PER_PARTITION] * 2
 
-    # The disk bound: at most one batch per task past the budget, all of it given back.
-    assert budget.spill_peak <= SPILL + 2 * BATCH_BYTES, (budget.spill_peak, SPILL)
+    # The disk bound: at most two batches per task past the budget (the batch that cut a chunk,
+    # and one a new body wrote after waiting SPILL_WAIT_S while that chunk was still being
+    # uploaded), all of it given back.
+    assert budget.spill_peak <= SPILL + 2 * 2 * BATCH_BYTES, (budget.spill_peak, SPILL)
     assert budget.spilled == 0 and budget.used == 0
     assert budget.spilled_total >= 2 * PER_PARTITION * len(PAD)   # everything went to disk
     assert budget.cuts_total >= 6 and budget.paused == 0              # counted for the metrics
+    assert budget.pipeline == 0 < budget.pipeline_peak                # batches counted, released
 
     objects = s3_objects(s3, bucket)
     client = s3_client(s3)
