@@ -136,6 +136,11 @@ class GroupPlacer:
             front_c.append(neg_c)
             front_n.append(most)
 
+    def drop_front(self) -> None:
+        """Forget the frontier (room was freed, or it is not worth consulting per task)."""
+        self.front_c.clear()
+        self.front_n.clear()
+
     def may_fit(self, lc: float, ln: float, exact: bool = False) -> bool:
         """False only when no server of the group has room for the load in both dimensions
         (bounds that stay true while placements add load; module docstring). `exact`: make the
@@ -232,8 +237,7 @@ class GroupPlacer:
         insort(order, (new, r))
         self.total += new - old
         if dc < 0.0 or dn < 0.0:  # room freed: the frontier is no longer an upper bound
-            self.front_c.clear()
-            self.front_n.clear()
+            self.drop_front()
             room = self.hw + _SLACK
             self.free_c = max(self.free_c, room * cl.cap_c[i] - cl.used_c[i] + EPS)
             self.free_n = max(self.free_n, room * cl.cap_n[i] - cl.used_n[i] + EPS)
@@ -359,8 +363,10 @@ def _place_group(cl: Cluster, placer: GroupPlacer, queue: list[int],
     group, hw = placer.group, placer.hw
     imc, imn = placer.inv_mean_c, placer.inv_mean_n
     plain = "placed"
-    if len(queue) > len(placer) and not placer.may_fit(
+    if len(queue) > len(placer) and placer.may_fit(
             max(load_c[k] for k in queue), max(load_n[k] for k in queue), exact=True):
+        placer.drop_front()  # all may fit: no frontier to consult per task until a walk fails
+    elif len(queue) > len(placer):
         # Perhaps a backlog: the tasks that fit nowhere now fit nowhere later in the round
         # either (placements only add load), so they are pending before the rest is sorted.
         may_fit, fits = placer.may_fit, []
