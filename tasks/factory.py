@@ -29,6 +29,7 @@ from tasks.egress import (
 )
 from tasks.fence import WorkerFence
 from tasks.kafka_access import KafkaAccess, bootstrap_key
+from tasks.partitioning import PathRenderer, partitioned
 from tasks.pipeline import PipelineRunner
 from tasks.ratelimit import task_share
 from tasks.runner import Assignment, RunnerFactory, TaskRunner
@@ -116,13 +117,13 @@ def _sink(env: TaskEnvironment, a: Assignment, source: KafkaSource) -> Sink:
                            region=spec.region or env.s3_region, access_key=env.s3_access_key,
                            secret_key=env.s3_secret_key)
         return S3SinkWriter(spec, job.format, client, topic=a.topic, partition=a.partition,
-                            fence=env.fence)
+                            fence=env.fence, renderer=_renderer(spec, a))
     if isinstance(spec, HttpSink):
         return HttpSinkWriter(spec, job.format, task_id=a.task_id, backoff_base=env.backoff_base,
                               allow_networks=env.egress.networks(), fence=env.fence)
     if isinstance(spec, FileSink):
         return FileSinkWriter(spec, job.format, topic=a.topic, partition=a.partition,
-                              fence=env.fence)
+                              fence=env.fence, renderer=_renderer(spec, a))
     assert isinstance(spec, KafkaSink)
     bootstrap, properties = env.kafka_cluster(spec.bootstrap_servers)
     # Offsets go into the sink's transaction only on the source's own cluster (sinks/kafka.py).
@@ -144,8 +145,19 @@ def _dead_letter(env: TaskEnvironment, a: Assignment) -> DeadLetterSink:
                            fence=env.fence, extra=properties)
 
 
+def _renderer(spec: S3Sink | FileSink, a: Assignment) -> PathRenderer | None:
+    """Each record's directory, for a sink whose records go to several (tasks/partitioning.py)."""
+    if not partitioned(spec.path, spec.partitioning):
+        return None
+    return PathRenderer(spec.path, a.topic, a.partition, spec.partitioning)
+
+
 def _bodies(env: TaskEnvironment, a: Assignment) -> Callable[[], FileBody] | None:
-    """S3 and file sinks get their files rendered as chunks fill; HTTP and Kafka take rows."""
+    """S3 and file sinks get their files rendered as chunks fill; HTTP and Kafka take rows, and
+    so do sinks whose records go to several directories (split when the chunk closes)."""
+    sink = a.job.sink
+    if isinstance(sink, S3Sink | FileSink) and partitioned(sink.path, sink.partitioning):
+        return None
     if isinstance(a.job.sink, S3Sink):
         return body_factory(a.job.format, env.memory_budget, env.state_dir / "spool")
     if isinstance(a.job.sink, FileSink):  # it goes to disk anyway: memory would buy nothing

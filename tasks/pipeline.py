@@ -45,6 +45,7 @@ from tasks.logs import get_logger
 from tasks.ratelimit import Share, Throttle
 from tasks.runner import TaskState, TaskStats
 from tasks.sinks.base import KeyTaken, Sink, backoff_delay, screened
+from tasks.sinks.partitioned import ChunkClaimed
 from tasks.source import KafkaSource, Polled
 from tasks.spool import FileBody, MemoryBudget
 from tasks.stats import TaskMeter
@@ -71,11 +72,13 @@ Done = tuple[Polled, TransformOutput]
 
 
 class _Resync(Exception):
-    """Another owner's object ends at `offset`: read on from there."""
+    """Another owner's object ends at `offset`: read on from there. With `cut_at`, another
+    owner claimed the chunk starting at `offset` up to `cut_at` (tasks/sinks/partitioned.py):
+    read it again and cut it exactly there."""
 
-    def __init__(self, offset: int) -> None:
+    def __init__(self, offset: int, cut_at: int | None = None) -> None:
         super().__init__(f"continue at offset {offset}")
-        self.offset = offset
+        self.offset, self.cut_at = offset, cut_at
 
 
 class PipelineRunner:
@@ -168,8 +171,8 @@ class PipelineRunner:
         self._start_stages(start)
         self._state = TaskState.RUNNING
 
-    def _start_stages(self, start: int) -> None:
-        self._batcher = Batcher(self.limits, start, self.body_factory,
+    def _start_stages(self, start: int, cut_at: int | None = None) -> None:
+        self._batcher = Batcher(self.limits, start, self.body_factory, cut_at=cut_at,
                                 hold_empty=self.sink.chained)
         self._tasks = []
         for stage in (self._pull(), self._transform(), self._collect(), self._push()):
@@ -184,7 +187,7 @@ class PipelineRunner:
         # In the source's thread: a commit waits for a running consume anyway (librdkafka).
         await self._in_source_thread(commit)
 
-    async def _restart_at(self, offset: int) -> None:
+    async def _restart_at(self, offset: int, cut_at: int | None = None) -> None:
         """Drop everything read since the last delivery and read on from `offset`, where
         another owner's object ends (its records are exported; ours up to there are not needed).
         """
@@ -201,7 +204,7 @@ class PipelineRunner:
         self._unhold(every=True)
         await self._in_source_thread(self.source.seek, offset)
         self.meter.committed(offset, restart=True)
-        self._start_stages(offset)
+        self._start_stages(offset, cut_at)
 
     async def stop(self, *, drain: bool = True) -> None:
         if self._tasks and drain and self._state == TaskState.RUNNING:
@@ -252,7 +255,7 @@ class PipelineRunner:
         exc = task.exception()
         if isinstance(exc, _Resync):
             if self._resync is None or self._resync.done():
-                self._resync = asyncio.create_task(self._restart_at(exc.offset))
+                self._resync = asyncio.create_task(self._restart_at(exc.offset, exc.cut_at))
                 self._resync.add_done_callback(self._stage_done)
             return
         self._fail(exc or RuntimeError("stage failed"))
@@ -476,6 +479,13 @@ class PipelineRunner:
                 refused = await self._retry("sink", lambda: self.sink.write(chunk))
                 await self._dead(refused, Stage.SINK)
                 self.meter.exported_total += chunk.records - len(refused) - len(skipped)
+        except ChunkClaimed as claimed:
+            # Another owner claimed this chunk with other bounds: read it again, cut it as
+            # claimed, and write (or complete) the same files.
+            self.log.info("chunk claimed by another owner", key=claimed.key,
+                          start=chunk.start_offset, ours_end=chunk.end_offset,
+                          end=claimed.end_offset)
+            raise _Resync(chunk.start_offset, cut_at=claimed.end_offset) from None
         except KeyTaken as taken:
             # Another owner's object starts here: records up to its end are exported. Our
             # retried write of our own object lands here too, with our own end.
