@@ -23,7 +23,7 @@ import gc
 
 GC_THRESHOLDS = (50_000, 20, 100)
 TRIM_PERIOD_S = 5.0
-MALLOC_ARENAS = 0          # 0: glibc's default
+MALLOC_ARENAS = 2          # M_ARENA_MAX (0: glibc's default, 8 x cores); measured, memory.md
 _M_ARENA_MAX = -8          # mallopt parameter (malloc.h)
 
 

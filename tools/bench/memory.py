@@ -138,8 +138,11 @@ async def _server(args: argparse.Namespace) -> dict[str, Any]:
     env = TaskEnvironment(kafka_bootstrap=args.kafka, state_dir=Path(args.workdir),
                           s3_endpoint=args.s3, s3_access_key="bench", s3_secret_key="bench",
                           **extra)
-    pool_extra = ({"trim_period_s": args.trim_s, "malloc_arenas": args.malloc_arenas}
-                  if budgeted else {})
+    pool_extra: dict[str, Any] = {}
+    if budgeted:
+        pool_extra["trim_period_s"] = args.trim_s
+        if args.malloc_arenas >= 0:
+            pool_extra["malloc_arenas"] = args.malloc_arenas
     pool = WorkerPool(env, args.workers, log_level="warning", start_method="spawn",
                       stats_period_s=0.1, **pool_extra)
     pool.start()
@@ -246,8 +249,9 @@ def main() -> None:
     parser.add_argument("--budget-mb", type=int, default=512)
     parser.add_argument("--spill-mb", type=int, default=4096)
     parser.add_argument("--trim-s", type=float, default=5.0, help="malloc_trim period; 0: off")
-    parser.add_argument("--malloc-arenas", type=int, default=0,
-                        help="mallopt(M_ARENA_MAX) in the workers; 0: glibc's default")
+    parser.add_argument("--malloc-arenas", type=int, default=-1,
+                        help="mallopt(M_ARENA_MAX) in the workers; 0: glibc's default; "
+                             "-1: exportd's (tasks/workers/tuning.py)")
     parser.add_argument("--compression", default="none", choices=("none", "gzip"))
     parser.add_argument("--before", metavar="TREE")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
