@@ -61,7 +61,8 @@ class UniqueIdProducer:
             while (self.sent < self.max_records and not self._stop.is_set()
                    and time.monotonic() - started < self.max_seconds):
                 n = self.sent
-                value = {"id": f"{self.run_id}-{n:07d}", "n": n,
+                # k: what the partitioned job's directories are named by.
+                value = {"id": f"{self.run_id}-{n:07d}", "n": n, "k": n // 6 % 3,
                          "pad": "x" * rng.randrange(8, 120)}
                 producer.produce(self.topic, value=json.dumps(value).encode(),
                                  partition=n % self.partitions, on_delivery=self._delivered)

@@ -47,17 +47,19 @@ SEED = 14
 TOPIC, OUT_TOPIC, PARTITIONS = "chaos-in", "chaos-out", 6
 BUCKET, PREFIX = "exportd-chaos", "chaos"
 JOB_S3, JOB_FILES, JOB_KAFKA = "chaos-s3", "chaos-files", "chaos-kafka"
-JOBS = [JOB_S3, JOB_FILES, JOB_KAFKA]
+# Records of one chunk in several directories (`k`), exactly-once through chunk claims.
+JOB_PARTS = "chaos-parts"
+JOBS = [JOB_S3, JOB_FILES, JOB_KAFKA, JOB_PARTS]
 RATE = 150.0            # records/s, 25 per partition
 LEASE_TTL = 8.0         # the leader's; servers fence themselves MARGIN earlier
 MARGIN = 2.0
 SERVERS = [f"server-{i}" for i in (1, 2, 3)]
 
 
-def job(job_id: str, sink: dict[str, Any]) -> dict[str, Any]:
+def job(job_id: str, sink: dict[str, Any], select: str = "{id: id}") -> dict[str, Any]:
     return {"id": job_id, "group": "default",
             "source": {"topic": TOPIC, "start": "earliest", "batch_size": 500},
-            "transform": {"parse": {"format": "json"}, "select": "{id: id}",
+            "transform": {"parse": {"format": "json"}, "select": select,
                           "add_fields": {"source": True}},
             "sink": sink, "format": {"type": "ndjson"},
             "rotation": {"max_records": 2000, "max_seconds": "2s"}}
@@ -68,6 +70,7 @@ class Chaos:
 
     def __init__(self, cluster: LocalCluster, proxy: HoldingProxy, files: Path) -> None:
         self.cluster, self.proxy, self.files = cluster, proxy, files
+        self.parts = files.parent / JOB_PARTS
         self.rng = random.Random(SEED)
         self.t0 = time.monotonic()
         self.events: list[str] = []
@@ -151,10 +154,12 @@ def submit_jobs(chaos: Chaos) -> None:
     assert leader is not None
     specs = [job(JOB_S3, {"type": "s3", "bucket": BUCKET, "prefix": PREFIX}),
              job(JOB_FILES, {"type": "file", "directory": str(chaos.files)}),
-             job(JOB_KAFKA, {"type": "kafka", "topic": OUT_TOPIC})]
+             job(JOB_KAFKA, {"type": "kafka", "topic": OUT_TOPIC}),
+             job(JOB_PARTS, {"type": "file", "directory": str(chaos.parts),
+                             "path": "{topic}/k={field:k}"}, select="{id: id, k: k}")]
     for spec in specs:
         http_json(leader + "/api/v1/jobs", method="POST", body=spec)
-    chaos.wait_settled("every task of the three jobs running")
+    chaos.wait_settled("every task of the four jobs running")
 
 
 def fault_stop_main_process(chaos: Chaos) -> None:
@@ -239,10 +244,20 @@ def fault_kill_server(chaos: Chaos) -> None:
     chaos.wait_settled("after fault 4", timeout=LEASE_TTL + 90)
 
 
+def audit_partitioned(chaos: Chaos, ids: dict[tuple[int, int], str],
+                      bounds: dict[int, tuple[int, int]]) -> Report:
+    """The partitioned job: each id once among its directories' files, and its chunks (one
+    claim each, holding the chunk's end) chained from each partition's first offset to its end."""
+    records, pieces = read_files(chaos.parts)
+    claims = [piece for piece in pieces if piece.name.startswith("_exportd/claims/")]
+    return audit("files-partitioned", ids, bounds, records, claims)
+
+
 def audit_all(chaos: Chaos) -> list[Report]:
     source = read_source(chaos.kafka, TOPIC, PARTITIONS)
     reports = [audit("s3", source.ids, source.bounds, *read_s3(chaos.moto, BUCKET, PREFIX)),
-               audit("files", source.ids, source.bounds, *read_files(chaos.files))]
+               audit("files", source.ids, source.bounds, *read_files(chaos.files)),
+               audit_partitioned(chaos, source.ids, source.bounds)]
     try:
         kafka = read_kafka(chaos.kafka, OUT_TOPIC, PARTITIONS)
         reports.append(audit("kafka", source.ids, source.bounds, kafka))
