@@ -82,6 +82,18 @@ def _re2(pattern: str) -> Any:
         raise ValueError(f"pattern {_re2_reason(pattern, message)}") from exc
 
 
+def compile_search(pattern: str) -> Callable[[str], bool]:
+    """A predicate true when the RE2 pattern matches somewhere in a string (as `re.search`);
+    ValueError with the reason. For patterns that arrive with data, e.g. JSON Schema `pattern`
+    keywords from a schema registry (tasks/transforms/schemas.py)."""
+    search = _re2(pattern).search
+
+    def matches(text: str) -> bool:
+        return search(text) is not None
+
+    return matches
+
+
 def compile_topic_pattern(pattern: str) -> Callable[[str], bool]:
     """A `source.topic_pattern` compiled with RE2: a predicate that is true when the pattern
     matches a WHOLE topic name (as Kafka Connect's `topics.regex`); ValueError with the reason."""

@@ -40,6 +40,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from tasks.egress import IpNetwork, address_allowed
 from tasks.errors import ConfigError, RecordError
+from tasks.expressions import compile_search
 from tasks.spec import SECRET_REF, SECRET_VAR, Parse, Registry
 from tasks.transforms.parsers import parse_json
 from tasks.transforms.protobuf import protobuf_decoder
@@ -130,10 +131,51 @@ def avro_decoder(schema_text: str, *, bytes_as_text: bool = True) -> Decode:
 
 # --- JSON Schema ----------------------------------------------------------------------------------
 
+def _re2_pattern(patterns: dict[str, Callable[[str], bool]]) -> Callable[..., Any]:
+    """JSON Schema's `pattern` keyword matched by RE2, in linear time: a schema from the
+    registry is data, and Python's `re` would backtrack on a hostile pattern."""
+    def pattern(validator: Any, regex: str, instance: Any, _schema: Any) -> Any:
+        if not validator.is_type(instance, "string"):
+            return
+        matches = patterns.get(regex)
+        if matches is None:
+            try:
+                matches = patterns[regex] = compile_search(regex)
+            except ValueError as exc:
+                yield jsonschema.ValidationError(f"the schema's {exc}")
+                return
+        if not matches(instance):
+            yield jsonschema.ValidationError(f"{instance!r} does not match {regex!r}")
+    return pattern
+
+
+def _re2_pattern_properties(patterns: dict[str, Callable[[str], bool]]) -> Callable[..., Any]:
+    def pattern_properties(validator: Any, properties: dict[str, Any], instance: Any,
+                           _schema: Any) -> Any:
+        if not validator.is_type(instance, "object"):
+            return
+        for regex, subschema in properties.items():
+            matches = patterns.get(regex)
+            if matches is None:
+                try:
+                    matches = patterns[regex] = compile_search(regex)
+                except ValueError as exc:
+                    yield jsonschema.ValidationError(f"the schema's {exc}")
+                    continue
+            for key, value in instance.items():
+                if matches(key):
+                    yield from validator.descend(value, subschema, path=key, schema_path=regex)
+    return pattern_properties
+
+
 def json_schema_decoder(schema_text: str) -> Decode:
-    """Parse one JSON payload and check it against its schema."""
+    """Parse one JSON payload and check it against its schema (regex keywords by RE2)."""
     schema = json.loads(schema_text)
-    validator_class = jsonschema.validators.validator_for(schema)
+    patterns: dict[str, Callable[[str], bool]] = {}
+    validator_class = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+        jsonschema.validators.validator_for(schema),
+        {"pattern": _re2_pattern(patterns),
+         "patternProperties": _re2_pattern_properties(patterns)})
     validator = validator_class(schema)
 
     def decode(payload: bytes) -> Any:

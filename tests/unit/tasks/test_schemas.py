@@ -148,3 +148,21 @@ def test_the_registry_password_comes_from_the_servers_environment() -> None:
     with pytest.raises(Exception, match="EXPORTD_SECRET_REG, which is not set"):
         RegistrySchemas(registry, environ={})
     schemas.check_avro_schema(SCHEMA)
+
+
+def test_json_schema_patterns_run_in_linear_time() -> None:
+    """A registry's JSON schema is data: its `pattern` keywords are matched by RE2, so a
+    hostile one cannot hold a worker (Python's re takes seconds on 30 characters of this)."""
+    decode = schemas.json_schema_decoder(json.dumps({
+        "type": "object",
+        "properties": {"s": {"type": "string", "pattern": "^(a+)+$"}},
+        "patternProperties": {"^x-(a+)+$": {"type": "integer"}}}))
+    hostile = "a" * 5000 + "!"
+    with pytest.raises(RecordError, match="does not match"):
+        decode(json.dumps({"s": hostile}).encode())
+    assert decode(json.dumps({"s": "aaa", "x-aa": 1}).encode())["s"] == "aaa"
+    with pytest.raises(RecordError, match="is not of type 'integer'"):
+        decode(json.dumps({"x-" + "a" * 5000: "no"}).encode())
+    backref = schemas.json_schema_decoder(json.dumps({"type": "string", "pattern": "(a)\\1"}))
+    with pytest.raises(RecordError, match="backreference"):
+        backref(b'"aa"')
