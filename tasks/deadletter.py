@@ -177,14 +177,20 @@ def _kafka_error(exc: KafkaException) -> KafkaError:
 
 def _flushed(producer: Producer, timeout: float) -> int:
     """`producer.flush(timeout)`. A fatal error (a fenced producer) raised while delivery
-    callbacks run comes out of confluent-kafka as a SystemError caused by the KafkaException:
-    raise that instead."""
+    callbacks run comes out of confluent-kafka as a SystemError, caused by the KafkaException
+    (raised instead) or with no cause at all: then the producer's own state says what broke —
+    an abort raises the fatal error; if the abort works, the write is retryable."""
     try:
         return producer.flush(timeout)
     except SystemError as exc:
         if isinstance(exc.__cause__, KafkaException):
             raise exc.__cause__ from None
-        raise
+        try:
+            producer.abort_transaction(CALL_TIMEOUT)
+        except KafkaException as state:
+            raise state from None
+        raise SinkError(f"flush of dead letters failed ({exc}); transaction aborted",
+                        retryable=True) from None
 
 
 class _Abort(Exception):
@@ -213,7 +219,7 @@ class KafkaDeadLetter:
             ("source_partition", str(partition).encode())]
         # Made on the first dead letter (`_prepare`).
         self._producer: Producer | None = None
-        self._marks_reader: Consumer | None = None
+        self._group_metadata: object = None   # of the marks' group, for the transactions
         self.marks: Marks | None = None
         self.limit = 0
         self._cut: int | None = None       # a lower value budget after a "too large" refusal
@@ -248,9 +254,6 @@ class KafkaDeadLetter:
                 "transactional.id": dlq_transactional_id(self.task_id),
                 "enable.idempotence": True, "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS}
             self._producer = Producer(config)
-            self._marks_reader = Consumer({
-                **self._extra, "group.id": self.group, "client.id": f"{self.task_id}-dlq",
-                "enable.auto.commit": False, "isolation.level": "read_committed"})
         if not self._initialised:
             self.fence.check("dead letter")   # init fences the previous owner: a side effect
             try:
@@ -258,13 +261,20 @@ class KafkaDeadLetter:
             except KafkaException as exc:
                 raise self._failed("init_transactions", _kafka_error(exc)) from exc
             self._initialised = True
-        assert self._marks_reader is not None
+        # A consumer of the marks' group only long enough to read them and take its group
+        # metadata (a serialised copy, valid after close): no client threads kept per task.
+        reader = Consumer({**self._extra, "group.id": self.group,
+                           "client.id": f"{self.task_id}-dlq", "enable.auto.commit": False,
+                           "isolation.level": "read_committed"})
         try:
-            [stored] = self._marks_reader.committed(
+            [stored] = reader.committed(
                 [TopicPartition(self.source_topic, self.partition)], timeout=CALL_TIMEOUT)
             error = stored.error
+            self._group_metadata = reader.consumer_group_metadata()
         except KafkaException as exc:
             error = _kafka_error(exc)
+        finally:
+            reader.close()
         if error is not None:   # never guessed as "none written": that would repeat them
             raise SinkError(f"reading the dead-letter marks of {self.task_id} "
                             f"(group {self.group}) failed: {error}", retryable=True)
@@ -364,11 +374,11 @@ class KafkaDeadLetter:
         self._cut = halved(self._cut if self._cut is not None else self.limit)
 
     def _store(self, marks: Marks) -> None:
-        assert self._producer is not None and self._marks_reader is not None
+        assert self._producer is not None
         self._producer.send_offsets_to_transaction(
             [TopicPartition(self.source_topic, self.partition, max(marks.transform, marks.sink),
                             metadata=marks.metadata())],
-            self._marks_reader.consumer_group_metadata(), CALL_TIMEOUT)
+            self._group_metadata, CALL_TIMEOUT)
 
     def _commit(self) -> None:
         assert self._producer is not None
@@ -425,9 +435,6 @@ class KafkaDeadLetter:
         try:
             given_up = self._gone is not None
             self._gone = SinkError(f"dead letters of {self.task_id} are closed", retryable=False)
-            if self._marks_reader is not None:
-                self._marks_reader.close()
-                self._marks_reader = None
             if self._producer is not None and not given_up:
                 self._producer.close()
             # A producer given up (fenced, broken) is only dropped: its close would try to
