@@ -211,9 +211,13 @@ class _Group:
                 heapq.heappush(sources, (-self.per_size(s), rank[s], s))
             if count[t] < share[t] - EPS:
                 heapq.heappush(targets, (self.per_size(t), rank[t], t))
-        if final:
-            waiting = budget <= 0 and not redirect_only and any(
-                count[t] < share[t] - EPS for _, _, t in targets)
+        if final and redirect_only:
+            if any(count[t] < share[t] / 2.0 - EPS for t in starved):
+                self.notes.setdefault(self.placer.group, []).append(
+                    "count balance waits for the next round: this round places the tasks of a "
+                    "lost server (evacuation), and nothing else moves in that round")
+        elif final:
+            waiting = budget <= 0 and any(count[t] < share[t] - EPS for _, _, t in targets)
             self.note(starved, received, blocked, waiting)
         return budget
 
