@@ -63,6 +63,7 @@ from tasks.sinks.kafka import (
     FENCED_CODES,
     TRANSACTION_TIMEOUT_MS,
     Failure,
+    flushed,
     kind_of,
 )
 from tasks.transforms.batch import DeadRecord
@@ -173,24 +174,6 @@ def _int_or_none(value: object) -> int | None:
 def _kafka_error(exc: KafkaException) -> KafkaError:
     err = exc.args[0] if exc.args else None
     return err if isinstance(err, KafkaError) else KafkaError(KafkaError._FAIL, str(exc))
-
-
-def _flushed(producer: Producer, timeout: float) -> int:
-    """`producer.flush(timeout)`. A fatal error (a fenced producer) raised while delivery
-    callbacks run comes out of confluent-kafka as a SystemError, caused by the KafkaException
-    (raised instead) or with no cause at all: then the producer's own state says what broke —
-    an abort raises the fatal error; if the abort works, the write is retryable."""
-    try:
-        return producer.flush(timeout)
-    except SystemError as exc:
-        if isinstance(exc.__cause__, KafkaException):
-            raise exc.__cause__ from None
-        try:
-            producer.abort_transaction(CALL_TIMEOUT)
-        except KafkaException as state:
-            raise state from None
-        raise SinkError(f"flush of dead letters failed ({exc}); transaction aborted",
-                        retryable=True) from None
 
 
 class _Abort(Exception):
@@ -356,7 +339,7 @@ class KafkaDeadLetter:
                 raise _Abort(SinkError(f"producer queue for {self.topic} stayed full",
                                        retryable=True))
         deadline = time.monotonic() + FLUSH_TIMEOUT
-        while _flushed(self._producer, 1.0) > 0:
+        while flushed(self._producer, 1.0) > 0:
             if time.monotonic() > deadline:
                 raise _Abort(SinkError(f"flush to dead-letter topic {self.topic} timed out",
                                        retryable=True))

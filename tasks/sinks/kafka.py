@@ -97,6 +97,25 @@ def kind_of(err: KafkaError) -> Failure:
                         abortable=err.txn_requires_abort())
 
 
+def flushed(producer: Producer, timeout: float) -> int:
+    """`producer.flush(timeout)` of a transactional producer (here and tasks/deadletter.py). A
+    fatal error (a fenced producer) raised while delivery callbacks run comes out of
+    confluent-kafka as a SystemError, caused by the KafkaException (raised instead) or with no
+    cause at all: then the producer's own state says what broke — an abort raises the fatal
+    error; if the abort works, the write is retryable."""
+    try:
+        return producer.flush(timeout)
+    except SystemError as exc:
+        if isinstance(exc.__cause__, KafkaException):
+            raise exc.__cause__ from None
+        try:
+            producer.abort_transaction(CALL_TIMEOUT)
+        except KafkaException as state:
+            raise state from None
+        raise SinkError(f"flush failed ({exc}); transaction aborted",
+                        retryable=True) from None
+
+
 def _value(item: object) -> bytes:
     return item if isinstance(item, bytes) else repr(item).encode()
 
@@ -251,7 +270,7 @@ class KafkaSinkWriter:
                 raise _Broken(SinkError(f"producer queue for {self.topic} stayed full",
                                         retryable=True))
         deadline = time.monotonic() + FLUSH_TIMEOUT
-        while self._producer.flush(1.0) > 0:
+        while flushed(self._producer, 1.0) > 0:
             if time.monotonic() > deadline:
                 raise _Broken(SinkError(f"flush to {self.topic} timed out", retryable=True))
         if self._errors:
