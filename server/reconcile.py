@@ -26,8 +26,10 @@ T = TypeVar("T")
 
 ACTIVE = frozenset({TaskState.STARTING, TaskState.RUNNING})
 # A task that fails again and again waits restart_backoff, then twice that, ... up to this many
-# doublings (5 s: 10, 20, ... 320 s); a run that lasted STABLE_RUN_S starts the count again.
-RESTART_DOUBLINGS = 6
+# doublings (5 s: 10, 20, 40, 80 s): bounded so that tasks that failed through a long outage (a
+# broker away) start again at most 80 s after its end. A run that lasted STABLE_RUN_S
+# starts the count again.
+RESTART_DOUBLINGS = 4
 STABLE_RUN_S = 600.0
 
 
