@@ -58,6 +58,8 @@ from tasks.transforms.batch import (
     transform_batch,
 )
 
+# How long a stop waits for its cancelled stages to end before it logs them and goes on.
+STOP_WAIT_S = 30.0
 # A task's pull waits at most this long for the host's pipeline share before it reads on.
 PIPELINE_WAIT_S = 5.0
 T = TypeVar("T")
@@ -93,6 +95,7 @@ class PipelineRunner:
                  fence: WorkerFence | None = None, share: Share | None = None,
                  budget: MemoryBudget | None = None) -> None:
         self._task_id, self._generation = task_id, generation
+        self._halting = False
         # The host's memory budget: consumed batches count in its pipeline share until the push
         # stage has them in a chunk (`_held`, oldest first), and the pull waits while it is full.
         self.budget = budget
@@ -175,8 +178,9 @@ class PipelineRunner:
         self._batcher = Batcher(self.limits, start, self.body_factory, cut_at=cut_at,
                                 hold_empty=self.sink.chained)
         self._tasks = []
-        for stage in (self._pull(), self._transform(), self._collect(), self._push()):
-            task = asyncio.create_task(stage)
+        for name, stage in (("pull", self._pull()), ("transform", self._transform()),
+                            ("collect", self._collect()), ("push", self._push())):
+            task = asyncio.create_task(stage, name=f"{self.task_id}:{name}")
             task.add_done_callback(self._stage_done)
             self._tasks.append(task)
 
@@ -195,7 +199,7 @@ class PipelineRunner:
         stages = [*self._tasks, *([self._delivery] if self._delivery is not None else [])]
         for task in stages:
             task.cancel()
-        await asyncio.gather(*stages, return_exceptions=True)
+        await self._settle(stages, "stages, to re-read")
         self._cancel_inflight()
         self._delivery = None
         if self._batcher is not None:  # after whatever the push thread is still adding to it
@@ -207,6 +211,7 @@ class PipelineRunner:
         self._start_stages(offset, cut_at)
 
     async def stop(self, *, drain: bool = True) -> None:
+        self._halting = True   # no re-read starts from here on (_stage_done)
         if self._tasks and drain and self._state == TaskState.RUNNING:
             self._state = TaskState.DRAINING
             self._abort_at = time.monotonic() + self.drain_timeout
@@ -216,17 +221,27 @@ class PipelineRunner:
                 await asyncio.wait_for(asyncio.shield(push), self.drain_timeout + 5)
         if self._resync is not None:
             self._resync.cancel()
-            await asyncio.gather(self._resync, return_exceptions=True)
+            await self._settle([self._resync], "resync")
         stages = [*self._tasks, *([self._delivery] if self._delivery is not None else [])]
         for task in stages:
             task.cancel()
-        await asyncio.gather(*stages, return_exceptions=True)
+        await self._settle(stages, "stages")
         self._cancel_inflight()
         await self._close()
         if self._state != TaskState.FAILED:
             self._state = TaskState.STOPPED
         self.log.info("task stopped", drain=drain, committed=self.meter.committed_offset,
                       state=str(self._state))
+
+    async def _settle(self, tasks: list[asyncio.Task[None]], what: str) -> None:
+        """Wait for cancelled tasks to end, at most STOP_WAIT_S: a stop must end, and one that
+        cannot is logged with what did not stop (a bug to find, not a hang to sit through)."""
+        if not tasks:
+            return
+        _done, stuck = await asyncio.wait(tasks, timeout=STOP_WAIT_S)
+        if stuck:
+            self.log.error("stop_stuck", what=what,
+                           stuck=[f"{t.get_name()}: {t.get_coro()}" for t in stuck])
 
     async def _close(self) -> None:
         if self._closed:
@@ -254,6 +269,8 @@ class PipelineRunner:
             return
         exc = task.exception()
         if isinstance(exc, _Resync):
+            if self._halting:
+                return
             if self._resync is None or self._resync.done():
                 self._resync = asyncio.create_task(self._restart_at(exc.offset, exc.cut_at))
                 self._resync.add_done_callback(self._stage_done)
