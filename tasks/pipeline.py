@@ -96,6 +96,8 @@ class PipelineRunner:
                  budget: MemoryBudget | None = None) -> None:
         self._task_id, self._generation = task_id, generation
         self._halting = False
+        # Set while the stages are being cancelled (_cancel_point).
+        self._cancelling = False
         # The host's memory budget: consumed batches count in its pipeline share until the push
         # stage has them in a chunk (`_held`, oldest first), and the pull waits while it is full.
         self.budget = budget
@@ -197,9 +199,11 @@ class PipelineRunner:
         """
         self.log.info("continuing after another owner's object", offset=offset)
         stages = [*self._tasks, *([self._delivery] if self._delivery is not None else [])]
+        self._cancelling = True
         for task in stages:
             task.cancel()
         await self._settle(stages, "stages, to re-read")
+        self._cancelling = False
         self._cancel_inflight()
         self._delivery = None
         if self._batcher is not None:  # after whatever the push thread is still adding to it
@@ -223,6 +227,7 @@ class PipelineRunner:
             self._resync.cancel()
             await self._settle([self._resync], "resync")
         stages = [*self._tasks, *([self._delivery] if self._delivery is not None else [])]
+        self._cancelling = True
         for task in stages:
             task.cancel()
         await self._settle(stages, "stages")
@@ -232,6 +237,13 @@ class PipelineRunner:
             self._state = TaskState.STOPPED
         self.log.info("task stopped", drain=drain, committed=self.meter.committed_offset,
                       state=str(self._state))
+
+    def _cancel_point(self) -> None:
+        """Python 3.11's asyncio.wait_for can swallow a cancellation that arrives as its inner
+        wait completes (fixed in 3.12): a stage loop built on it would then run on after its
+        stop. The loops call this each turn (at least once a second) and end."""
+        if self._cancelling:
+            raise asyncio.CancelledError
 
     async def _settle(self, tasks: list[asyncio.Task[None]], what: str) -> None:
         """Wait for cancelled tasks to end, at most STOP_WAIT_S: a stop must end, and one that
@@ -330,6 +342,7 @@ class PipelineRunner:
 
     async def _pull(self) -> None:
         while not self._stopping.is_set():
+            self._cancel_point()
             allowance = await self._rate_limited()
             if self._stopping.is_set():
                 break
@@ -399,6 +412,7 @@ class PipelineRunner:
         batcher = self._batcher
         tick = min(1.0, (self.limits.max_seconds or 4.0) / 4)
         while True:
+            self._cancel_point()
             try:
                 item = await asyncio.wait_for(self._q_done.get(), timeout=tick)
             except TimeoutError:
