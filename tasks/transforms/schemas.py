@@ -131,51 +131,56 @@ def avro_decoder(schema_text: str, *, bytes_as_text: bool = True) -> Decode:
 
 # --- JSON Schema ----------------------------------------------------------------------------------
 
-def _re2_pattern(patterns: dict[str, Callable[[str], bool]]) -> Callable[..., Any]:
-    """JSON Schema's `pattern` keyword matched by RE2, in linear time: a schema from the
+class _Patterns:
+    """A schema's regexes compiled with RE2 once each, in linear time: a schema from the
     registry is data, and Python's `re` would backtrack on a hostile pattern."""
-    def pattern(validator: Any, regex: str, instance: Any, _schema: Any) -> Any:
+
+    def __init__(self) -> None:
+        self._compiled: dict[str, Callable[[str], bool] | str] = {}
+
+    def matcher(self, regex: str) -> Callable[[str], bool] | str:
+        """The predicate, or why RE2 cannot run the pattern."""
+        found = self._compiled.get(regex)
+        if found is None:
+            try:
+                found = compile_search(regex)
+            except ValueError as exc:
+                found = f"the schema's {exc}"
+            self._compiled[regex] = found
+        return found
+
+    def pattern(self, validator: Any, regex: str, instance: Any, _schema: Any) -> Any:
+        """JSON Schema's `pattern` keyword."""
         if not validator.is_type(instance, "string"):
             return
-        matches = patterns.get(regex)
-        if matches is None:
-            try:
-                matches = patterns[regex] = compile_search(regex)
-            except ValueError as exc:
-                yield jsonschema.ValidationError(f"the schema's {exc}")
-                return
-        if not matches(instance):
+        matches = self.matcher(regex)
+        if isinstance(matches, str):
+            yield jsonschema.ValidationError(matches)
+        elif not matches(instance):
             yield jsonschema.ValidationError(f"{instance!r} does not match {regex!r}")
-    return pattern
 
-
-def _re2_pattern_properties(patterns: dict[str, Callable[[str], bool]]) -> Callable[..., Any]:
-    def pattern_properties(validator: Any, properties: dict[str, Any], instance: Any,
+    def pattern_properties(self, validator: Any, properties: dict[str, Any], instance: Any,
                            _schema: Any) -> Any:
+        """JSON Schema's `patternProperties` keyword."""
         if not validator.is_type(instance, "object"):
             return
         for regex, subschema in properties.items():
-            matches = patterns.get(regex)
-            if matches is None:
-                try:
-                    matches = patterns[regex] = compile_search(regex)
-                except ValueError as exc:
-                    yield jsonschema.ValidationError(f"the schema's {exc}")
-                    continue
+            matches = self.matcher(regex)
+            if isinstance(matches, str):
+                yield jsonschema.ValidationError(matches)
+                continue
             for key, value in instance.items():
                 if matches(key):
                     yield from validator.descend(value, subschema, path=key, schema_path=regex)
-    return pattern_properties
 
 
 def json_schema_decoder(schema_text: str) -> Decode:
     """Parse one JSON payload and check it against its schema (regex keywords by RE2)."""
     schema = json.loads(schema_text)
-    patterns: dict[str, Callable[[str], bool]] = {}
+    patterns = _Patterns()
     validator_class = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
         jsonschema.validators.validator_for(schema),
-        {"pattern": _re2_pattern(patterns),
-         "patternProperties": _re2_pattern_properties(patterns)})
+        {"pattern": patterns.pattern, "patternProperties": patterns.pattern_properties})
     validator = validator_class(schema)
 
     def decode(payload: bytes) -> Any:
