@@ -22,6 +22,7 @@ from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from tasks.pipeline import PipelineRunner
 from tests.integration.pipeline.kit import (
     create_topic,
     environment,
@@ -81,6 +82,27 @@ def _avro_values(url: str, topic: str, n: int) -> tuple[list[bytes], list[dict[s
     return values, expected
 
 
+async def _export(kafka: str, s3: str, tmp_path: Path, topic: str, values: list[bytes],
+                  parse: dict[str, Any], *, end: int | None = None,
+                  **spec: Any) -> tuple[dict[str, bytes], list[dict[str, Any]], PipelineRunner]:
+    """Produce `values`, export them to a new bucket with this parse step (dead letters to
+    files), run until committed (to `end`, default every value); the objects, the dead
+    letters and the runner."""
+    produce(kafka, topic, values)
+    bucket = new_bucket(s3)
+    dlq = tmp_path / "dlq"
+    r = runner(environment(kafka, tmp_path, s3),
+               job(topic, {"type": "s3", "bucket": bucket, "prefix": "x"},
+                   transform={"parse": parse},
+                   dead_letter={"type": "file", "directory": str(dlq)}, **spec))
+    await run_until_committed(r, len(values), end=end)
+    return s3_objects(s3, bucket), _dead_lines(dlq), r
+
+
+def _dead_lines(dlq: Path) -> list[dict[str, Any]]:
+    return lines(p.read_bytes() for p in dlq.rglob("*.ndjson"))
+
+
 async def test_avro_versions_interleaved_export_every_field(
         kafka: str, s3: str, registry: str, tmp_path: Path) -> None:
     topic = create_topic(kafka, unique("avro"))
@@ -88,18 +110,12 @@ async def test_avro_versions_interleaved_export_every_field(
     # A schema id the registry never issued, and a value that is not in the wire format.
     values[100] = b"\x00\x00\x0f\x42\x40" + values[100][5:]
     values[200] = b"{\"id\": 200}"
-    produce(kafka, topic, values)
-    bucket = new_bucket(s3)
-    dlq = tmp_path / "dlq"
-    spec = job(topic, {"type": "s3", "bucket": bucket, "prefix": "o"},
-               transform={"parse": {"format": "avro", "registry": {"url": registry}}},
-               dead_letter={"type": "file", "directory": str(dlq)})
-    r = runner(environment(kafka, tmp_path, s3), spec)
-    await run_until_committed(r, 300)
+    files, dead_letters, r = await _export(kafka, s3, tmp_path, topic, values,
+                                           {"format": "avro", "registry": {"url": registry}})
 
-    got = sorted(lines(s3_objects(s3, bucket).values()), key=lambda rec: rec["id"])
+    got = sorted(lines(files.values()), key=lambda rec: rec["id"])
     assert got == [want for i, want in enumerate(expected) if i not in (100, 200)]
-    dead = {d["offset"]: d["reason"] for d in lines(p.read_bytes() for p in dlq.rglob("*.ndjson"))}
+    dead = {d["offset"]: d["reason"] for d in dead_letters}
     assert set(dead) == {100, 200}
     assert "schema id 1000000 is unknown to the registry" in dead[100]
     assert "not in the schema registry wire format" in dead[200]
@@ -118,17 +134,12 @@ async def test_json_schema_values_are_checked_against_their_schema(
     values = [serialize({"id": i, "page": f"/p/{i}"}, ctx) or b"" for i in range(50)]
     # Registered header, payload the schema refuses (id is a string).
     values[7] = values[7][:5] + b'{"id": "seven"}'
-    produce(kafka, topic, values)
-    bucket = new_bucket(s3)
-    dlq = tmp_path / "dlq"
-    spec = job(topic, {"type": "s3", "bucket": bucket, "prefix": "c"},
-               transform={"parse": {"format": "json_schema", "registry": {"url": registry}}},
-               dead_letter={"type": "file", "directory": str(dlq)})
-    r = runner(environment(kafka, tmp_path, s3), spec)
-    await run_until_committed(r, 50)
-    got = sorted(rec["id"] for rec in lines(s3_objects(s3, bucket).values()))
+    files, dead_letters, _ = await _export(
+        kafka, s3, tmp_path, topic, values,
+        {"format": "json_schema", "registry": {"url": registry}})
+    got = sorted(rec["id"] for rec in lines(files.values()))
     assert got == [i for i in range(50) if i != 7]
-    (dead,) = lines(p.read_bytes() for p in dlq.rglob("*.ndjson"))
+    (dead,) = dead_letters
     assert dead["offset"] == 7 and "does not match its JSON schema at id" in dead["reason"]
 
 
@@ -136,18 +147,12 @@ async def test_an_unreachable_registry_dead_letters_and_the_task_goes_on(
         kafka: str, s3: str, registry: str, tmp_path: Path) -> None:
     topic = create_topic(kafka, unique("avro-down"))
     values, _ = _avro_values(registry, topic, 30)
-    produce(kafka, topic, values)
-    bucket = new_bucket(s3)
-    dlq = tmp_path / "dlq"
     down = f"http://127.0.0.1:{free_port()}/apis/ccompat/v7"   # nothing listens there
-    spec = job(topic, {"type": "s3", "bucket": bucket, "prefix": "d"},
-               transform={"parse": {"format": "avro", "registry": {"url": down, "timeout": 1}}},
-               dead_letter={"type": "file", "directory": str(dlq)})
-    r = runner(environment(kafka, tmp_path, s3), spec)
     # Nothing reached S3, so nothing is committed yet: an S3 chunk closes only with a record in
     # it (its key is its start offset; docs/architecture/pipeline.md).
-    await run_until_committed(r, 30, end=0)
-    dead = lines(p.read_bytes() for p in dlq.rglob("*.ndjson"))
+    _files, dead, _ = await _export(kafka, s3, tmp_path, topic, values,
+                                 {"format": "avro", "registry": {"url": down, "timeout": 1}},
+                                 end=0)
     assert sorted(d["offset"] for d in dead) == list(range(30))
     assert all("schema registry unreachable" in d["reason"] for d in dead)
 
@@ -159,16 +164,11 @@ async def test_avro_versions_export_to_typed_files_nothing_dropped(
     every field of every version is a typed column, read back record for record."""
     topic = create_topic(kafka, unique(f"avro-{file_type}"))
     values, _ = _avro_values(registry, topic, 120)
-    produce(kafka, topic, values)
-    bucket = new_bucket(s3)
-    spec = job(topic, {"type": "s3", "bucket": bucket, "prefix": "t"},
-               transform={"parse": {"format": "avro", "registry": {"url": registry}}},
-               format={"type": file_type, "compression": "zstd"},
-               rotation={"max_records": 40})
-    r = runner(environment(kafka, tmp_path, s3), spec)
-    await run_until_committed(r, 120)
+    files, _dead, _ = await _export(kafka, s3, tmp_path, topic, values,
+                                 {"format": "avro", "registry": {"url": registry}},
+                                 format={"type": file_type, "compression": "zstd"},
+                                 rotation={"max_records": 40})
 
-    files = s3_objects(s3, bucket)
     assert len(files) == 3 and all(key.endswith(f".{file_type}") for key in files)
     got: list[dict[str, Any]] = []
     for body in files.values():
@@ -249,20 +249,15 @@ async def test_protobuf_values_of_two_versions_and_a_nested_type(
         assert raw is not None
         values.append(raw)
     values[59] = values[59][:5] + b"\x00\xff\xff"   # an index path then a broken message
-    produce(kafka, topic, values)
-    bucket = new_bucket(s3)
-    dlq = tmp_path / "dlq"
-    spec = job(topic, {"type": "s3", "bucket": bucket, "prefix": "p"},
-               transform={"parse": {"format": "protobuf", "registry": {"url": registry}}},
-               dead_letter={"type": "file", "directory": str(dlq)})
-    r = runner(environment(kafka, tmp_path, s3), spec)
-    await run_until_committed(r, 60)
-    got = lines(s3_objects(s3, bucket).values())
+    files, dead_letters, _ = await _export(
+        kafka, s3, tmp_path, topic, values,
+        {"format": "protobuf", "registry": {"url": registry}})
+    got = lines(files.values())
     orders = sorted((rec for rec in got if "id" in rec), key=lambda rec: int(rec["id"]))
     assert orders[0] == {"id": 0, "status": "PAID", "tags": ["a", "0"], "blob": "AP8="}
     assert orders[1] == {"id": 1, "status": "NEW", "tags": [], "blob": "", "note": "n1"}
     assert [rec["id"] for rec in orders] == [i for i in range(60) if i % 3 != 2]
     assert sorted(rec["sku"] for rec in got if "sku" in rec) == sorted(
         f"sku-{i}" for i in range(60) if i % 3 == 2 and i != 59)
-    (dead,) = lines(p.read_bytes() for p in dlq.rglob("*.ndjson"))
+    (dead,) = dead_letters
     assert dead["offset"] == 59 and "does not decode as exportd.test.Order:" in dead["reason"]
