@@ -10,6 +10,7 @@ JMESPath expressions and regexes are compiled at validation time, sizes must be 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -22,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from tasks.errors import ValidationError
+from tasks.errors import ConfigError, ValidationError
 from tasks.expressions import check_jmespath, compile_regex, compile_topic_pattern
 from tasks.settings import Duration
 
@@ -35,6 +36,21 @@ TOPIC = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 # nor shown by the API. Only that prefix: a job may not send a server's other variables away.
 SECRET_REF = re.compile(r"\$\{([^}]*)\}")
 SECRET_VAR = re.compile(r"^env:(EXPORTD_SECRET_[A-Z0-9_]+)$")
+
+
+def resolve_secret_refs(text: str, environ: Mapping[str, str], *, what: str,
+                        **context: str) -> str:
+    """`text` with every `${env:EXPORTD_SECRET_...}` replaced from `environ` (the spec's
+    validators let no other reference through); ConfigError naming `what` and the variable when
+    one is not set on this server."""
+    def secret(ref: re.Match[str]) -> str:
+        var = SECRET_VAR.match(ref[1])
+        assert var is not None
+        if var[1] not in environ:
+            raise ConfigError(f"{what} refers to {var[1]}, which is not set on this server",
+                              **context, variable=var[1])
+        return environ[var[1]]
+    return SECRET_REF.sub(secret, text)
 
 
 class SpecModel(BaseModel):

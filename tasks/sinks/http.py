@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import functools
 import os
-import re
 import socket
 from collections.abc import Mapping, Sequence
 
@@ -39,11 +37,11 @@ from aiohttp.resolver import DefaultResolver
 
 from tasks.batching import Chunk
 from tasks.egress import IpNetwork, address_allowed
-from tasks.errors import ConfigError, SinkError
+from tasks.errors import SinkError
 from tasks.fence import WorkerFence
 from tasks.formats import content_encoding, content_type, render_file
 from tasks.sinks.base import CpuClock, backoff_delay, rejected
-from tasks.spec import SECRET_REF, SECRET_VAR, Format, HttpSink
+from tasks.spec import Format, HttpSink, resolve_secret_refs
 from tasks.transforms.batch import DeadRecord
 
 RETRY_STATUSES = frozenset({408, 425, 429})
@@ -52,17 +50,8 @@ RETRY_STATUSES = frozenset({408, 425, 429})
 def resolve_headers(headers: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
     """The headers with every `${env:EXPORTD_SECRET_...}` replaced from `environ` (the spec
     allows no other reference); ConfigError naming the header and variable if one is unset."""
-    return {name: SECRET_REF.sub(functools.partial(_secret, name, environ), text)
+    return {name: resolve_secret_refs(text, environ, what=f"HTTP header {name}", header=name)
             for name, text in headers.items()}
-
-
-def _secret(header: str, environ: Mapping[str, str], ref: re.Match[str]) -> str:
-    var = SECRET_VAR.match(ref[1])
-    assert var is not None  # the spec's validator let only these through
-    if var[1] not in environ:
-        raise ConfigError(f"HTTP header {header} refers to {var[1]}, which is not set on this "
-                          "server", header=header, variable=var[1])
-    return environ[var[1]]
 
 
 class EgressDenied(OSError):

@@ -39,9 +39,9 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from tasks.egress import IpNetwork, address_allowed
-from tasks.errors import ConfigError, RecordError
+from tasks.errors import RecordError
 from tasks.expressions import compile_search
-from tasks.spec import SECRET_REF, SECRET_VAR, Parse, Registry
+from tasks.spec import Parse, Registry, resolve_secret_refs
 from tasks.transforms.parsers import parse_json
 from tasks.transforms.protobuf import protobuf_decoder
 
@@ -220,7 +220,9 @@ class RegistrySchemas:
                                 "max.retries": 1, "cache.capacity": registry.cache_size}
         if registry.username is not None:
             conf["basic.auth.user.info"] = (
-                f"{registry.username}:{_secret(registry.password, environ or os.environ)}")
+                f"{registry.username}:" + resolve_secret_refs(
+                    registry.password or "", environ or os.environ,
+                    what="parse.registry.password"))
         self._client = SchemaRegistryClient(conf)
         self._lock = threading.Lock()
         self._compiled: OrderedDict[int, tuple[str, Decode]] = OrderedDict()
@@ -295,18 +297,6 @@ class RegistrySchemas:
         if refused:
             raise RecordError(f"schema registry {host} resolves to {refused[0]}, which this "
                               "server's egress rules refuse (egress.http_allow_networks)")
-
-
-def _secret(reference: str | None, environ: Mapping[str, str]) -> str:
-    if reference is None:
-        return ""
-    ref = SECRET_REF.fullmatch(reference)
-    var = SECRET_VAR.match(ref[1]) if ref else None
-    assert var is not None  # the spec's validator let only references through
-    if var[1] not in environ:
-        raise ConfigError(f"parse.registry.password refers to {var[1]}, which is not set on "
-                          "this server", variable=var[1])
-    return environ[var[1]]
 
 
 # One per registry (and login) per worker process, shared by its tasks.
