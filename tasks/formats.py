@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import zlib
@@ -300,7 +301,7 @@ def avro_schema_of(arrow_schema: Any) -> dict[str, Any]:
     optional (["null", T], default null), nested objects as records, lists as arrays."""
     import pyarrow as pa
 
-    names = iter(range(1, 1 << 30))
+    names = itertools.count(1)
 
     def avro_type(arrow_type: Any) -> Any:
         if pa.types.is_boolean(arrow_type):
