@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 
 GC_THRESHOLDS = (50_000, 20, 100)
@@ -27,7 +28,10 @@ MALLOC_ARENAS = 2          # M_ARENA_MAX (0: glibc's default, 8 x cores); measur
 _M_ARENA_MAX = -8          # mallopt parameter (malloc.h)
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
+    """The C library, looked up once: find_library runs ldconfig, and a worker trims every
+    TRIM_PERIOD_S."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     except OSError:
