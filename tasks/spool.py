@@ -214,8 +214,7 @@ class MemoryBudget:
         still is. Counted as a pause of the task's source."""
         if not policy.spill_full(self.spilled, self.spill_limit):
             return True
-        self._add(_PAUSED, 1)
-        self._add(_PAUSES_TOTAL, 1)
+        self.paused_by(1)
         try:
             deadline = time.monotonic() + timeout
             delay = 0.005
@@ -226,7 +225,7 @@ class MemoryBudget:
                 delay = min(delay * 2, 0.05)
             return True
         finally:
-            self._add(_PAUSED, -1)
+            self.paused_by(-1)
 
     # -- batches in the pipelines --------------------------------------------------------
 
