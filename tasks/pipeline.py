@@ -306,16 +306,17 @@ class PipelineRunner:
             throttle.waited(wait)
         return max(throttle.allowance(time.monotonic()), 1)
 
-    def _charge(self, polled: Polled) -> None:
-        if self.throttle is not None and polled.rows:
-            values = polled.rows.values
-            self.throttle.charge(len(values), sum(len(v) for v in values if v is not None),
-                                 time.monotonic())
-
-    def _hold(self, polled: Polled) -> None:
-        if self.budget is not None and polled.rows:
-            values = polled.rows.values
-            n = batch_bytes(sum(len(v) for v in values if v is not None), len(values))
+    def _account(self, polled: Polled) -> None:
+        """Charge a pulled batch to the rate limit and hold it in the host's budget: one pass
+        over its values for both (per batch, on the event loop)."""
+        if not polled.rows or (self.throttle is None and self.budget is None):
+            return
+        values = polled.rows.values
+        nbytes = sum(len(v) for v in values if v is not None)
+        if self.throttle is not None:
+            self.throttle.charge(len(values), nbytes, time.monotonic())
+        if self.budget is not None:
+            n = batch_bytes(nbytes, len(values))
             self._held.append(n)
             self.budget.hold_batch(n)
 
@@ -350,8 +351,7 @@ class PipelineRunner:
             if self._stopping.is_set():
                 break
             polled = await self._in_source_thread(self.source.poll, allowance)
-            self._charge(polled)
-            self._hold(polled)
+            self._account(polled)
             self.meter.read(polled.next_offset, polled.high, bool(polled.rows),
                             polled.unreachable)
             self.meter.cpu_total += polled.cpu_seconds
