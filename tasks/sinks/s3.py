@@ -210,8 +210,7 @@ class S3SinkWriter:
                 self._send(key, body.reader, body.size, chunk.end_offset, conditional)
         else:   # Parquet: rendered at close, from rows
             data = memoryview(render_file(self.fmt, chunk.items))
-            self._send(key, lambda start, n: BodyRange(data[start:start + n]),  # type: ignore[arg-type, return-value]
-                       len(data), chunk.end_offset, conditional)
+            self._send(key, _opener(data), len(data), chunk.end_offset, conditional)
 
     def _send(self, key: str, body: OpenRange, size: int, end_offset: int,
               conditional: bool) -> None:
