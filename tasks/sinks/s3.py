@@ -168,6 +168,13 @@ class S3SinkWriter:
             extra["StorageClass"] = spec.storage_class
         return extra
 
+    def _conditional(self) -> bool:
+        """Whether the store honours create-only writes, probed at the first write."""
+        if self._create_only is None:
+            self._create_only = conditional_writes(self.client, self.spec.bucket,
+                                                   self.spec.prefix)
+        return self._create_only
+
     def _condition(self, conditional: bool) -> dict[str, Any]:
         return {"IfNoneMatch": "*"} if conditional else {}
 
@@ -235,11 +242,9 @@ class S3SinkWriter:
     def _write(self, chunk: Chunk) -> None:
         key = self.key_for(chunk)
         try:
-            if self._create_only is None:
-                self._create_only = conditional_writes(self.client, self.spec.bucket,
-                                                       self.spec.prefix)
+            conditional = self._conditional()
             try:
-                self._upload(key, chunk, conditional=self._create_only)
+                self._upload(key, chunk, conditional=conditional)
             except botocore.exceptions.ClientError as exc:
                 code = _code(exc)
                 if code in _RACING_CODES:
@@ -266,10 +271,7 @@ class S3SinkWriter:
         claim = joined(self.spec.prefix, [claim_name(self.topic, self.partition,
                                                      chunk.start_offset)])
         try:
-            if self._create_only is None:
-                self._create_only = conditional_writes(self.client, self.spec.bucket,
-                                                       self.spec.prefix)
-            conditional = self._create_only
+            conditional = self._conditional()
             try:
                 self.fence.check("s3 claim")
                 self.client.put_object(Bucket=self.spec.bucket, Key=claim, Body=b"",
