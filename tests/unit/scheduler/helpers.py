@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import statistics
 from collections.abc import Iterable
 from dataclasses import replace
@@ -48,6 +49,16 @@ def apply(v: ClusterView, plan: Plan, advance: float = 0.0) -> ClusterView:
     over = {p.task for p in plan.placements} | {p.task for p in plan.pending}
     flights = tuple(f for f in v.in_flight if f.task not in over)
     return replace(v, tasks=tasks, in_flight=flights, now=v.now + advance)
+
+
+def kill_some(v: ClusterView, seed: int, share: float = 0.2) -> tuple[set[str], ClusterView]:
+    """The ids of a random `share` of the live servers (drawn from `seed`), and `v` with them
+    dead."""
+    rng = random.Random(seed)
+    doomed = {s.id for s in v.servers if s.alive and rng.random() < share}
+    dead = replace(v, servers=tuple(replace(s, alive=False) if s.id in doomed else s
+                                    for s in v.servers))
+    return doomed, dead
 
 
 def handoff(v: ClusterView, plan: Plan, advance: float = 0.0) -> ClusterView:

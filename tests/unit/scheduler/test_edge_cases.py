@@ -14,9 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import scheduler
-from scheduler import ClusterView, Config, MoveInFlight, Plan, Resources, Task
-from tests.unit.scheduler.helpers import MB, apply, srv, task, view
-from tests.unit.scheduler.test_properties import SLOW, Shape, build, check_safe, shapes
+from scheduler import ClusterView, MoveInFlight, Plan, Resources, Task
+from tests.unit.scheduler.helpers import MB, apply, kill_some, srv, task, view
+from tests.unit.scheduler.test_properties import GENEROUS, SLOW, Shape, build, check_safe, shapes
 
 # A number a person cannot read: seven or more digits before the point, or an exponent.
 _UNREADABLE = re.compile(r"\d{7,}|\d[eE][+-]?\d|inf|nan")
@@ -201,17 +201,13 @@ def test_losing_a_server_moves_no_task_that_was_not_on_it_in_the_same_plan() -> 
 @given(shapes(max_servers=80, max_tasks=2_000), st.integers(0, 2**32 - 1))
 def test_property_a_group_that_evacuates_moves_nothing_else_in_that_plan(
         shape: Shape, seed: int) -> None:
-    generous = Config(move_budget=100_000, drain_budget=100_000, cooldown_s=0.0)
-    v = build(shape, generous)
+    v = build(shape, GENEROUS)
     for _ in range(12):
         first = scheduler.plan(v)
         if first.is_empty():
             break
         v = apply(v, first)
-    rng = random.Random(seed)
-    doomed = {s.id for s in v.servers if s.alive and rng.random() < 0.2}
-    dead = replace(v, servers=tuple(replace(s, alive=False) if s.id in doomed else s
-                                    for s in v.servers))
+    doomed, dead = kill_some(v, seed)
     plan = scheduler.plan(dead)
     check_safe(dead, plan)
     group = {t.id: t.group for t in v.tasks}

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import scheduler
 from scheduler import ClusterView, Config, MoveInFlight, Plan, Resources, Server, Task
-from tests.unit.scheduler.helpers import apply
+from tests.unit.scheduler.helpers import apply, kill_some
 
 NOW = 100_000.0
 # Bounded so the whole directory stays well under a minute on a busy 2-core machine.
@@ -223,10 +223,7 @@ GENEROUS = Config(move_budget=100_000, drain_budget=100_000, cooldown_s=0.0)
 @given(shapes(max_servers=80, max_tasks=2_000), st.integers(0, 2**32 - 1))
 def test_property_evacuation_places_only_dead_servers_tasks(shape: Shape, seed: int) -> None:
     v = settle(build(shape, GENEROUS))
-    rng = random.Random(seed)
-    doomed = {s.id for s in v.servers if s.alive and rng.random() < 0.2}
-    dead = replace(v, servers=tuple(replace(s, alive=False) if s.id in doomed else s
-                                    for s in v.servers))
+    doomed, dead = kill_some(v, seed)
     plan = scheduler.plan(dead)
     check_safe(dead, plan)
     on_doomed = {t.id for t in v.tasks if t.server in doomed and not t.stopped}
