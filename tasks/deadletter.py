@@ -64,6 +64,7 @@ from tasks.sinks.kafka import (
     TRANSACTION_TIMEOUT_MS,
     Failure,
     flushed,
+    kafka_error,
     kind_of,
 )
 from tasks.transforms.batch import DeadRecord
@@ -171,11 +172,6 @@ def _int_or_none(value: object) -> int | None:
         return None
 
 
-def _kafka_error(exc: KafkaException) -> KafkaError:
-    err = exc.args[0] if exc.args else None
-    return err if isinstance(err, KafkaError) else KafkaError(KafkaError._FAIL, str(exc))
-
-
 class _Abort(Exception):
     """The transaction failed and is to be aborted; `error` is what to raise then."""
 
@@ -242,7 +238,7 @@ class KafkaDeadLetter:
             try:
                 self._producer.init_transactions(CALL_TIMEOUT)
             except KafkaException as exc:
-                raise self._failed("init_transactions", _kafka_error(exc)) from exc
+                raise self._failed("init_transactions", kafka_error(exc)) from exc
             self._initialised = True
         # A consumer of the marks' group only long enough to read them and take its group
         # metadata (a serialised copy, valid after close): no client threads kept per task.
@@ -255,7 +251,7 @@ class KafkaDeadLetter:
             error = stored.error
             self._group_metadata = reader.consumer_group_metadata()
         except KafkaException as exc:
-            error = _kafka_error(exc)
+            error = kafka_error(exc)
         finally:
             reader.close()
         if error is not None:   # never guessed as "none written": that would repeat them
@@ -284,7 +280,7 @@ class KafkaDeadLetter:
             try:
                 self._producer.begin_transaction()
             except KafkaException as exc:
-                raise self._failed("begin_transaction", _kafka_error(exc)) from exc
+                raise self._failed("begin_transaction", kafka_error(exc)) from exc
             try:
                 self._fill(due)
                 self._store(marks)
@@ -296,7 +292,7 @@ class KafkaDeadLetter:
                 self._abort()
                 raise failed.error from None
             except KafkaException as exc:
-                err = _kafka_error(exc)
+                err = kafka_error(exc)
                 if kind_of(err) is Failure.ABORT or kind_of(err) is Failure.RETRY:
                     self._abort()
                 raise self._failed("dead-letter transaction", err) from exc
@@ -330,11 +326,11 @@ class KafkaDeadLetter:
                 except BufferError:
                     self._producer.poll(0.05)
                 except KafkaException as exc:
-                    if _kafka_error(exc).code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                    if kafka_error(exc).code() != KafkaError.MSG_SIZE_TOO_LARGE:
                         raise
                     self._too_large()   # librdkafka's own check: our framing estimate was short
                     raise _Abort(SinkError(f"dead letter for {self.topic} too large: "
-                                           f"{_kafka_error(exc).str()}", retryable=True)) from exc
+                                           f"{kafka_error(exc).str()}", retryable=True)) from exc
             else:
                 raise _Abort(SinkError(f"producer queue for {self.topic} stayed full",
                                        retryable=True))
@@ -370,7 +366,7 @@ class KafkaDeadLetter:
                 self._producer.commit_transaction(CALL_TIMEOUT)
                 return
             except KafkaException as exc:
-                err = _kafka_error(exc)
+                err = kafka_error(exc)
                 if kind_of(err) is not Failure.RETRY:
                     if kind_of(err) is Failure.ABORT:
                         self._abort()
@@ -387,7 +383,7 @@ class KafkaDeadLetter:
                 self._producer.abort_transaction(CALL_TIMEOUT)
                 return
             except KafkaException as exc:
-                err = _kafka_error(exc)
+                err = kafka_error(exc)
                 if kind_of(err) is not Failure.RETRY or attempt == COMMIT_ATTEMPTS - 1:
                     raise self._give_up("abort_transaction", err) from exc
 

@@ -120,7 +120,8 @@ def _value(item: object) -> bytes:
     return item if isinstance(item, bytes) else repr(item).encode()
 
 
-def _error(exc: KafkaException) -> KafkaError:
+def kafka_error(exc: KafkaException) -> KafkaError:
+    """The KafkaError a KafkaException carries (a generic one if it carries none)."""
     err = exc.args[0] if exc.args else None
     return err if isinstance(err, KafkaError) else KafkaError(KafkaError._FAIL, str(exc))
 
@@ -189,7 +190,7 @@ class KafkaSinkWriter:
             try:
                 self._producer.init_transactions(CALL_TIMEOUT)
             except KafkaException as exc:
-                err = _error(exc)
+                err = kafka_error(exc)
                 if kind_of(err) is Failure.RETRY:
                     raise Unavailable(f"init_transactions for {self.task_id}: {err.str()}",
                                       task=self.task_id) from exc
@@ -213,7 +214,7 @@ class KafkaSinkWriter:
             try:
                 self._producer.begin_transaction()
             except KafkaException as exc:
-                raise self._failed("begin_transaction", _error(exc), begun=False) from exc
+                raise self._failed("begin_transaction", kafka_error(exc), begun=False) from exc
             try:
                 self._fill(chunk)
                 if self.commits_offsets:
@@ -229,7 +230,7 @@ class KafkaSinkWriter:
                 self._abort()
                 raise broken.error from None
             except KafkaException as exc:
-                raise self._failed("transaction", _error(exc), begun=True) from exc
+                raise self._failed("transaction", kafka_error(exc), begun=True) from exc
             self._commit()
 
     def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
@@ -288,7 +289,7 @@ class KafkaSinkWriter:
                 self._producer.commit_transaction(CALL_TIMEOUT)
                 return
             except KafkaException as exc:
-                err = _error(exc)
+                err = kafka_error(exc)
                 if kind_of(err) is not Failure.RETRY:
                     raise self._failed("commit_transaction", err, begun=True) from exc
                 if attempt == COMMIT_ATTEMPTS - 1:
@@ -316,7 +317,7 @@ class KafkaSinkWriter:
                 self._producer.abort_transaction(CALL_TIMEOUT)
                 return
             except KafkaException as exc:
-                err = _error(exc)
+                err = kafka_error(exc)
                 if kind_of(err) is not Failure.RETRY or attempt == COMMIT_ATTEMPTS - 1:
                     raise self._give_up("abort_transaction", err) from exc
 
