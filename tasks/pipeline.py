@@ -198,11 +198,7 @@ class PipelineRunner:
         another owner's object ends (its records are exported; ours up to there are not needed).
         """
         self.log.info("continuing after another owner's object", offset=offset)
-        stages = [*self._tasks, *([self._delivery] if self._delivery is not None else [])]
-        self._cancelling = True
-        for task in stages:
-            task.cancel()
-        await self._settle(stages, "stages, to re-read")
+        await self._cancel_stages("stages, to re-read")
         self._cancelling = False
         self._cancel_inflight()
         self._delivery = None
@@ -226,17 +222,22 @@ class PipelineRunner:
         if self._resync is not None:
             self._resync.cancel()
             await self._settle([self._resync], "resync")
-        stages = [*self._tasks, *([self._delivery] if self._delivery is not None else [])]
-        self._cancelling = True
-        for task in stages:
-            task.cancel()
-        await self._settle(stages, "stages")
+        await self._cancel_stages("stages")
         self._cancel_inflight()
         await self._close()
         if self._state != TaskState.FAILED:
             self._state = TaskState.STOPPED
         self.log.info("task stopped", drain=drain, committed=self.meter.committed_offset,
                       state=str(self._state))
+
+    async def _cancel_stages(self, what: str) -> None:
+        """Cancel the stages and the delivery in flight, and wait for them (_settle); the
+        loops end at their next cancel point."""
+        stages = [*self._tasks, *([self._delivery] if self._delivery is not None else [])]
+        self._cancelling = True
+        for task in stages:
+            task.cancel()
+        await self._settle(stages, what)
 
     def _cancel_point(self) -> None:
         """Python 3.11's asyncio.wait_for can swallow a cancellation that arrives as its inner
