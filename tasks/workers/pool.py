@@ -231,15 +231,17 @@ class WorkerPool:
             self.start()
         for i, worker in enumerate(self.workers):
             if not worker.alive and not worker.tasks:
-                self.budget.forget_owner(worker.index)   # what its consumers had reserved
-                self.workers[i] = self._spawn(worker.index)
-        alive = [w for w in self.workers if w.alive] or [self._replace_first_dead()]
+                self._replace(i)
+        alive = [w for w in self.workers if w.alive] or [self._replace(0)]
         return min(alive, key=lambda w: (len(w.tasks), w.cpu, w.index))
 
-    def _replace_first_dead(self) -> WorkerProcess:
-        self.budget.forget_owner(self.workers[0].index)
-        self.workers[0] = self._spawn(self.workers[0].index)
-        return self.workers[0]
+    def _replace(self, i: int) -> WorkerProcess:
+        """A new process in dead worker `i`'s place, given back what its consumers had
+        reserved of the prefetch budget."""
+        index = self.workers[i].index
+        self.budget.forget_owner(index)
+        self.workers[i] = self._spawn(index)
+        return self.workers[i]
 
     def factory(self, assignment: Assignment) -> TaskRunner:
         """The server's RunnerFactory."""
