@@ -158,11 +158,11 @@ def _bodies(env: TaskEnvironment, a: Assignment) -> Callable[[], FileBody] | Non
     sink = a.job.sink
     if isinstance(sink, S3Sink | FileSink) and partitioned(sink.path, sink.partitioning):
         return None
-    if isinstance(a.job.sink, S3Sink):
+    if isinstance(sink, S3Sink):
         return body_factory(a.job.format, env.memory_budget, env.state_dir / "spool")
-    if isinstance(a.job.sink, FileSink):  # it goes to disk anyway: memory would buy nothing
+    if isinstance(sink, FileSink):  # it goes to disk anyway: memory would buy nothing
         # In the sink's directory: the finished body is linked there, not copied (sinks/files.py).
-        return body_factory(a.job.format, None, Path(a.job.sink.directory))
+        return body_factory(a.job.format, None, Path(sink.directory))
     return None
 
 
