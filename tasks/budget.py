@@ -114,13 +114,6 @@ def upload_slots(uploads_share: int) -> int:
     return max(MIN_UPLOADS, min(MAX_UPLOADS, uploads_share // UPLOAD_BUFFER_BYTES))
 
 
-def pipeline_bound(tasks: int, batch_bytes: int, queue_batches: int = 2,
-                   transform_window: int = 2) -> int:
-    """The batches a host's tasks may hold between their consumers and chunks
-    (pipeline.md: (2·Q + W + 3) batches per task)."""
-    return tasks * (2 * queue_batches + transform_window + 3) * batch_bytes
-
-
 def full(used: int, limit: int | None) -> bool:
     """A share is full (None: unbounded)."""
     return limit is not None and used >= limit
