@@ -63,6 +63,7 @@ from tasks.sinks.kafka import (
     FENCED_CODES,
     TRANSACTION_TIMEOUT_MS,
     Failure,
+    abort_transaction,
     flushed,
     kafka_error,
     kind_of,
@@ -378,14 +379,7 @@ class KafkaDeadLetter:
 
     def _abort(self) -> None:
         assert self._producer is not None
-        for attempt in range(COMMIT_ATTEMPTS):
-            try:
-                self._producer.abort_transaction(CALL_TIMEOUT)
-                return
-            except KafkaException as exc:
-                err = kafka_error(exc)
-                if kind_of(err) is not Failure.RETRY or attempt == COMMIT_ATTEMPTS - 1:
-                    raise self._give_up("abort_transaction", err) from exc
+        abort_transaction(self._producer, self._give_up)
 
     def _failed(self, what: str, err: KafkaError) -> SinkError:
         if kind_of(err) in (Failure.FENCED, Failure.FATAL):

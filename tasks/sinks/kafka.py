@@ -116,6 +116,20 @@ def flushed(producer: Producer, timeout: float) -> int:
                         retryable=True) from None
 
 
+def abort_transaction(producer: Producer,
+                      give_up: Callable[[str, KafkaError], SinkError]) -> None:
+    """Abort the producer's open transaction (here and tasks/deadletter.py), retrying retriable
+    errors up to COMMIT_ATTEMPTS times; if even that fails, raise `give_up`'s error."""
+    for attempt in range(COMMIT_ATTEMPTS):
+        try:
+            producer.abort_transaction(CALL_TIMEOUT)
+            return
+        except KafkaException as exc:
+            err = kafka_error(exc)
+            if kind_of(err) is not Failure.RETRY or attempt == COMMIT_ATTEMPTS - 1:
+                raise give_up("abort_transaction", err) from exc
+
+
 def _value(item: object) -> bytes:
     return item if isinstance(item, bytes) else repr(item).encode()
 
@@ -312,14 +326,7 @@ class KafkaSinkWriter:
 
     def _abort(self) -> None:
         """Abort the open transaction; raises the non-retryable error if even that fails."""
-        for attempt in range(COMMIT_ATTEMPTS):
-            try:
-                self._producer.abort_transaction(CALL_TIMEOUT)
-                return
-            except KafkaException as exc:
-                err = kafka_error(exc)
-                if kind_of(err) is not Failure.RETRY or attempt == COMMIT_ATTEMPTS - 1:
-                    raise self._give_up("abort_transaction", err) from exc
+        abort_transaction(self._producer, self._give_up)
 
     def _give_up(self, what: str, err: KafkaError) -> SinkError:
         """This producer writes no more: fenced by a newer owner of the task, or broken."""
