@@ -282,7 +282,9 @@ class PlacementResult:
     def add_pending(self, group: str, task: str, reason: str, lc: float, ln: float,
                     for_room: bool) -> None:
         self.pending.append(Pending(task, reason))
-        acc = self.pending_by_group.setdefault(group, [0, 0.0, 0.0, 0])
+        acc = self.pending_by_group.get(group)
+        if acc is None:  # not setdefault: a backlog adds thousands, so no list per call
+            acc = self.pending_by_group[group] = [0, 0.0, 0.0, 0]
         acc[0] += 1
         acc[1] += lc
         acc[2] += ln
@@ -451,15 +453,8 @@ def _pending_for_room(cl: Cluster, placer: GroupPlacer, k: int, origin: str,
         if missing:
             tail = (f"; its schedulable servers have no {' or '.join(missing)} capacity; "
                     f"the group's advice asks for more servers")
-    prefix = "" if origin == "placed" else f"{origin}; pending: "
-    out.pending.append(Pending(cl.tasks[k].id, f"{prefix}{head}{load(lc, ln)}{tail}"))
-    acc = out.pending_by_group.get(placer.group)
-    if acc is None:
-        acc = out.pending_by_group[placer.group] = [0, 0.0, 0.0, 0]
-    acc[0] += 1
-    acc[1] += lc
-    acc[2] += ln
-    acc[3] += 1
+    out.add_pending(placer.group, cl.tasks[k].id, f"{_prefix(origin)}{head}{load(lc, ln)}{tail}",
+                    lc, ln, True)
 
 
 def release(cl: Cluster, placers: dict[str, GroupPlacer], i: int, lc: float, ln: float) -> None:
