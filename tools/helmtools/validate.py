@@ -113,6 +113,11 @@ def _check_certificate(doc: Manifest) -> list[str]:
     return errors
 
 
+_RULE_FIELDS = frozenset({"alert", "record", "expr", "for", "labels", "annotations",
+                          "keep_firing_for"})
+_DURATION = re.compile(r"(\d+(ms|s|m|h|d|w|y))+")
+
+
 def _check_prometheus_rule(doc: Manifest) -> list[str]:
     """The Prometheus Operator's PrometheusRule: groups of named rules, each alert with an
     expression, string labels and annotations, and a duration in `for`."""
@@ -127,14 +132,12 @@ def _check_prometheus_rule(doc: Manifest) -> list[str]:
             continue
         for j, rule in enumerate(group["rules"]):
             where = f"spec.groups[{i}].rules[{j}]"
-            allowed = {"alert", "record", "expr", "for", "labels", "annotations",
-                       "keep_firing_for"}
-            errors += [f"{where}.{k}: unknown field" for k in rule if k not in allowed]
+            errors += [f"{where}.{k}: unknown field" for k in rule if k not in _RULE_FIELDS]
             if not isinstance(rule.get("expr"), str) or not rule["expr"].strip():
                 errors.append(f"{where}.expr: missing")
             if ("alert" in rule) == ("record" in rule):
                 errors.append(f"{where}: exactly one of alert and record")
-            if "for" in rule and not re.fullmatch(r"(\d+(ms|s|m|h|d|w|y))+", str(rule["for"])):
+            if "for" in rule and not _DURATION.fullmatch(str(rule["for"])):
                 errors.append(f"{where}.for: not a duration: {rule['for']!r}")
             for key in ("labels", "annotations"):
                 values = rule.get(key, {})
