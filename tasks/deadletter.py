@@ -59,11 +59,11 @@ from tasks.errors import SinkError
 from tasks.fence import Fenced, WorkerFence
 from tasks.sinks.kafka import (
     CALL_TIMEOUT,
-    COMMIT_ATTEMPTS,
     FENCED_CODES,
     TRANSACTION_TIMEOUT_MS,
     Failure,
     abort_transaction,
+    commit_transaction,
     flushed,
     kafka_error,
     kind_of,
@@ -362,20 +362,14 @@ class KafkaDeadLetter:
 
     def _commit(self) -> None:
         assert self._producer is not None
-        for attempt in range(COMMIT_ATTEMPTS):
-            try:
-                self._producer.commit_transaction(CALL_TIMEOUT)
-                return
-            except KafkaException as exc:
-                err = kafka_error(exc)
-                if kind_of(err) is not Failure.RETRY:
-                    if kind_of(err) is Failure.ABORT:
-                        self._abort()
-                    raise self._failed("commit_transaction", err) from exc
-                if attempt == COMMIT_ATTEMPTS - 1:
-                    # Committed or not, nobody can say: the next owner's init settles it and
-                    # its marks say which dead letters are written.
-                    raise self._give_up("commit_transaction (outcome unknown)", err) from exc
+        # An unknown outcome: the next owner's init settles it and its marks say which dead
+        # letters are written.
+        commit_transaction(self._producer, self._commit_failed, self._give_up)
+
+    def _commit_failed(self, what: str, err: KafkaError) -> SinkError:
+        if kind_of(err) is Failure.ABORT:
+            self._abort()
+        return self._failed(what, err)
 
     def _abort(self) -> None:
         assert self._producer is not None

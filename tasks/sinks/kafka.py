@@ -130,6 +130,23 @@ def abort_transaction(producer: Producer,
                 raise give_up("abort_transaction", err) from exc
 
 
+def commit_transaction(producer: Producer, failed: Callable[[str, KafkaError], SinkError],
+                       give_up: Callable[[str, KafkaError], SinkError]) -> None:
+    """Commit the producer's open transaction (here and tasks/deadletter.py), retrying retriable
+    errors up to COMMIT_ATTEMPTS times. Any other error raises `failed`'s error; retries used up
+    raise `give_up`'s: committed or not, nobody can say (the next producer's init settles it)."""
+    for attempt in range(COMMIT_ATTEMPTS):
+        try:
+            producer.commit_transaction(CALL_TIMEOUT)
+            return
+        except KafkaException as exc:
+            err = kafka_error(exc)
+            if kind_of(err) is not Failure.RETRY:
+                raise failed("commit_transaction", err) from exc
+            if attempt == COMMIT_ATTEMPTS - 1:
+                raise give_up("commit_transaction (outcome unknown)", err) from exc
+
+
 def _value(item: object) -> bytes:
     return item if isinstance(item, bytes) else repr(item).encode()
 
@@ -298,18 +315,10 @@ class KafkaSinkWriter:
                                     retryable=True, failures=len(self._errors)))
 
     def _commit(self) -> None:
-        for attempt in range(COMMIT_ATTEMPTS):
-            try:
-                self._producer.commit_transaction(CALL_TIMEOUT)
-                return
-            except KafkaException as exc:
-                err = kafka_error(exc)
-                if kind_of(err) is not Failure.RETRY:
-                    raise self._failed("commit_transaction", err, begun=True) from exc
-                if attempt == COMMIT_ATTEMPTS - 1:
-                    # Committed or not, nobody can say here: a new producer's init settles it,
-                    # and the restarted task reads the outcome from the committed offset.
-                    raise self._give_up("commit_transaction (outcome unknown)", err) from exc
+        # An unknown outcome: a new producer's init settles it, and the restarted task reads
+        # the outcome from the committed offset.
+        commit_transaction(self._producer,
+                           lambda what, err: self._failed(what, err, begun=True), self._give_up)
 
     def _failed(self, what: str, err: KafkaError, *, begun: bool) -> SinkError:
         """The error to raise for a failed transactional call; aborts what can be aborted."""
