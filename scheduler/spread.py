@@ -70,24 +70,26 @@ def spread(
     gate = cl.cfg.count_balance_below
     if gate <= 0.0:
         return budget
-    groups = [
-        group for group in sorted(placers)
-        if group not in busy and placers[group].mean() < gate
-        and _Group(cl, placers, placers[group], placed, moves, notes).starved()
+    # A group's count balance touches only its own servers, so each _Group built here is still
+    # current when the first pass reaches it.
+    first = [
+        g for g in (_Group(cl, placers, placers[group], placed, moves, notes)
+                    for group in sorted(placers)
+                    if group not in busy and placers[group].mean() < gate)
+        if g.starved()
     ]
-    if not groups:
+    if not first:
         return budget
     # Two passes, so that one group's new servers do not use up the budget of the others: first
     # each group gets an even slice, then what is left goes round in group order again.
     fresh = _placed_by_server(cl, placed)
-    even = max(budget // len(groups), 1)
-    for group in groups:
+    even = max(budget // len(first), 1)
+    for g in first:
         slice_ = min(budget, even)
-        left = _Group(cl, placers, placers[group], placed, moves, notes).run(
-            slice_, fresh, final=False, redirect_only=group in hold)
+        left = g.run(slice_, fresh, final=False, redirect_only=g.placer.group in hold)
         budget -= slice_ - left
     fresh = _placed_by_server(cl, placed)
-    for group in groups:
+    for group in (g.placer.group for g in first):
         g = _Group(cl, placers, placers[group], placed, moves, notes)
         if g.starved():
             budget = g.run(budget, fresh, final=True, redirect_only=group in hold)
