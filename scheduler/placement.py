@@ -141,12 +141,9 @@ class GroupPlacer:
         self.front_c.clear()
         self.front_n.clear()
 
-    def may_fit(self, lc: float, ln: float, exact: bool = False) -> bool:
+    def may_fit(self, lc: float, ln: float) -> bool:
         """False only when no server of the group has room for the load in both dimensions
-        (bounds that stay true while placements add load; module docstring). `exact`: make the
-        bounds exact first."""
-        if exact:
-            self.note_failure()
+        (bounds that stay true while placements add load; module docstring)."""
         if lc > self.free_c or ln > self.free_n:
             return False
         if not self.front_c:
@@ -365,19 +362,20 @@ def _place_group(cl: Cluster, placer: GroupPlacer, queue: list[int],
     group, hw = placer.group, placer.hw
     imc, imn = placer.inv_mean_c, placer.inv_mean_n
     plain = "placed"
-    if len(queue) > len(placer) and placer.may_fit(
-            max(load_c[k] for k in queue), max(load_n[k] for k in queue), exact=True):
-        placer.drop_front()  # all may fit: no frontier to consult per task until a walk fails
-    elif len(queue) > len(placer):
-        # Perhaps a backlog: the tasks that fit nowhere now fit nowhere later in the round
-        # either (placements only add load), so they are pending before the rest is sorted.
-        may_fit, fits = placer.may_fit, []
-        for k in queue:
-            if may_fit(load_c[k], load_n[k]):
-                fits.append(k)
-            else:
-                _pending_for_room(cl, placer, k, origin.get(k, plain), out)
-        queue = fits
+    if len(queue) > len(placer):
+        placer.note_failure()  # exact bounds and frontier for the test of the largest demand
+        if placer.may_fit(max(load_c[k] for k in queue), max(load_n[k] for k in queue)):
+            placer.drop_front()  # all may fit: no frontier to consult per task until a walk fails
+        else:
+            # Perhaps a backlog: the tasks that fit nowhere now fit nowhere later in the round
+            # either (placements only add load), so they are pending before the rest is sorted.
+            may_fit, fits = placer.may_fit, []
+            for k in queue:
+                if may_fit(load_c[k], load_n[k]):
+                    fits.append(k)
+                else:
+                    _pending_for_room(cl, placer, k, origin.get(k, plain), out)
+            queue = fits
     keys = [-max(load_c[k] * imc, load_n[k] * imn) for k in queue]
     ordered = [k for _, k in sorted(zip(keys, queue, strict=True))]
     order, by_rank = placer.order, placer.by_rank
