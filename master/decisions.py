@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from master.api.ports import TaskEvent
 from master.records import ServerRecord, TaskRecord
@@ -93,6 +93,19 @@ def drain_over(flags: AdminFlags, owner: int | None) -> bool:
 def drain_ended(flags: AdminFlags) -> AdminFlags:
     """The flags once a drain is over (by `uncordon` or `drain_over`): the cordon stays."""
     return AdminFlags(cordoned=flags.cordoned)
+
+
+def admin_flags(old: AdminFlags, *, cordoned: bool | None, draining: bool | None,
+                held: int, owner: int | None) -> AdminFlags:
+    """A server's flags after a cordon, uncordon, drain or end of drain (None: unchanged).
+    A drain that starts counts the `held` tasks and remembers the registration's `owner`
+    session (`drain_over`); ending one keeps only the cordon (`drain_ended`)."""
+    cordon = old.cordoned if cordoned is None else cordoned
+    if draining and not old.draining:
+        return AdminFlags(cordon, True, held, owner or 0)
+    if draining is False:
+        return replace(drain_ended(old), cordoned=cordon)
+    return replace(old, cordoned=cordon)
 
 
 def released_by_report(task: TaskRecord, reported_state: str | None) -> bool:

@@ -24,6 +24,7 @@ from kazoo.exceptions import KazooException
 from kazoo.recipe.watchers import ChildrenWatch
 
 from master import decisions, metrics, story
+from master.api.ports import TASK_STATES
 from master.election import Op, Term
 from master.partitions import PartitionSource
 from master.settings import MasterSettings
@@ -449,16 +450,12 @@ class Leadership:
             if srv is None:
                 raise NotFound(f"no server {server_id}", server=server_id)
             old = srv.admin
-            if draining and not old.draining:
-                owner = await asyncio.to_thread(self.store.registration_owner, server_id)
-                flags = AdminFlags(old.cordoned if cordoned is None else cordoned, True,
-                                   len(state.held_by(server_id)), owner or 0)
-            elif draining is False:
-                flags = decisions.drain_ended(old)
-                flags = AdminFlags(flags.cordoned if cordoned is None else cordoned)
-            else:
-                flags = AdminFlags(old.cordoned if cordoned is None else cordoned,
-                                   old.draining, old.drain_started_tasks, old.drain_session)
+            starts = bool(draining) and not old.draining
+            owner = (await asyncio.to_thread(self.store.registration_owner, server_id)
+                     if starts else None)
+            flags = decisions.admin_flags(
+                old, cordoned=cordoned, draining=draining, owner=owner,
+                held=len(state.held_by(server_id)) if starts else 0)
             await self._write_admin(state, server_id, flags)
         self.kick()
         return flags
@@ -503,8 +500,7 @@ class Leadership:
                 alive[srv.group or "unknown"] += 1
         for group, n in alive.items():
             metrics.SERVERS_ALIVE.labels(group=group).set(n)
-        states: dict[str, int] = dict.fromkeys(
-            ("pending", "assigned", "running", "stalled", "draining", "stopped", "failed"), 0)
+        states: dict[str, int] = dict.fromkeys(TASK_STATES, 0)
         pending: dict[str, int] = {}
         for rec in state.tasks.values():
             s = rec.state

@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from master.api.body import VALIDATOR, read_body
 from master.api.encode import json_response
 from master.api.ports import (
+    TASK_STATES,
     ControlPlane,
     JobView,
     PlacementView,
@@ -29,7 +30,6 @@ from tasks.errors import ValidationError
 CONTROL = web.AppKey("control", ControlPlane)
 SETTINGS = web.AppKey("settings", ApiSettings)
 
-TASK_STATES = ("pending", "assigned", "running", "stalled", "draining", "stopped", "failed")
 TASK_FILTERS = tuple(f.name for f in dataclasses.fields(TaskFilter))
 
 

@@ -27,6 +27,11 @@ class TaskEvent:
     generation: int | None = None
 
 
+# What TaskView.state may be (master/records.py TaskRecord.state): the API's filter and the
+# leader's task gauge list them all.
+TASK_STATES = ("pending", "assigned", "running", "stalled", "draining", "stopped", "failed")
+
+
 @dataclass(frozen=True, slots=True)
 class TaskView:
     id: str
@@ -36,7 +41,7 @@ class TaskView:
     partition: int
     server: str | None
     generation: int
-    state: str                    # pending/assigned/running/stalled/draining/stopped/failed
+    state: str                    # one of TASK_STATES
     pending_reason: str = ""
     cpu: float = 0.0              # measured or estimated load
     net: float = 0.0
