@@ -144,9 +144,7 @@ class Cluster:
         # Per server: "" or what it lacks ("no network capacity") for the load it carries; such a
         # server is not schedulable this round (module docstring).
         self.lacks = [self._lacks(i) for i in range(len(servers))]
-        for i, word in enumerate(self.lacks):
-            if word and self.sched[i]:
-                self.sched[i] = False
+        self.sched = [ok and not word for ok, word in zip(self.sched, self.lacks, strict=True)]
 
     # -- helpers -------------------------------------------------------------------------------
 
