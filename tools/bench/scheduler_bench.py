@@ -78,6 +78,17 @@ class Result:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+def draw_jobs(rng: random.Random, prefix: str, jobs: int) -> list[Task]:
+    """`jobs` jobs of PARTITIONS partitions over the groups in turn, every load drawn around the
+    medians (cpu, then net, task after task)."""
+    return [
+        Task(id=f"{prefix}{j:03d}:events:{p:04d}", job=f"{prefix}{j:03d}", group=f"g{j % GROUPS}",
+             load=Resources(MEDIAN_CPU * rng.lognormvariate(0.0, SIGMA_CPU),
+                            MEDIAN_NET * rng.lognormvariate(0.0, SIGMA_NET)), measured=True)
+        for j in range(jobs) for p in range(PARTITIONS)
+    ]
+
+
 def make_cluster(seed: int) -> tuple[list[Server], list[Task]]:
     rng = random.Random(seed)
     servers = []
@@ -89,16 +100,7 @@ def make_cluster(seed: int) -> tuple[list[Server], list[Task]]:
             id=f"s{n:04d}", group=f"g{n % GROUPS}", capacity=Resources(cpu, net),
             background=Resources(cpu * 0.02, net * 0.02),
         ))
-    tasks = []
-    for j in range(JOBS):
-        group = f"g{j % GROUPS}"
-        for p in range(PARTITIONS):
-            cpu = MEDIAN_CPU * rng.lognormvariate(0.0, SIGMA_CPU)
-            net = MEDIAN_NET * rng.lognormvariate(0.0, SIGMA_NET)
-            tasks.append(Task(
-                id=f"job{j:03d}:events:{p:04d}", job=f"job{j:03d}", group=group,
-                load=Resources(cpu, net), measured=True,
-            ))
+    tasks = draw_jobs(rng, "job", JOBS)
     # A few hot partitions: 100x the median in both dimensions.
     by_group: dict[str, list[int]] = {}
     for k, t in enumerate(tasks):
@@ -336,13 +338,7 @@ def run(seed: int, report: Callable[[Result], None], only_backlog: bool = False,
 
 def backlog_tasks(seed: int) -> list[Task]:
     """60 more jobs of 1,000 partitions, drawn like make_cluster's (no hot partitions)."""
-    rng = random.Random(seed + 3)
-    return [
-        Task(id=f"new{j:03d}:events:{p:04d}", job=f"new{j:03d}", group=f"g{j % GROUPS}",
-             load=Resources(MEDIAN_CPU * rng.lognormvariate(0.0, SIGMA_CPU),
-                            MEDIAN_NET * rng.lognormvariate(0.0, SIGMA_NET)), measured=True)
-        for j in range(BACKLOG_JOBS) for p in range(PARTITIONS)
-    ]
+    return draw_jobs(random.Random(seed + 3), "new", BACKLOG_JOBS)
 
 
 def backlog(placed: ClusterView, seed: int, pairs: int) -> Result:
