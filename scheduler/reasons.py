@@ -24,3 +24,9 @@ def load(cpu: float, net: float) -> str:
 
 def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def evacuation_wait(what: str) -> str:
+    """Why `what` (rebalance, count balance) moves nothing in a group that evacuates this round."""
+    return (f"{what} waits for the next round: this round places the tasks of a lost server "
+            "(evacuation), and nothing else moves in that round")

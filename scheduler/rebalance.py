@@ -67,7 +67,7 @@ from collections.abc import Collection
 
 from scheduler.model import Move
 from scheduler.placement import CANDIDATES, GroupPlacer, release
-from scheduler.reasons import load, plural
+from scheduler.reasons import evacuation_wait, load, plural
 from scheduler.utilisation import BIG, EPS, Cluster
 
 
@@ -305,10 +305,7 @@ def rebalance(
     for group in sorted(hold):
         if group in placers and rb.source(group) is not None:
             busy.add(group)
-            notes.setdefault(group, []).append(
-                "rebalance waits for the next round: this round places the tasks of a lost "
-                "server (evacuation), and nothing else moves in that round"
-            )
+            notes.setdefault(group, []).append(evacuation_wait("rebalance"))
 
     def push(group: str) -> None:
         found = rb.source(group)

@@ -52,7 +52,7 @@ from collections.abc import Collection
 
 from scheduler.model import Move, Placement
 from scheduler.placement import GroupPlacer, PlacementResult, release
-from scheduler.reasons import plural
+from scheduler.reasons import evacuation_wait, plural
 from scheduler.utilisation import EPS, Cluster
 
 _TRIES = 8          # smallest tasks of a source tried against a target's room
@@ -216,8 +216,7 @@ class _Group:
         if final and redirect_only:
             if any(count[t] < share[t] / 2.0 - EPS for t in starved):
                 self.notes.setdefault(self.placer.group, []).append(
-                    "count balance waits for the next round: this round places the tasks of a "
-                    "lost server (evacuation), and nothing else moves in that round")
+                    evacuation_wait("count balance"))
         elif final:
             waiting = budget <= 0 and any(count[t] < share[t] - EPS for _, _, t in targets)
             self.note(starved, received, blocked, waiting)
