@@ -240,15 +240,15 @@ class _Rebalancer:
         cl, moves, notes = self.cl, self.moves, self.notes
         load_c, load_n = cl.load_c, cl.load_n
         for s, word in enumerate(cl.lacks):
-            if not word or not cl.alive[s] or cl.draining[s]:
+            group = cl.sgroup[s]
+            if not word or not cl.alive[s] or cl.draining[s] or group in hold:
                 continue
             no_c, no_n = cl.inv_c[s] >= BIG, cl.inv_n[s] >= BIG
             ks = [k for k in cl.movable[s]
                   if (no_c and load_c[k] > 0.0) or (no_n and load_n[k] > 0.0)]
-            group, sid = cl.sgroup[s], cl.sids[s]
-            placer = self.placers.get(group)
-            if not ks or group in hold:
+            if not ks:
                 continue
+            sid, placer = cl.sids[s], self.placers.get(group)
             busy.add(group)
             if placer is not None:
                 ks.sort(key=lambda k: (-placer.size_of(load_c[k], load_n[k]), k))
