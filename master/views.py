@@ -23,15 +23,16 @@ from tasks.ratelimit import task_share
 
 
 def task_view(state: LiveState, rec: TaskRecord, *, history: bool = False) -> TaskView:
+    job = state.jobs.get(rec.job)
     measured = rec.load_cpu is not None
     cpu, net = rec.load_cpu or 0.0, rec.load_net or 0.0
-    if not measured:
-        hint = state.hints().get(rec.job)
-        if hint is not None:
-            cpu, net = hint.cpu, hint.net
+    # The job's own hint (not state.hints(), a dict of every job, built again per task).
+    hint = job.spec.load_hint if job is not None and not measured else None
+    if hint:
+        cpu, net = hint.cpu, hint.net
     live = rec.live   # a stopped (e.g. paused) task moves nothing: no last rate, no ages
-    job = state.jobs.get(rec.job)
-    share = task_share(job.spec.rate_limit if job else None, state.job_tasks.get(rec.job, 0))
+    job_tasks = state.job_tasks.get(rec.job, 0)
+    share = task_share(job.spec.rate_limit if job else None, job_tasks)
     return TaskView(
         id=rec.id, job=rec.job, group=rec.group, topic=rec.topic, partition=rec.partition,
         server=rec.holder, generation=rec.generation, state=rec.state,
@@ -46,7 +47,7 @@ def task_view(state: LiveState, rec: TaskRecord, *, history: bool = False) -> Ta
         dead_letters_total=rec.dead_letters_total,
         rate_share_records_per_s=(share.records_per_s or 0.0) if share else 0.0,
         rate_share_bytes_per_s=(share.bytes_per_s or 0.0) if share else 0.0,
-        job_tasks=state.job_tasks.get(rec.job, 0), rate_limited_s=rec.rate_limited_s)
+        job_tasks=job_tasks, rate_limited_s=rec.rate_limited_s)
 
 
 def _ratio(used: float, capacity: float) -> float:
