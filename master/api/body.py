@@ -66,8 +66,7 @@ async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
         # e.g. Content-Encoding: gzip over bytes that are not gzip, a broken chunk
         cause = exc.__cause__ if isinstance(exc, RequestPayloadError) else exc
         reason = getattr(cause, "message", None) or str(cause or exc)
-        text = " ".join(str(reason).split())[:200]
-        raise ValidationError(f"malformed request body: {text}") from exc
+        raise ValidationError(f"malformed request body: {_one_line(reason)[:200]}") from exc
 
 
 class _NoAliasLoader(yaml.SafeLoader):
@@ -138,8 +137,8 @@ def decode_document(raw: bytes, content_type: str) -> dict[str, Any]:
     return data
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
 
 
 def job_spec_from_body(raw: bytes, content_type: str) -> JobSpec:
