@@ -15,6 +15,7 @@ from master.api.settings import ApiSettings
 from tasks.cluster import ZooKeeperSettings
 from tasks.egress import EgressSettings
 from tasks.entrypoint import ListenSettings, ProcessSettings
+from tasks.iceberg.catalogs import IcebergSettings
 from tasks.kafka_access import KafkaClientSettings
 from tasks.settings import Duration, SettingsModel, instance_id
 from tasks.tls import TlsSettings
@@ -60,6 +61,9 @@ class MasterSettings(ProcessSettings):
     # The servers' egress rules (tasks/egress.py), checked when a job is created (a 400): give
     # masters the same `egress` and `kafka` blocks as servers.
     egress: EgressSettings = EgressSettings()
+    # The Iceberg catalogs jobs may name (tasks/iceberg/catalogs.py): the leader commits to
+    # them. Give masters the same `iceberg` block as servers.
+    iceberg: IcebergSettings = IcebergSettings()
     # A server with no report for this long is dead and its tasks are evacuated. Servers stop
     # their tasks by themselves `lease.margin` earlier (server settings).
     lease_ttl: Duration = 15.0

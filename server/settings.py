@@ -15,6 +15,7 @@ from pydantic import BeforeValidator, Field, model_validator
 from tasks.cluster import ZooKeeperSettings
 from tasks.egress import EgressSettings
 from tasks.entrypoint import ListenSettings, ProcessSettings
+from tasks.iceberg.catalogs import IcebergSettings
 from tasks.kafka_access import KafkaClientSettings
 from tasks.settings import Duration, SettingsModel, instance_id
 from tasks.tls import TlsSettings
@@ -105,6 +106,8 @@ class ServerSettings(ProcessSettings):
     # Where tasks may send data and credentials (tasks/egress.py): HTTP networks, S3 endpoints,
     # the file root. Enforced from these settings, never from a job.
     egress: EgressSettings = EgressSettings()
+    # The Iceberg catalogs jobs may name (tasks/iceberg/catalogs.py); none by default.
+    iceberg: IcebergSettings = IcebergSettings()
     work_dir: str = "/var/lib/exportd"
     capacity: CapacitySettings = CapacitySettings()
     lease: LeaseSettings = LeaseSettings()

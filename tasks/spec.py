@@ -25,6 +25,7 @@ from pydantic import (
 
 from tasks.errors import ConfigError, ValidationError
 from tasks.expressions import check_jmespath, compile_regex, compile_topic_pattern
+from tasks.iceberg.spec import IcebergSink
 from tasks.settings import Duration
 
 JOB_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -392,7 +393,8 @@ class KafkaSink(SpecModel):
     _topic = field_validator("topic")(_check_topic)
 
 
-Sink = Annotated[S3Sink | HttpSink | FileSink | KafkaSink, Field(discriminator="type")]
+Sink = Annotated[S3Sink | HttpSink | FileSink | KafkaSink | IcebergSink,
+                 Field(discriminator="type")]
 
 
 class DeadLetter(SpecModel):
@@ -451,6 +453,25 @@ class JobSpec(SpecModel):
         if not GROUP.match(value):
             raise ValueError("a group is 1-63 characters of [a-z0-9_-]")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _iceberg_format(cls, data: Any) -> Any:
+        """An Iceberg table's data files are Parquet with zstd (tasks/sinks/iceberg.py): that
+        is the format when a job leaves it out, and any other is refused."""
+        if not isinstance(data, dict) or not isinstance(data.get("sink"), dict):
+            return data
+        if data["sink"].get("type") != "iceberg":
+            return data
+        fmt = data.get("format")
+        if fmt is None:
+            return {**data, "format": {"type": "parquet", "compression": "zstd"}}
+        if isinstance(fmt, dict) and fmt.get("type", "parquet") != "parquet":
+            raise ValueError("an iceberg sink writes Parquet data files: leave format out or "
+                             "give format.type: parquet")
+        if isinstance(fmt, dict) and "type" not in fmt:
+            return {**data, "format": {**fmt, "type": "parquet"}}
+        return data
 
     @model_validator(mode="after")
     def _partitioned_format(self) -> JobSpec:
