@@ -42,6 +42,10 @@ from tools.infra.zkauth import ZkCredentials
 from tools.pki import DevPki, tls_settings_for, write_dev_pki
 
 BIN = Path(sys.executable).parent
+# The Iceberg catalog every local cluster offers its jobs (`sink.catalog: dev`): pyiceberg's SQL
+# catalog on a SQLite file in the work directory, its warehouse in this moto bucket.
+ICEBERG_CATALOG = "dev"
+ICEBERG_BUCKET = "exportd-warehouse"
 
 
 @dataclass
@@ -159,6 +163,7 @@ class LocalCluster:
                 InfraState.of(self.infra).save()
             if self.server_s3_endpoint is not None:
                 self._servers_s3 = self.server_s3_endpoint(self.endpoints["s3"])
+            self._make_warehouse()
             self.pki = write_dev_pki(self.workdir / "pki", cluster=self.cluster,
                                      masters=[f"master-{i + 1}" for i in range(self.masters)],
                                      servers=[spec.id for spec in self.servers])
@@ -231,6 +236,26 @@ class LocalCluster:
         return {"http_allow_networks": ["127.0.0.0/8", "::1/128"],
                 "file_root": str(self.workdir / "files")}
 
+    def _make_warehouse(self) -> None:
+        import boto3
+        client = boto3.client("s3", endpoint_url=self.endpoints["s3"], region_name="us-east-1",
+                              aws_access_key_id="dev", aws_secret_access_key="dev")
+        with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+            client.create_bucket(Bucket=ICEBERG_BUCKET)
+
+    @property
+    def iceberg_catalog_db(self) -> Path:
+        return self.workdir / "iceberg" / "catalog.db"
+
+    def iceberg(self, s3_endpoint: str | None = None) -> dict[str, Any]:
+        """The `iceberg:` settings block of masters and servers (tasks/iceberg/catalogs.py)."""
+        self.iceberg_catalog_db.parent.mkdir(parents=True, exist_ok=True)
+        return {"catalogs": {ICEBERG_CATALOG: {
+            "type": "sql", "uri": f"sqlite:///{self.iceberg_catalog_db}",
+            "warehouse": f"s3://{ICEBERG_BUCKET}/iceberg",
+            "s3": {"endpoint_url": s3_endpoint or self.endpoints["s3"],
+                   "access_key_id": "dev", "secret_access_key": "dev"}}}}
+
     def tls(self, role: str, ident: str) -> dict[str, str]:
         """The `tls:` settings block of (role, ident), issued from the cluster's CA."""
         assert self.pki is not None, "start() writes the PKI"
@@ -245,6 +270,7 @@ class LocalCluster:
             "grpc": {"host": "127.0.0.1", "port": grpc_port},
             "kafka": {"bootstrap_servers": self.endpoints["kafka"]},
             "egress": self._egress(),
+            "iceberg": self.iceberg(),
             "tls": self.tls("master", master_id),
             "api": {"admin_tokens": {"dev": self.api_token}},
             "lease_ttl": self.lease_ttl,
@@ -274,6 +300,7 @@ class LocalCluster:
             "s3": {"endpoint_url": self._servers_s3 or self.endpoints["s3"],
                    "access_key_id": "dev",
                    "secret_access_key": "dev"},
+            "iceberg": self.iceberg(self._servers_s3),
             "tls": self.tls("server", spec.id),
             "work_dir": str(self.workdir / "servers" / spec.id),
             # All servers share this host's network counters: count only the tasks' own bytes.
