@@ -4,7 +4,9 @@ ZooKeeper, Kafka and S3 (moto), 2 masters, 3 servers in 2 isolation groups (two 
 one `heavy`), a demo producer writing nginx access-log lines to a 6-partition topic, and the demo
 job `examples/nginx-to-s3.yaml` (parse → filter → project → gzipped NDJSON in S3); beside it a
 schema registry (Apicurio), Avro orders on a 2-partition topic and the job
-`examples/orders-avro-to-parquet.yaml` (Avro by schema id → Parquet in S3). It prints where
+`examples/orders-avro-to-parquet.yaml` (Avro by schema id → Parquet in S3), and the nginx logs
+again into an Iceberg table (`examples/nginx-to-iceberg.yaml`, `python -m tools.devcluster
+table demo.access_logs` queries it). It prints where
 to look, then a status line every few seconds, and says at once when a master or server died
 (exit code, log file, its last lines). `python -m tools.devcluster objects` lists what the
 running cluster exported so far. Ctrl-C (or SIGTERM) stops every process it started and keeps the
@@ -39,6 +41,8 @@ TOPIC, PARTITIONS, BUCKET = "access-logs", 6, "exportd-demo"
 JOB_FILE = REPO / "examples" / "nginx-to-s3.yaml"
 ORDERS_TOPIC, ORDERS_PARTITIONS = "orders", 2
 ORDERS_JOB_FILE = REPO / "examples" / "orders-avro-to-parquet.yaml"
+ICEBERG_JOB_FILE = REPO / "examples" / "nginx-to-iceberg.yaml"
+ICEBERG_TABLE = "demo.access_logs"
 
 
 def s3_client(endpoint: str) -> Any:
@@ -100,6 +104,8 @@ Try, in another terminal:
   .venv/bin/exportctl drain server-1 --wait
   .venv/bin/exportctl leader
   .venv/bin/python -m tools.devcluster objects      # what has been exported to S3
+  .venv/bin/exportctl jobs get nginx-to-iceberg       # the table: last commit, pending
+  .venv/bin/python -m tools.devcluster table {ICEBERG_TABLE}   # query the Iceberg table
 
 Ctrl-C stops everything.
 """
@@ -126,12 +132,14 @@ def run(rate: float) -> int:
         orders.start()
         leader = cluster.leader_url()
         assert leader is not None
-        for path, url in ((JOB_FILE, None), (ORDERS_JOB_FILE, registry)):
+        for path, url in ((JOB_FILE, None), (ORDERS_JOB_FILE, registry),
+                          (ICEBERG_JOB_FILE, None)):
             job = submit_demo_job(leader, path, url)
             print(f"submitted job {job['job']['spec']['id']} with {len(job['tasks'])} tasks",
                   flush=True)
         STATE.parent.mkdir(parents=True, exist_ok=True)
-        STATE.write_text(json.dumps({"masters": cluster.master_urls(), **cluster.endpoints}))
+        STATE.write_text(json.dumps({"masters": cluster.master_urls(), **cluster.endpoints,
+                                     "iceberg": cluster.iceberg()}))
         try:
             wait_for(lambda: count_objects(cluster.endpoints["s3"]) > 0, 90,
                      "exporting to S3")
@@ -176,14 +184,48 @@ def list_objects() -> int:
     return 0
 
 
+def show_table(name: str) -> int:
+    """A running dev cluster's Iceberg table: snapshots, rows, files, schema, a few rows."""
+    if not STATE.is_file():
+        print("no dev cluster running (start one with `make dev`)", file=sys.stderr)
+        return 1
+    from tasks.iceberg.catalogs import IcebergSettings, open_catalog
+    from tools.devcluster.cluster import ICEBERG_CATALOG
+
+    settings = IcebergSettings.model_validate(json.loads(STATE.read_text())["iceberg"])
+    catalog = open_catalog(ICEBERG_CATALOG, settings.catalog(ICEBERG_CATALOG))
+    namespace, _, table_name = name.rpartition(".")
+    if not catalog.table_exists((namespace, table_name)):
+        print(f"no table {name} yet: its job's tasks create it with their first file",
+              file=sys.stderr)
+        return 1
+    table = catalog.load_table((namespace, table_name))
+    rows = table.scan().to_arrow()
+    files = table.inspect.files()
+    current = table.current_snapshot()
+    print(f"table {name} at {table.location()}")
+    summary = dict(current.summary.additional_properties) if current and current.summary else {}
+    print(f"  {len(table.snapshots())} snapshots; current "
+          f"{current.snapshot_id if current else '-'} {summary}")
+    print(f"  {rows.num_rows} rows in {files.num_rows} data files")
+    print(f"  schema: {', '.join(f'{f.name} {f.field_type}' for f in table.schema().fields)}")
+    for row in rows.slice(max(rows.num_rows - 5, 0)).to_pylist():
+        print(f"  {row}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.devcluster", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", nargs="?", default="run", choices=["run", "objects"])
+    parser.add_argument("command", nargs="?", default="run", choices=["run", "objects", "table"])
+    parser.add_argument("table", nargs="?", default=ICEBERG_TABLE,
+                        help="`table`: the Iceberg table, namespace.table")
     parser.add_argument("--rate", type=float, default=50.0, help="demo lines per second")
     args = parser.parse_args(argv)
     if args.command == "objects":
         return list_objects()
+    if args.command == "table":
+        return show_table(args.table)
     try:
         return run(args.rate)
     except KeyboardInterrupt:
