@@ -15,6 +15,11 @@ done, stopped tasks gone): that is the state an autoscaler or a person acts on.
   is low (fragmentation: no single server has room for a big task). With no schedulable server,
   all the group's load counts, in units of the servers seen (alive, else any of the group, else
   any at all). At least 1 when the group has tasks; 0 for a group with neither.
+- task slots (`Server.max_tasks`): when every schedulable server of the group has a cap, the
+  group has that many slots; `task_slots_free` is what is left of them, and `servers_wanted` is
+  at least the servers of the group's average cap that hold its tasks (those on schedulable and
+  draining servers, and the pending ones): a group whose slots ran out asks for a server even at
+  low load. With one uncapped server slots are no limit (`task_slots_free` None).
 - `reason`: the same in words, plus what the plan could not do (pending, stalled drain, budget
   used up, a hot server that cannot shed load), and the servers that carry load in a dimension
   they have no capacity in (full, not schedulable; never an unbounded utilisation).
@@ -28,7 +33,7 @@ from collections import Counter
 from scheduler.model import GroupAdvice
 from scheduler.placement import PlacementResult
 from scheduler.reasons import plural
-from scheduler.utilisation import Cluster
+from scheduler.utilisation import NO_CAP, Cluster
 
 _NAMED = 5  # servers named in a reason at most
 
@@ -100,6 +105,19 @@ def advise(cl: Cluster, result: PlacementResult, notes: dict[str, list[str]]
             wanted = 0
             what = ""
             words.append("no server has been seen, so capacity is unknown")
+        slots_free: int | None = None
+        if sched and cl.capped and all(cl.cap[i] < NO_CAP for i in sched):
+            slots = sum(cl.cap[i] for i in sched)
+            used = sum(cl.count[i] + cl.leaving[i] for i in sched)
+            slots_free = sum(max(cl.cap[i] - cl.count[i] - cl.leaving[i], 0) for i in sched)
+            leaving = sum(cl.count[i] for i in alive if cl.draining[i])
+            demand = used + leaving + n_pending
+            need = _ceil(demand / (slots / len(sched)))
+            words.append(f"task slots: {used} of {slots} used")
+            if need > wanted:
+                wanted = need
+                words.append(f"{plural(need, 'server')} of the group's average task cap hold "
+                             f"its {plural(demand, 'task')}")
         if has_tasks:
             wanted = max(wanted, 1)
         words.append(
@@ -109,9 +127,11 @@ def advise(cl: Cluster, result: PlacementResult, notes: dict[str, list[str]]
         )
         if n_pending:
             room = int(pend[3]) if pend else 0
+            slot = int(pend[4]) if pend else 0
+            slot_words = f"{slot} for lack of a task slot, " if slot else ""
             words.append(
-                f"{plural(n_pending, 'task')} pending "
-                f"({room} for lack of room, {n_pending - room} for lack of a server)"
+                f"{plural(n_pending, 'task')} pending ({room} for lack of room, "
+                f"{slot_words}{n_pending - room - slot} for lack of a server)"
             )
         lacking = [i for i in alive if cl.lacks[i]]
         if lacking:
@@ -129,5 +149,6 @@ def advise(cl: Cluster, result: PlacementResult, notes: dict[str, list[str]]
             imbalance=imbalance,
             servers_wanted=wanted,
             reason="; ".join(words),
+            task_slots_free=slots_free,
         ))
     return tuple(out)

@@ -8,10 +8,11 @@ known to have room.
 
 - Drain: a draining server gets nothing new, and up to `Config.drain_budget` of its tasks leave it
   per round (per draining server), heaviest first, each to the server the placement rule picks
-  (same group, schedulable, lowest resulting score, under the high watermark). The cool-down does
-  not apply: an operator asked for the server to be emptied. A task that fits nowhere stays where
-  it is and keeps running; the group's advice says the drain is stalled and counts its load in
-  the servers wanted. Tasks already in flight off the server count as gone.
+  (same group, schedulable, lowest resulting score, under the high watermark, a task slot left).
+  The cool-down does not apply: an operator asked for the server to be emptied. A task that
+  fits nowhere stays where it is and keeps running; the group's advice says the drain is
+  stalled and counts its load in the servers wanted. Tasks already in flight off the server
+  count as gone.
 - Isolation repair: a task running on a live server of another group (the server's group was
   changed, or an assignment predates the group) moves to its own group. These use the per-round
   `Config.move_budget`, before the rebalancer does; the cool-down does not apply either.
@@ -100,9 +101,10 @@ def drain(
             ))
         left = len(ks) - moved
         if stalled:
+            slot = " or a free task slot" if cl.capped else ""
             notes.setdefault(group, []).append(
                 f"drain of {sid} stalled: {plural(stalled, 'task')} have no room under the "
-                f"high watermark {cl.cfg.high_watermark:.2f}"
+                f"high watermark {cl.cfg.high_watermark:.2f}{slot}"
             )
         elif left:
             notes.setdefault(group, []).append(

@@ -35,6 +35,10 @@ class Server:
     alive: bool = True
     cordoned: bool = False
     draining: bool = False
+    # The most tasks the server holds at once (its memory budget's task slots, issue 17): tasks
+    # running there, in flight towards it and still draining off it all take one. None (or
+    # under 1): no cap.
+    max_tasks: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +158,9 @@ class GroupAdvice:
     imbalance: float            # max - mean utilisation
     servers_wanted: int         # servers that bring mean utilisation to the target watermark
     reason: str
+    # Task slots left on the group's schedulable servers when every one of them has a task cap;
+    # None when one has none (slots are then no limit).
+    task_slots_free: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,12 @@ most CPU and the most network of any of its tasks) fits nowhere is split first: 
 is pending at once, in queue order, and only the rest is sorted and placed; the placements are
 the same as without the split, since room only shrinks during placement. Per task the cost is
 O(CANDIDATES + log servers) in the common case, and never more than O(servers log servers).
+
+Task caps (`Server.max_tasks`, scheduler/utilisation.py). A server with no task slot left is
+skipped by every walk and counts no room in the bounds, so a group whose servers are all full
+fails in O(1) like a group without room; its pending tasks say so (`every schedulable server of
+group g is at its task cap (8)`), and count in the advice as waiting for a task slot. Without
+caps nothing here changes: the checks are behind `Cluster.capped`.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ from bisect import bisect_left, bisect_right, insort
 
 from scheduler.estimates import MEASURED, SOURCE_NAMES
 from scheduler.model import Pending, Placement
-from scheduler.reasons import load, rate
+from scheduler.reasons import load, plural, rate, task_cap_full
 from scheduler.utilisation import BIG, EPS, Cluster
 
 CANDIDATES = 4      # servers evaluated per task before the wider tolerance applies
@@ -94,7 +100,13 @@ class GroupPlacer:
         self.front_c: list[float] = []
         self.front_n: list[float] = []
         # The group's part of a pending reason, for the bounds it was made with (placement).
-        self.pending_texts: tuple[tuple[float, float], str, str] | None = None
+        self.pending_texts: tuple[tuple[float, float, int], str, str, bool] | None = None
+        # Task caps: the members' caps in words ("8", "4 to 8"), and how many members had no
+        # slot left when the bounds were last made exact (-1: unknown since a release).
+        caps = sorted({cl.cap[i] for i in members}) if cl.capped else []
+        self.caps_text = (f"{caps[0]}" if len(caps) == 1
+                          else f"{caps[0]} to {caps[-1]}" if caps else "")
+        self.at_cap = self._at_cap()
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -110,12 +122,23 @@ class GroupPlacer:
         b = ln * self.inv_mean_n
         return a if a > b else b
 
+    def _open(self) -> list[int]:
+        """The members with a task slot left (all of them when no server has a cap)."""
+        cl = self.cl
+        return [i for i in self.by_rank if not cl.full(i)] if cl.capped else self.by_rank
+
+    def _at_cap(self) -> int:
+        cl = self.cl
+        return sum(1 for i in self.by_rank if cl.full(i)) if cl.capped else 0
+
     def _exact_free(self) -> tuple[float, float]:
-        """The most free room in each dimension, with the slack that keeps the bound safe."""
+        """The most free room in each dimension, with the slack that keeps the bound safe;
+        a server without a task slot has none."""
         cl, hw = self.cl, self.hw
         cap_c, cap_n, used_c, used_n = cl.cap_c, cl.cap_n, cl.used_c, cl.used_n
-        fc = max((hw + _SLACK) * cap_c[i] - used_c[i] for i in self.by_rank)
-        fn = max((hw + _SLACK) * cap_n[i] - used_n[i] for i in self.by_rank)
+        members = self._open()
+        fc = max(((hw + _SLACK) * cap_c[i] - used_c[i] for i in members), default=-_INF)
+        fn = max(((hw + _SLACK) * cap_n[i] - used_n[i] for i in members), default=-_INF)
         return fc + EPS, fn + EPS
 
     def _build_front(self) -> None:
@@ -124,7 +147,7 @@ class GroupPlacer:
         cap_c, cap_n, used_c, used_n = cl.cap_c, cl.cap_n, cl.used_c, cl.used_n
         points = sorted(
             (used_c[i] - (hw + _SLACK) * cap_c[i] - EPS, (hw + _SLACK) * cap_n[i] - used_n[i] + EPS)
-            for i in self.by_rank
+            for i in self._open()
         )
         front_c, front_n = self.front_c, self.front_n
         front_c.clear()
@@ -158,12 +181,14 @@ class GroupPlacer:
             return None
         cl, hw = self.cl, self.hw
         used_c, used_n, inv_c, inv_n = cl.used_c, cl.used_n, cl.inv_c, cl.inv_n
-        by_rank = self.by_rank
+        by_rank, capped = self.by_rank, cl.capped
         best, bj, bi = _INF, -1, -1
         for j, (sc, r) in enumerate(self.order):
             if sc >= best - (TOLERANCE if j < CANDIDATES else WIDE) or (j >= MOST and bj >= 0):
                 break
             i = by_rank[r]
+            if capped and cl.full(i):
+                continue
             rc = (used_c[i] + lc) * inv_c[i]
             rn = (used_n[i] + ln) * inv_n[i]
             if rc <= hw and rn <= hw:
@@ -191,9 +216,12 @@ class GroupPlacer:
             walk, inv_d, load_d = self.by_cpu, inv_c, lc
         else:
             walk, inv_d, load_d = self.by_net, inv_n, ln
+        capped = cl.capped
         for n, i in enumerate(walk):
             if load_d * inv_d[i] >= best - TOLERANCE or n >= BIG_WALK:
                 break
+            if capped and cl.full(i):
+                continue
             rc = (used_c[i] + lc) * inv_c[i]
             rn = (used_n[i] + ln) * inv_n[i]
             if rc <= hw and rn <= hw:
@@ -206,6 +234,7 @@ class GroupPlacer:
         """Nothing fits anywhere: make the bounds exact again (loads only grew since)."""
         self.free_c, self.free_n = self._exact_free()
         self._build_front()
+        self.at_cap = self._at_cap()
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -235,6 +264,7 @@ class GroupPlacer:
         self.total += new - old
         if dc < 0.0 or dn < 0.0:  # room freed: the frontier is no longer an upper bound
             self.drop_front()
+            self.at_cap = -1
             room = self.hw + _SLACK
             self.free_c = max(self.free_c, room * cl.cap_c[i] - cl.used_c[i] + EPS)
             self.free_n = max(self.free_n, room * cl.cap_n[i] - cl.used_n[i] + EPS)
@@ -273,19 +303,22 @@ class PlacementResult:
         # placements[queued_from:] were chosen by the placement rule (not reserved targets).
         self.queued_from = 0
         self.pending: list[Pending] = []
-        # group -> [tasks pending, cpu, net, of which "no room" (capacity) rather than "no server"]
+        # group -> [tasks pending, cpu, net, of which "no room" (capacity), of which "no task
+        # slot" (every server at its cap); the rest "no server"]
         self.pending_by_group: dict[str, list[float]] = {}
 
     def add_pending(self, group: str, task: str, reason: str, lc: float, ln: float,
-                    for_room: bool) -> None:
+                    for_room: bool, for_slot: bool = False) -> None:
         self.pending.append(Pending(task, reason))
         acc = self.pending_by_group.get(group)
         if acc is None:  # not setdefault: a backlog adds thousands, so no list per call
-            acc = self.pending_by_group[group] = [0, 0.0, 0.0, 0]
+            acc = self.pending_by_group[group] = [0, 0.0, 0.0, 0, 0]
         acc[0] += 1
         acc[1] += lc
         acc[2] += ln
-        if for_room:
+        if for_slot:
+            acc[4] += 1
+        elif for_room:
             acc[3] += 1
 
 
@@ -301,6 +334,8 @@ def _reserved_problem(cl: Cluster, i: int, group: str, hw: float) -> str | None:
         return f"{cl.sids[i]} is {cl.state_word(i)}"
     if cl.used_c[i] * cl.inv_c[i] > hw or cl.used_n[i] * cl.inv_n[i] > hw:
         return f"{cl.sids[i]} would be above the high watermark {hw:.2f}"
+    if cl.count[i] + cl.leaving[i] > cl.cap[i]:  # the task is counted there already
+        return f"{cl.sids[i]} is at its task cap ({cl.cap[i]})"
     return None
 
 
@@ -332,8 +367,8 @@ def place_unplaced(cl: Cluster, placers: dict[str, GroupPlacer]) -> PlacementRes
                 f"in group {t.group}",
             ))
             continue
-        if u.reserved >= 0:
-            release(cl, placers, u.reserved, load_c[u.k], load_n[u.k])
+        if u.reserved >= 0:  # the task never ran there
+            release(cl, placers, u.reserved, load_c[u.k], load_n[u.k], running=False)
             u.reserved = -1
         origin[u.k] = f"{u.origin} abandoned ({problem})"
         queues.setdefault(t.group, []).append(u.k)
@@ -359,6 +394,7 @@ def _place_group(cl: Cluster, placer: GroupPlacer, queue: list[int],
     tasks, load_c, load_n, est, origin = cl.tasks, cl.load_c, cl.load_n, cl.est, cl.origin
     used_c, used_n, inv_c, inv_n, score, sids, count = (
         cl.used_c, cl.used_n, cl.inv_c, cl.inv_n, cl.score, cl.sids, cl.count)
+    capped, full = cl.capped, cl.full
     group, hw = placer.group, placer.hw
     imc, imn = placer.inv_mean_c, placer.inv_mean_n
     plain = "placed"
@@ -396,6 +432,8 @@ def _place_group(cl: Cluster, placer: GroupPlacer, queue: list[int],
             if sc >= best - (tol if j < cands else wide) or (j >= most and bj >= 0):
                 break
             i = by_rank[r]
+            if capped and full(i):
+                continue
             rc = (used_c[i] + lc) * inv_c[i]
             rn = (used_n[i] + ln) * inv_n[i]
             if rc <= hw and rn <= hw:
@@ -435,15 +473,30 @@ def _pending_for_room(cl: Cluster, placer: GroupPlacer, k: int, origin: str,
     round, so the parts that are the group's (not the task's) are formatted once per state of
     the bounds they print."""
     lc, ln = cl.load_c[k], cl.load_n[k]
-    key = (placer.free_c, placer.free_n)
+    if placer.at_cap < 0:
+        placer.at_cap = placer._at_cap()
+    at_cap = placer.at_cap
+    key = (placer.free_c, placer.free_n, at_cap)
     texts = placer.pending_texts
     if texts is None or texts[0] != key:
-        fc, fn = max(placer.free_c, 0.0), max(placer.free_n, 0.0)
-        head = f"no room under the high watermark {placer.hw:.2f} in group {placer.group}: needs "
-        tail = (f"; the most free on one server is at most cpu {fc:.2f}, net {rate(fn)}; "
-                f"the group's advice asks for more servers")
-        texts = placer.pending_texts = (key, head, tail)
-    _, head, tail = texts
+        if at_cap >= len(placer):
+            texts = (key, task_cap_full(placer.group, placer.caps_text), "", True)
+        else:
+            fc, fn = max(placer.free_c, 0.0), max(placer.free_n, 0.0)
+            head = (f"no room under the high watermark {placer.hw:.2f} in group {placer.group}: "
+                    f"needs ")
+            slot = " with a free task slot" if at_cap else ""
+            full = (f"; {plural(at_cap, 'server')} of the group at its task cap" if at_cap
+                    else "")
+            tail = (f"; the most free on one server{slot} is at most cpu {fc:.2f}, "
+                    f"net {rate(fn)}{full}; the group's advice asks for more servers")
+            texts = (key, head, tail, False)
+        placer.pending_texts = texts
+    _, head, tail, for_slot = texts
+    if for_slot:
+        out.add_pending(placer.group, cl.tasks[k].id, f"{_prefix(origin)}{head}", lc, ln,
+                        False, True)
+        return
     if placer.max_cap_c <= 0.0 or placer.max_cap_n <= 0.0:
         missing = [word for need, cap, word in ((lc, placer.max_cap_c, "CPU"),
                                                 (ln, placer.max_cap_n, "network"))
@@ -455,9 +508,14 @@ def _pending_for_room(cl: Cluster, placer: GroupPlacer, k: int, origin: str,
                     lc, ln, True)
 
 
-def release(cl: Cluster, placers: dict[str, GroupPlacer], i: int, lc: float, ln: float) -> None:
-    """Take a load off server `i` (a task leaves it), keeping its group's placer in step."""
+def release(cl: Cluster, placers: dict[str, GroupPlacer], i: int, lc: float, ln: float,
+            running: bool = True) -> None:
+    """Take a load off server `i` (a task leaves it), keeping its group's placer in step.
+    `running`: the task runs there and keeps its task slot until it has drained (a move's
+    source); False for a placement or reservation that never ran there."""
     cl.count[i] -= 1
+    if running:
+        cl.leaving[i] += 1
     p = placers.get(cl.sgroup[i])
     if p is not None and i in p.rank:
         p.shift(i, -lc, -ln)

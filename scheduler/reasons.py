@@ -30,3 +30,9 @@ def evacuation_wait(what: str) -> str:
     """Why `what` (rebalance, count balance) moves nothing in a group that evacuates this round."""
     return (f"{what} waits for the next round: this round places the tasks of a lost server "
             "(evacuation), and nothing else moves in that round")
+
+
+def task_cap_full(group: str, caps: str) -> str:
+    """Why a task gets no server when every schedulable server of its group holds as many tasks
+    as its memory budget allows (`caps`: "8", or "4 to 8" when they differ)."""
+    return f"every schedulable server of group {group} is at its task cap ({caps})"

@@ -15,9 +15,10 @@ worst source is above its goal) and makes the single best move off it:
 
 - the task is one of the source's movable tasks (not in flight, not in its cool-down, not moved
   already this round), tried largest first;
-- the target is one of the group's least loaded schedulable servers (`CANDIDATES` of them) and
-  must end at or under the goal in both dimensions (under the high watermark for load leaving a
-  cordoned server), so a target never becomes a source because of the move;
+- the target is one of the group's least loaded schedulable servers with a task slot left
+  (`CANDIDATES` of them) and must end at or under the goal in both dimensions (under the high
+  watermark for load leaving a cordoned server), so a target never becomes a source because of
+  the move;
 - the *gain* is how much of the source's load above its goal the move removes, summed over the
   two dimensions (utilisation units: min(task, excess) per dimension). It must be at least
   `Config.min_gain`, or the move must clear the source's whole excess when that is smaller. The
@@ -148,9 +149,10 @@ class _Rebalancer:
         src = cl.score[s]
         uc, un, ic, in_ = used_c[s], used_n[s], inv_c[s], inv_n[s]
         targets: list[int] = []
+        capped = cl.capped
         for _sc, r in placer.order:
             t = placer.by_rank[r]
-            if t != s:
+            if t != s and not (capped and cl.full(t)):
                 targets.append(t)
                 if len(targets) >= CANDIDATES:
                     break

@@ -15,7 +15,8 @@ the load rule left alone this round (no source) and whose mean score is under
 - a server's *share* is the group's task count (tasks counted on its schedulable servers, moves
   in flight on their targets) in proportion to the server's size (its capacity relative to the
   group's average server, the smaller of the two dimensions: the placer's size);
-- *trigger*: a schedulable server with fewer than half its share is starved;
+- *trigger*: a schedulable server with fewer than half its share is starved, unless it has no
+  task slot left (`Server.max_tasks`): it then holds all it may, and never receives past its cap;
 - *moves*: a starved server (the one with the fewest tasks per size first) takes one task from
   the server with the most tasks per size, as long as the source keeps at least as many tasks per
   size as the target will have; it goes on until it holds its share (hysteresis: starts under
@@ -133,10 +134,14 @@ class _Group:
         return self.cl.count[i] / self.size[i]
 
     def starved(self) -> list[int]:
-        count, share = self.cl.count, self.share
+        """Servers under half their share, and with a task slot left (a full one is not
+        starved: it holds what its memory budget allows)."""
+        cl = self.cl
+        count, share = cl.count, self.share
         if self.total == 0:
             return []
-        return [i for i in self.members if count[i] < share[i] / 2.0 - EPS]
+        return [i for i in self.members if count[i] < share[i] / 2.0 - EPS
+                and not (cl.capped and cl.full(i))]
 
     def smallest_first(self, s: int) -> list[int]:
         ks = self.tasks.get(s)
@@ -152,7 +157,7 @@ class _Group:
         """Count moves (at most `budget`) and redirects for this group; notes when `final`.
         `redirect_only`: no moves, only redirects of this round's placements."""
         cl, rank = self.cl, self.placer.rank
-        count, share = cl.count, self.share
+        count, share, capped = cl.count, self.share, cl.capped
         starved = self.starved()
         ids = {t.id: k for k, t in enumerate(cl.tasks)} if any(
             fresh.get(i) for i in self.members) else {}
@@ -175,7 +180,7 @@ class _Group:
         blocked: set[int] = set()   # starved servers no task fits on under the goal
         while targets and (budget > 0 or redirect_only):
             _, _, t = heapq.heappop(targets)
-            if count[t] >= share[t] - EPS:
+            if count[t] >= share[t] - EPS or (capped and cl.full(t)):
                 continue
             tried: list[tuple[float, int, int]] = []
             found: tuple[int, int, int, float] | None = None
@@ -211,7 +216,7 @@ class _Group:
             blocked.discard(t)
             if self.tasks.get(s) or self.fresh.get(s):
                 heapq.heappush(sources, (-self.per_size(s), rank[s], s))
-            if count[t] < share[t] - EPS:
+            if count[t] < share[t] - EPS and not (capped and cl.full(t)):
                 heapq.heappush(targets, (self.per_size(t), rank[t], t))
         if final and redirect_only:
             if any(count[t] < share[t] / 2.0 - EPS for t in starved):
@@ -253,7 +258,7 @@ class _Group:
         ct = cl.count[t]
         placer.shift(t, lc, ln)
         cl.count[t] += 1
-        release(cl, self.placers, s, lc, ln)
+        release(cl, self.placers, s, lc, ln, running=False)   # placed this round: never ran
         self.fresh[s].remove(n)
         old = self.placed.placements[n]
         head = old.reason.split(": lowest score", 1)[0]

@@ -21,6 +21,12 @@ missing dimension elsewhere (scheduler/rebalance.py); reasons say "no network ca
 a number. A server with no capacity in a dimension and no load in it takes tasks that need none
 (and only those: every positive load is at least `estimates.RESOLUTION`).
 
+A server with a task cap (`Server.max_tasks`) has that many *slots*: a task takes one on the
+server its load counts on (running there, or in flight towards it) and, while it still runs on a
+server it is leaving (a move's first step: in flight from there, or moved off this round), one
+there too, since it holds its memory until it has drained. `full(i)`: no slot left. Nothing is
+placed or moved onto a full server (scheduler/placement.py, rebalance.py, spread.py).
+
 Server state is kept in parallel lists indexed by server position (id order): capacity,
 1/capacity, used load (background plus counted tasks) and the dominant score. Parallel lists of
 floats keep the hot loops free of attribute look-ups and object allocation.
@@ -39,6 +45,7 @@ BIG = 1e18          # 1/capacity of a zero-capacity dimension: any load there is
 # (every positive load is at least estimates.RESOLUTION, so at least 1e6 times the capacity)
 EPS = 1e-9          # float slack for comparisons between sums built in different orders
 _TINY_CAPACITY = 1e-12
+NO_CAP = 1 << 62    # the task cap of a server without one
 
 _T = TypeVar("_T", Server, Task)
 _BY_ID = attrgetter("id")
@@ -118,6 +125,12 @@ class Cluster:
         self.used_c = list(self.bg_c)
         self.used_n = list(self.bg_n)
         self.sindex = {sid: i for i, sid in enumerate(self.sids)}
+        # Task slots (module docstring): the cap, and the tasks still running on a server that
+        # their load no longer counts on (leaving it); `count` + `leaving` is what a cap bounds.
+        self.cap = [s.max_tasks if s.max_tasks is not None and s.max_tasks >= 1 else NO_CAP
+                    for s in servers]
+        self.capped = any(c < NO_CAP for c in self.cap)
+        self.leaving = [0] * len(servers)
         self.members: dict[str, list[int]] = {}
         for i, g in enumerate(self.sgroup):
             self.members.setdefault(g, []).append(i)
@@ -153,6 +166,10 @@ class Cluster:
         c = self.used_c[i] * self.inv_c[i]
         n = self.used_n[i] * self.inv_n[i]
         return c if c > n else n
+
+    def full(self, i: int) -> bool:
+        """Server `i` has no task slot left."""
+        return self.count[i] + self.leaving[i] >= self.cap[i]
 
     def _lacks(self, i: int) -> str:
         cpu = self.inv_c[i] >= BIG and self.used_c[i] > 0.0
@@ -221,6 +238,8 @@ class Cluster:
                 used_c[j] += load_c[k]
                 used_n[j] += load_n[k]
                 count[j] += 1
+                if j != i:  # still draining here: it holds its slot until it has left
+                    self.leaving[i] += 1
                 src = fl.source or ""
                 flight_sources[src] = flight_sources.get(src, 0) + 1
                 continue
