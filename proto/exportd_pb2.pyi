@@ -83,7 +83,7 @@ class TaskStatus(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., generation: _Optional[int] = ..., state: _Optional[_Union[TaskState, str]] = ..., records_per_s: _Optional[float] = ..., bytes_per_s: _Optional[float] = ..., cpu_seconds_per_s: _Optional[float] = ..., consumer_lag: _Optional[int] = ..., committed_offset: _Optional[int] = ..., last_error: _Optional[str] = ..., records_total: _Optional[int] = ..., dead_letters_total: _Optional[int] = ..., last_commit_age_s: _Optional[float] = ..., freshness_s: _Optional[float] = ..., stalled: _Optional[str] = ..., bytes_total: _Optional[int] = ..., exported_total: _Optional[int] = ..., rate_limited_s: _Optional[float] = ...) -> None: ...
 
 class Report(_message.Message):
-    __slots__ = ("server_id", "group", "address", "capacity", "usage", "tasks", "seq", "highest_epoch_seen", "version", "labels", "sent_at_unix", "draining")
+    __slots__ = ("server_id", "group", "address", "capacity", "usage", "tasks", "seq", "highest_epoch_seen", "version", "labels", "sent_at_unix", "draining", "max_tasks")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +103,7 @@ class Report(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    MAX_TASKS_FIELD_NUMBER: _ClassVar[int]
     server_id: str
     group: str
     address: str
@@ -115,7 +116,8 @@ class Report(_message.Message):
     labels: _containers.ScalarMap[str, str]
     sent_at_unix: float
     draining: bool
-    def __init__(self, server_id: _Optional[str] = ..., group: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., tasks: _Optional[_Iterable[_Union[TaskStatus, _Mapping]]] = ..., seq: _Optional[int] = ..., highest_epoch_seen: _Optional[int] = ..., version: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., sent_at_unix: _Optional[float] = ..., draining: _Optional[bool] = ...) -> None: ...
+    max_tasks: int
+    def __init__(self, server_id: _Optional[str] = ..., group: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., tasks: _Optional[_Iterable[_Union[TaskStatus, _Mapping]]] = ..., seq: _Optional[int] = ..., highest_epoch_seen: _Optional[int] = ..., version: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., sent_at_unix: _Optional[float] = ..., draining: _Optional[bool] = ..., max_tasks: _Optional[int] = ...) -> None: ...
 
 class ServerMessage(_message.Message):
     __slots__ = ("report",)
