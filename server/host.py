@@ -74,8 +74,12 @@ class ServerHost:
 
     def __init__(self, settings: ServerSettings, factory: RunnerFactory, *,
                  clock: Callable[[], float] = time.monotonic,
-                 on_lease: Callable[[float], None] | None = None) -> None:
+                 on_lease: Callable[[float], None] | None = None,
+                 max_tasks: int | None = None) -> None:
         self.settings = settings
+        # The task cap reported to the leader (server/main.py derives it from the budget);
+        # None: the setting's, else no cap.
+        self.max_tasks = max_tasks if max_tasks is not None else settings.max_tasks
         self._factory = factory
         self._clock = clock
         # Told the lease's deadline (on `clock`) at every renewal and -inf when it is dropped:
@@ -130,8 +134,9 @@ class ServerHost:
             raise
         self._background = [asyncio.ensure_future(self.session.run()),
                             asyncio.ensure_future(self._watchdog())]
+        metrics.MAX_TASKS.set(self.max_tasks or 0)
         log.info("server_started", server=self.settings.id, address=self.address,
-                 cpu_cores=payload.cpu_cores)
+                 cpu_cores=payload.cpu_cores, max_tasks=self.max_tasks)
 
     def ready(self) -> bool:
         """Registered, in a session the leader answered on, and not shutting down."""
@@ -207,7 +212,8 @@ class ServerHost:
             capacity=self._sampler.capacity, usage=usage,
             tasks=[status for _, status in statuses], seq=seq,
             highest_epoch_seen=self.highest_epoch, version=_version(),
-            labels=dict(self.settings.labels), sent_at_unix=time.time(), draining=self.draining)
+            labels=dict(self.settings.labels), sent_at_unix=time.time(), draining=self.draining,
+            max_tasks=self.max_tasks or 0)
 
     def handle(self, message: pb.LeaderMessage) -> None:
         verdict = judge_epoch(message.epoch, self.confirmed_epoch)

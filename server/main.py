@@ -78,6 +78,19 @@ def host_budget(settings: ServerSettings) -> MemoryBudget:
     return MemoryBudget.for_host(total, spill)
 
 
+def task_cap(settings: ServerSettings, host: MemoryBudget | None) -> int | None:
+    """The task cap this server reports: `max_tasks` if set, else its memory budget's task
+    slots (tasks/budget.py); None without a budget (a custom runner factory) and no setting."""
+    from tasks import budget
+
+    total = host.total if host is not None else None
+    cap = budget.max_tasks(settings.max_tasks, total)
+    source = ("setting" if settings.max_tasks is not None
+              else "memory_budget" if cap is not None else "none")
+    log.info("max_tasks", max_tasks=cap, source=source, memory_budget=total)
+    return cap
+
+
 def worker_pool(settings: ServerSettings) -> WorkerPool:
     """The pipeline's task workers, with this server's Kafka and S3 defaults."""
     # Imported here: the pipeline pulls in confluent-kafka, boto3 and the sinks, which a host
@@ -91,6 +104,7 @@ def worker_pool(settings: ServerSettings) -> WorkerPool:
         kafka_bootstrap=settings.kafka.bootstrap_servers,
         kafka=settings.kafka.access(),
         egress=settings.egress,
+        iceberg=settings.iceberg,
         state_dir=Path(settings.work_dir),
         s3_endpoint=settings.s3.endpoint_url,
         s3_region=settings.s3.region,
@@ -122,7 +136,8 @@ async def run(settings: ServerSettings) -> int:
             await pool.wait_ready()
         factory = pool.factory if pool is not None else custom_factory(settings)
         host = ServerHost(settings, factory,
-                          on_lease=pool.renew_lease if pool is not None else None)
+                          on_lease=pool.renew_lease if pool is not None else None,
+                          max_tasks=task_cap(settings, pool.budget if pool is not None else None))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -78,6 +78,9 @@ REGISTERED = Gauge("exportd_server_registered", "1 while servers/<id> exists for
                    registry=REGISTRY)
 SESSION_UP = Gauge("exportd_server_session_up", "1 while the leader answers on the session",
                    registry=REGISTRY)
+MAX_TASKS = Gauge("exportd_server_max_tasks",
+                  "The most tasks this server takes (its memory budget's task slots, or "
+                  "max_tasks); 0: no cap", registry=REGISTRY)
 
 
 # Added with the host budget (tasks/budget.py): read from the budget's shared counters at each

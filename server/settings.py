@@ -120,6 +120,10 @@ class ServerSettings(ProcessSettings):
     # Bytes of file bodies spilled to `work_dir`/spool beyond the memory budget; when full,
     # files are cut early and sources pause. None: a quarter of work_dir's file system.
     spill_budget: ByteSize | None = None
+    # The most tasks this server takes (reported to the leader; the scheduler places nothing
+    # beyond it). None: the memory budget's task slots (tasks/budget.py task_slots: 256 per
+    # 512 MiB); with a custom runner_factory, which the budget does not govern, no cap.
+    max_tasks: int | None = Field(default=None, ge=1)
     # "module:function" building the RunnerFactory from the settings; empty: the pipeline's,
     # in worker processes (tasks/workers). For embedding other task kinds, and for tests.
     runner_factory: str = ""

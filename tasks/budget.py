@@ -114,6 +114,34 @@ def upload_slots(uploads_share: int) -> int:
     return max(MIN_UPLOADS, min(MAX_UPLOADS, uploads_share // UPLOAD_BUFFER_BYTES))
 
 
+# Task slots (issue 17): the most tasks a server takes, reported to the leader as `max_tasks`.
+# A task's memory is dominated by fixed costs, not by its rate: its prefetch never goes below
+# PREFETCH_MIN, and it may always hold one consumed batch, which at that floor is at most what
+# its consumer prefetched (a queue plus a fetch: PREFETCH_MIN again). The shares that tasks draw
+# on (prefetch and pipeline) must hold that floor for every task; the bodies' and uploads'
+# shares are the budget's fixed part (they follow the files open and the upload slots, and
+# spill or wait beyond their share, whatever the number of tasks).
+TASK_FLOOR_BYTES = PREFETCH_MIN + PREFETCH_MIN
+TASK_SHARES = ("prefetch", "pipeline")
+
+
+def task_slots(total: int) -> int:
+    """How many tasks a host budget of `total` bytes holds: its prefetch and pipeline shares
+    divided by the floor each task keeps in them (TASK_FLOOR_BYTES), at least 1. 512 MiB: 256.
+    The memory a task costs outside the budget (its threads, librdkafka's state) is not in it:
+    that is sized with the pod's limit (docs/OPERATIONS.md, "Memory and disk")."""
+    shares = int(total * sum(SHARES[k] for k in TASK_SHARES))
+    return max(1, shares // TASK_FLOOR_BYTES)
+
+
+def max_tasks(configured: int | None, total: int | None) -> int | None:
+    """The server's task cap: `server.max_tasks` when set, else the slots of its memory budget
+    (`total`; None: no budget governs its tasks, e.g. a custom runner factory, and no cap)."""
+    if configured is not None:
+        return configured
+    return task_slots(total) if total is not None else None
+
+
 def full(used: int, limit: int | None) -> bool:
     """A share is full (None: unbounded)."""
     return limit is not None and used >= limit
