@@ -50,3 +50,36 @@ FENCED_WRITES = Counter("exportd_fenced_writes_total",
                         "Writes rejected because this master's epoch is stale", registry=REGISTRY)
 API_REQUESTS = Counter("exportd_api_requests_total", "HTTP API requests", ["method", "status"],
                        registry=REGISTRY)
+
+# Iceberg commits by the leader (master/iceberg/service.py), per job.
+ICEBERG_LAST_COMMIT = Gauge("exportd_iceberg_last_commit_timestamp_seconds",
+                            "Time of the newest exportd snapshot of the job's table", ["job"],
+                            registry=REGISTRY)
+ICEBERG_PENDING_RECORDS = Gauge("exportd_iceberg_pending_records",
+                                "Records in chunk reports not (yet) committed to the table",
+                                ["job"], registry=REGISTRY)
+ICEBERG_PENDING_FILES = Gauge("exportd_iceberg_pending_files",
+                              "Data files in chunk reports not (yet) committed", ["job"],
+                              registry=REGISTRY)
+ICEBERG_PENDING_REPORTS = Gauge("exportd_iceberg_pending_reports",
+                                "Chunk reports not (yet) committed", ["job"], registry=REGISTRY)
+ICEBERG_OLDEST_PENDING = Gauge("exportd_iceberg_oldest_pending_seconds",
+                               "Age of the oldest chunk report not yet committed (0: none)",
+                               ["job"], registry=REGISTRY)
+ICEBERG_STALLED = Gauge("exportd_iceberg_stalled",
+                        "1 while the table's commits fail or lag (its tasks show stalled)",
+                        ["job"], registry=REGISTRY)
+ICEBERG_BLOCKED = Gauge("exportd_iceberg_blocked_partitions",
+                        "Partitions whose chain stops at a chunk that cannot be committed",
+                        ["job"], registry=REGISTRY)
+ICEBERG_COMMITS = Counter("exportd_iceberg_commits_total", "Snapshots committed", ["job"],
+                          registry=REGISTRY)
+ICEBERG_COMMITTED_RECORDS = Counter("exportd_iceberg_committed_records_total",
+                                    "Records committed to the table", ["job"],
+                                    registry=REGISTRY)
+ICEBERG_COMMIT_ERRORS = Counter("exportd_iceberg_commit_errors_total",
+                                "Commit rounds that failed or were refused by the fence",
+                                ["job"], registry=REGISTRY)
+ICEBERG_BAD_REPORTS = Counter("exportd_iceberg_bad_reports_total",
+                              "Chunk reports that do not parse (left in place)", ["job"],
+                              registry=REGISTRY)

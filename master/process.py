@@ -24,6 +24,7 @@ from master.api.listener import ApiSite
 from master.api.tls import api_server_context
 from master.control import MasterControl, StandbyReader
 from master.election import Elector, Term
+from master.iceberg.service import IcebergCommits
 from master.partitions import PartitionSource
 from master.reconcile import Leadership, Planner, config_from
 from master.session import SessionService
@@ -135,9 +136,16 @@ class Master:
         self.sessions.attach(lead)
         self.leadership = lead
         self.standby.invalidate()   # a snapshot from before this term is never served again
+        # Iceberg jobs' tables are committed by this term only (master/iceberg/service.py).
+        commits = asyncio.create_task(
+            IcebergCommits(lead, self.settings, lambda: self.leadership).run(),
+            name="iceberg-commits")
         try:
             await lead.run()
         finally:
+            commits.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await commits
             self.leadership = None
             self.standby.invalidate()   # nor the one from before it: read afresh first
             self.sessions.close_all("leadership ended")

@@ -45,6 +45,9 @@ class TaskRecord:
     last_commit_age_s: float = -1.0
     freshness_s: float = 0.0
     stalled: str = ""               # why the task is stalled; "" when it is not
+    # Why its job's Iceberg table does not take its chunks (master/iceberg/service.py): a
+    # running task shows `stalled` for it too.
+    table_stalled: str = ""
     records_total: int = 0
     bytes_total: int = 0
     exported_total: int = 0
@@ -73,12 +76,13 @@ class TaskRecord:
     def state(self) -> str:
         """pending / assigned / running / stalled / draining / stopped / failed, for people.
         `stalled`: running, but its server says it has not committed for longer than its rotation
-        allows while it has work, or its source cannot reach the broker (`stalled` says why)."""
+        allows while it has work, or its source cannot reach the broker (`stalled` says why), or
+        its Iceberg table's commits fail or lag (`table_stalled`)."""
         if self.draining_on is not None:
             return "draining"
         if self.server is None:
             return "pending" if self.pending_reason else "stopped"
-        if self.reported_state == "running" and self.stalled:
+        if self.reported_state == "running" and (self.stalled or self.table_stalled):
             return "stalled"
         if self.reported_state in {"running", "failed", "starting"}:
             return "running" if self.reported_state == "starting" else self.reported_state
@@ -100,6 +104,9 @@ class ServerRecord:
     cpu_used: float = 0.0           # cores in use, measured (all processes)
     net_used: float = 0.0           # bytes/s in + out, measured
     reported_draining: bool = False
+    # The most tasks the server takes (Report.max_tasks: its memory budget's task slots, issue
+    # 17); None: no cap (not reported, or an older server).
+    max_tasks: int | None = None
     last_report_unix: float | None = None
     reported: bool = False          # has reported to this leader
     dead: bool = False

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from master import decisions
-from master.api.ports import TaskEvent
+from master.api.ports import TableView, TaskEvent
 from master.records import History, ServerRecord, TaskRecord
 from master.store import AdminFlags, Snapshot, StoredAssignment, StoredJob, shard_of
 from proto import exportd_pb2 as pb
@@ -43,6 +43,8 @@ class LiveState:
         self.push: set[str] = set()
         # server -> tasks draining there (may hold stale ids; checked on use)
         self.draining: dict[str, set[str]] = {}
+        # Iceberg job -> its table as the leader's committer last saw it (master/iceberg/).
+        self.tables: dict[str, TableView] = {}
         self.started_at = now
         for tid, stored in snapshot.assignments.items():
             self._adopt(tid, stored, now)
@@ -137,6 +139,7 @@ class LiveState:
         srv.cpu_used = report.usage.cpu_fraction * srv.cpu_capacity
         srv.net_used = report.usage.net_in_bytes_per_s + report.usage.net_out_bytes_per_s
         srv.reported_draining = report.draining
+        srv.max_tasks = report.max_tasks or None
         seen: dict[str, str] = {}
         for status in report.tasks:
             state = STATE_NAMES.get(status.state, "")

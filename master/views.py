@@ -40,14 +40,15 @@ def task_view(state: LiveState, rec: TaskRecord, *, history: bool = False) -> Ta
         records_per_s=rec.records_per_s if live else 0.0, consumer_lag=rec.consumer_lag,
         committed_offset=rec.committed_offset, last_error=rec.last_error,
         since_unix=rec.since_unix, history=state.history.of(rec.id) if history else (),
-        stalled_reason=rec.stalled if rec.state == "stalled" else "",
+        stalled_reason=(rec.stalled or rec.table_stalled) if rec.state == "stalled" else "",
         last_commit_age_s=rec.last_commit_age_s if live else -1.0,
         freshness_s=rec.freshness_s if live else 0.0, records_total=rec.records_total,
         bytes_total=rec.bytes_total, exported_total=rec.exported_total,
         dead_letters_total=rec.dead_letters_total,
         rate_share_records_per_s=(share.records_per_s or 0.0) if share else 0.0,
         rate_share_bytes_per_s=(share.bytes_per_s or 0.0) if share else 0.0,
-        job_tasks=job_tasks, rate_limited_s=rec.rate_limited_s)
+        job_tasks=job_tasks, rate_limited_s=rec.rate_limited_s,
+        table=state.tables.get(rec.job) if history else None)
 
 
 def _ratio(used: float, capacity: float) -> float:
@@ -68,7 +69,7 @@ def server_view(state: LiveState, srv: ServerRecord) -> ServerView:
         cpu_utilisation=_ratio(cpu, srv.cpu_capacity),
         net_utilisation=_ratio(net, srv.net_capacity),
         tasks=tuple(t.id for t in held), last_report_unix=srv.last_report_unix,
-        version=srv.version)
+        version=srv.version, max_tasks=srv.max_tasks)
 
 
 def matches(view: TaskView, where: TaskFilter) -> bool:
@@ -109,7 +110,7 @@ def job_view(state: LiveState, job_id: str) -> JobView:
     if job is None:
         raise NotFound(f"no job {job_id}", job=job_id)
     return JobView(spec=job.spec, state=job.spec.state, tasks=tuple(state.tasks_of(job_id)),
-                   created_unix=job.created_unix)
+                   created_unix=job.created_unix, table=state.tables.get(job_id))
 
 
 def list_jobs(state: LiveState) -> list[JobView]:
@@ -117,7 +118,8 @@ def list_jobs(state: LiveState) -> list[JobView]:
     for rec in state.tasks.values():
         by_job.setdefault(rec.job, []).append(rec.id)
     return [JobView(spec=j.spec, state=j.spec.state, tasks=tuple(sorted(by_job.get(i, []))),
-                    created_unix=j.created_unix) for i, j in sorted(state.jobs.items())]
+                    created_unix=j.created_unix, table=state.tables.get(i))
+            for i, j in sorted(state.jobs.items())]
 
 
 def drain_progress(state: LiveState, server_id: str) -> DrainProgress:
@@ -139,7 +141,8 @@ def group_views(state: LiveState, plan: Plan) -> list[GroupView]:
     return [GroupView(group=a.group, servers_alive=a.servers_alive, utilisation=a.utilisation,
                       imbalance=a.imbalance, servers_wanted=a.servers_wanted,
                       tasks=tasks.get(a.group, 0), tasks_pending=pending.get(a.group, 0),
-                      reason=a.reason) for a in plan.advice]
+                      reason=a.reason, task_slots_free=a.task_slots_free)
+            for a in plan.advice]
 
 
 def plan_view(state: LiveState, plan: Plan) -> PlanView:

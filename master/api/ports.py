@@ -33,6 +33,32 @@ TASK_STATES = ("pending", "assigned", "running", "stalled", "draining", "stopped
 
 
 @dataclass(frozen=True, slots=True)
+class TableView:
+    """An Iceberg job's table as its leader's committer last saw it (master/iceberg/service.py);
+    only the leader knows it (a standby's views have none)."""
+
+    catalog: str
+    namespace: str
+    table: str
+    exists: bool = False              # False until a task has created it
+    commit_interval_s: float = 0.0
+    last_commit_unix: float | None = None   # the newest snapshot of exportd's on the table
+    snapshot_id: int | None = None          # the table's current snapshot
+    committed_total: int = 0          # records this leader committed
+    pending_records: int = 0          # in reports written but not (yet) in the table
+    pending_files: int = 0
+    pending_reports: int = 0
+    oldest_pending_age_s: float = -1.0   # -1: nothing pending
+    consecutive_errors: int = 0       # rounds in a row that failed or were refused
+    last_error: str = ""
+    bad_reports: int = 0              # reports that do not parse (left in place)
+    # "topic/partition" -> why its chain stops (a file that cannot be committed)
+    blocked: dict[str, str] = field(default_factory=dict)
+    stalled_reason: str = ""          # why its tasks show `stalled` ('' when they do not)
+    checked_unix: float | None = None   # when the last round ended
+
+
+@dataclass(frozen=True, slots=True)
 class TaskView:
     id: str
     job: str
@@ -66,6 +92,7 @@ class TaskView:
     rate_share_bytes_per_s: float = 0.0
     job_tasks: int = 0
     rate_limited_s: float = 0.0
+    table: TableView | None = None    # an Iceberg job's table; filled by get_task only
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +110,9 @@ class ServerView:
     tasks: tuple[str, ...] = ()
     last_report_unix: float | None = None
     version: str = ""
+    # The most tasks it takes (its memory budget's task slots, or its max_tasks setting);
+    # None: no cap. `tasks` counts what it holds against it.
+    max_tasks: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +133,8 @@ class GroupView:
     tasks: int
     tasks_pending: int
     reason: str
+    # Task slots left on its schedulable servers when all of them have a cap; None: no limit.
+    task_slots_free: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +143,7 @@ class JobView:
     state: str                    # running / paused
     tasks: tuple[str, ...]
     created_unix: float | None = None
+    table: TableView | None = None    # an Iceberg job's table, on the leader
 
 
 @dataclass(frozen=True, slots=True)
