@@ -312,6 +312,6 @@ def build_view(now: float, servers: Iterable[ServerRecord], tasks: Iterable[Task
             # servers' ZooKeeper credential can write, capacity included): nothing new either;
             # a report arrives only on a session authenticated as that server (mTLS).
             cordoned=s.admin.cordoned or s.registration is None or not s.reported,
-            draining=s.admin.draining or s.reported_draining))
+            draining=s.admin.draining or s.reported_draining, max_tasks=s.max_tasks))
     return ClusterView(now=now, servers=tuple(server_list), tasks=tuple(task_list),
                        in_flight=tuple(flights), config=config)

@@ -106,6 +106,13 @@ def aged_out(server: Json, now: float) -> bool:
             and (last is None or now - last > DEAD_HIDDEN_AFTER_S))
 
 
+def task_count(server: Json) -> str:
+    """Tasks held, and against the server's task cap when it has one: `3/8`."""
+    held = len(server.get("tasks", ()))
+    cap = server.get("max_tasks")
+    return f"{held}/{cap}" if cap else str(held)
+
+
 def servers_table(servers: Sequence[Json], now: float, *, show_all: bool = False) -> str:
     shown = [s for s in servers if show_all or not aged_out(s, now)]
     hidden = len(servers) - len(shown)
@@ -119,7 +126,7 @@ def servers_table(servers: Sequence[Json], now: float, *, show_all: bool = False
     if not shown:
         return "\n".join(["no servers registered", *notes])
     rows = [(s["id"], s["group"], server_state(s), meter(s.get("cpu_utilisation"), 8),
-             meter(s.get("net_utilisation"), 8), len(s.get("tasks", ())),
+             meter(s.get("net_utilisation"), 8), task_count(s),
              ago(s.get("last_report_unix"), now)) for s in shown]
     head = table(("SERVER", "GROUP", "STATE", "CPU", "NET", "TASKS", "REPORT"), rows)
     return "\n".join([head, *(textwrap.fill(n, WIDTH) for n in notes)])
