@@ -33,6 +33,7 @@ from master.store import AdminFlags, Store, StoredJob
 from scheduler.model import ClusterView, Config, Plan
 from tasks.egress import check_submission
 from tasks.errors import Conflict, ExportdError, NotFound, Unavailable, ValidationError
+from tasks.iceberg.spec import IcebergSink
 from tasks.logs import get_logger
 from tasks.spec import JobSpec
 from tasks.topics import job_topics, missing_topics, source_field
@@ -47,6 +48,16 @@ def config_from(settings: MasterSettings) -> Config:
     return decisions.scheduler_config(
         s.high_watermark, s.target_watermark, s.imbalance_threshold, s.min_gain, s.move_budget,
         s.cooldown, s.drain_budget, s.default_cpu_estimate, s.default_net_estimate)
+
+
+def _known_catalog(spec: JobSpec, settings: MasterSettings) -> None:
+    """An Iceberg job names a catalog of the masters' settings (a 400 naming the known ones):
+    the leader commits to it, and servers are given the same `iceberg` block."""
+    sink = spec.sink
+    if isinstance(sink, IcebergSink) and sink.catalog not in settings.iceberg.catalogs:
+        known = ", ".join(sorted(settings.iceberg.catalogs)) or "none"
+        raise ValidationError(f"iceberg catalog {sink.catalog!r} is not configured "
+                              f"(iceberg.catalogs: {known})", field="sink.catalog")
 
 
 def _refuse_existing(state: LiveState, job_id: str) -> None:
@@ -380,6 +391,7 @@ class Leadership:
     async def create_job(self, spec: JobSpec) -> StoredJob:
         # Where it sends data and credentials: a 400 before anything is read or written.
         check_submission(spec, self.settings.egress, self.settings.kafka.access())
+        _known_catalog(spec, self.settings)
         _refuse_existing(self.live(), spec.id)
         available = await self._cluster_topics(spec)
         missing = missing_topics(spec, available)

@@ -28,6 +28,8 @@ from tasks.egress import (
     file_directory,
 )
 from tasks.fence import WorkerFence
+from tasks.iceberg.catalogs import IcebergSettings
+from tasks.iceberg.spec import IcebergSink
 from tasks.kafka_access import KafkaAccess, bootstrap_key
 from tasks.partitioning import PathRenderer, partitioned
 from tasks.pipeline import PipelineRunner
@@ -36,6 +38,7 @@ from tasks.runner import Assignment, RunnerFactory, TaskRunner
 from tasks.sinks.base import Sink
 from tasks.sinks.files import FileSinkWriter
 from tasks.sinks.http import HttpSinkWriter
+from tasks.sinks.iceberg import IcebergSinkWriter
 from tasks.sinks.kafka import KafkaSinkWriter
 from tasks.sinks.s3 import S3SinkWriter, s3_client
 from tasks.source import KafkaSource
@@ -68,6 +71,8 @@ class TaskEnvironment:
     fence: WorkerFence = field(default_factory=WorkerFence.unbounded, compare=False)
     # Where this host lets jobs send data (tasks/egress.py): its own settings, never the job's.
     egress: EgressSettings = field(default_factory=EgressSettings)
+    # The Iceberg catalogs this host offers jobs, by name (tasks/iceberg/catalogs.py).
+    iceberg: IcebergSettings = field(default_factory=IcebergSettings)
 
     def kafka_cluster(self, named: str | None) -> tuple[str, Mapping[str, str | int]]:
         """(bootstrap list, librdkafka properties) of the cluster a spec names, or of ours; an
@@ -121,6 +126,11 @@ def _sink(env: TaskEnvironment, a: Assignment, source: KafkaSource) -> Sink:
     if isinstance(spec, HttpSink):
         return HttpSinkWriter(spec, job.format, task_id=a.task_id, backoff_base=env.backoff_base,
                               allow_networks=env.egress.networks(), fence=env.fence)
+    if isinstance(spec, IcebergSink):
+        # A catalog this host does not have: ConfigError, the task fails with the known ones.
+        return IcebergSinkWriter(spec, job.format, env.iceberg.catalog(spec.catalog),
+                                 topic=a.topic, partition=a.partition,
+                                 writer=f"{a.task_id}@{a.generation}", fence=env.fence)
     if isinstance(spec, FileSink):
         return FileSinkWriter(spec, job.format, topic=a.topic, partition=a.partition,
                               fence=env.fence, renderer=_renderer(spec, a))
@@ -154,7 +164,8 @@ def _renderer(spec: S3Sink | FileSink, a: Assignment) -> PathRenderer | None:
 
 def _bodies(env: TaskEnvironment, a: Assignment) -> Callable[[], FileBody] | None:
     """S3 and file sinks get their files rendered as chunks fill; HTTP and Kafka take rows, and
-    so do sinks whose records go to several directories (split when the chunk closes)."""
+    so do sinks whose records go to several directories (split when the chunk closes) and
+    Iceberg tables (conformed to the table's schema when the chunk closes)."""
     sink = a.job.sink
     if isinstance(sink, S3Sink | FileSink) and partitioned(sink.path, sink.partitioning):
         return None

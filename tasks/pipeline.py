@@ -44,7 +44,7 @@ from tasks.fence import WorkerFence
 from tasks.logs import get_logger
 from tasks.ratelimit import Share, Throttle
 from tasks.runner import TaskState, TaskStats
-from tasks.sinks.base import KeyTaken, Sink, backoff_delay, screened
+from tasks.sinks.base import KeyTaken, Resumes, Sink, backoff_delay, screened
 from tasks.sinks.partitioned import ChunkClaimed
 from tasks.source import KafkaSource, Polled
 from tasks.spool import FileBody, MemoryBudget
@@ -163,16 +163,26 @@ class PipelineRunner:
     async def start(self) -> None:
         self._state = TaskState.STARTING
         try:
-            start = await self._in_source_thread(self.source.open)
+            start = kafka_start = await self._in_source_thread(self.source.open)
+            if isinstance(self.sink, Resumes):
+                # The destination knows where the export goes on (an Iceberg table's offset and
+                # the chunk reports after it), not Kafka: read from there.
+                start = await asyncio.to_thread(self.sink.cpu.run, self.sink.resume_offset,
+                                                kafka_start)
+                if start != kafka_start:
+                    await self._in_source_thread(self.source.seek, start)
         except Exception as exc:
             self._fail(exc)
             await self._close()
             raise
         self.meter.committed(start)  # where a restart would resume
         # Another owner resolving `latest` (or a timestamp) later would start elsewhere and cut
-        # other chunks: such a start is committed before the first write (_deliver).
-        self._start_to_commit = start if self.source.resolved else None
-        self.log.info("task started", start_offset=start)
+        # other chunks: such a start, or one the sink resumed at, is committed before the first
+        # write (_deliver).
+        moved = start != kafka_start
+        self._start_to_commit = start if self.source.resolved or moved else None
+        self.log.info("task started", start_offset=start,
+                      **({"kafka_offset": kafka_start} if moved else {}))
         self._start_stages(start)
         self._state = TaskState.RUNNING
 

@@ -77,6 +77,16 @@ class Screens(Protocol):
     def oversized(self, chunk: Chunk) -> list[DeadRecord]: ...
 
 
+@runtime_checkable
+class Resumes(Protocol):
+    """A sink whose destination knows better than Kafka where the task goes on (an Iceberg
+    table: the offset its last commit recorded, then the chunk reports written after it). The
+    pipeline asks once, after the source opened at `kafka_start` (the committed offset or the
+    job's start), and reads from the answer. Blocking: called in a thread."""
+
+    def resume_offset(self, kafka_start: int) -> int: ...
+
+
 def screened(sink: Sink, chunk: Chunk) -> list[DeadRecord]:
     """The records of `chunk` that `sink` will skip (none for sinks that do not screen)."""
     return sink.oversized(chunk) if isinstance(sink, Screens) else []
