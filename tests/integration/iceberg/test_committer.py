@@ -40,7 +40,7 @@ def _sink(**extra: Any) -> IcebergSink:
                                        "commit_interval": "1s", **extra})
 
 
-def _table(settings: CatalogSettings) -> Table:
+def make_table(settings: CatalogSettings) -> Table:
     """The table as a task creates it: schema from its first chunk, spec from the job."""
     catalog = open_catalog("test", settings)
     catalog.create_namespace_if_not_exists("ns")
@@ -50,8 +50,8 @@ def _table(settings: CatalogSettings) -> Table:
     return catalog.load_table(("ns", "t"))
 
 
-def _chunk(store: Warehouse, partition: int, start: int, end: int,
-           rows: pa.Table | None = None) -> ChunkReport:
+def chunk(store: Warehouse, partition: int, start: int, end: int,
+           rows: pa.Table | None = None, topic: str = TOPIC) -> ChunkReport:
     """Write one chunk's data file, claim and report, create-only, as a task does."""
     if rows is None:
         ids = list(range(partition * 1_000_000 + start, partition * 1_000_000 + end))
@@ -60,10 +60,10 @@ def _chunk(store: Warehouse, partition: int, start: int, end: int,
                          "kp": pa.array([partition] * len(ids), pa.int32())})
     buf = io.BytesIO()
     pq.write_table(rows, buf, compression="zstd")
-    key = data_key(f"kp={partition}", TOPIC, partition, start)
+    key = data_key(f"kp={partition}", topic, partition, start)
     assert store.put_once(key, buf.getvalue())
-    assert store.put_once(claim_key(TOPIC, partition, start), str(end).encode())
-    report = ChunkReport(TOPIC, partition, start, end,
+    assert store.put_once(claim_key(topic, partition, start), str(end).encode())
+    report = ChunkReport(topic, partition, start, end,
                          (DataFileReport(store.uri(key), {"kp": partition}, rows.num_rows,
                                          len(buf.getvalue())),),
                          records=rows.num_rows, written_at=time.time(), writer=f"p{partition}")
@@ -99,12 +99,12 @@ def _ok(result: RoundResult) -> RoundResult:
 def test_commit_refused_when_the_table_has_a_newer_epoch(s3_catalog: CatalogSettings) -> None:
     """A deposed leader (the table records a newer epoch) and one whose term is not confirmed
     commit nothing: no snapshot, the reports stay for the rightful leader."""
-    table = _table(s3_catalog)
+    table = make_table(s3_catalog)
     store = open_warehouse(table.location(), s3_catalog)
-    _chunk(store, 0, 0, 10)
+    chunk(store, 0, 0, 10)
     newer = TableCommitter("job", _sink(), s3_catalog, epoch=7)
     _ok(newer.round(_allow))
-    _chunk(store, 0, 10, 20)
+    chunk(store, 0, 10, 20)
 
     deposed = TableCommitter("job", _sink(), s3_catalog, epoch=5).round(_allow)
     assert "epoch 7" in deposed.refused and deposed.committed_reports == 0
@@ -129,7 +129,7 @@ def test_commit_rounds_twelve_partitions(which: str, request: pytest.FixtureRequ
     """12 partitions x 3 chunks per round, 2 rounds: one snapshot per round, every record
     once, the summary's offsets, covered reports and claims deleted."""
     settings: CatalogSettings = request.getfixturevalue(which)
-    table = _table(settings)
+    table = make_table(settings)
     store = open_warehouse(table.location(), settings)
     committer = TableCommitter("job", _sink(), settings, epoch=3)
     expected: list[int] = []
@@ -137,7 +137,7 @@ def test_commit_rounds_twelve_partitions(which: str, request: pytest.FixtureRequ
         for p in range(12):
             for c in range(3):
                 start = (rnd * 3 + c) * 100
-                _chunk(store, p, start, start + 100)
+                chunk(store, p, start, start + 100)
                 expected += range(p * 1_000_000 + start, p * 1_000_000 + start + 100)
         result = _ok(committer.round(_allow))
         assert result.committed_reports == 36 and result.committed_files == 36
@@ -160,14 +160,14 @@ def test_commit_rounds_twelve_partitions(which: str, request: pytest.FixtureRequ
 
 
 def test_commit_a_new_field_becomes_an_optional_column(s3_catalog: CatalogSettings) -> None:
-    table = _table(s3_catalog)
+    table = make_table(s3_catalog)
     store = open_warehouse(table.location(), s3_catalog)
     committer = TableCommitter("job", _sink(), s3_catalog, epoch=1)
-    _chunk(store, 0, 0, 5)
+    chunk(store, 0, 0, 5)
     _ok(committer.round(_allow))
     wider = pa.table({"id": pa.array([100, 101], pa.int64()), "name": ["a", "b"],
                       "kp": pa.array([1, 1], pa.int32()), "country": ["fr", "de"]})
-    _chunk(store, 1, 0, 2, rows=wider)
+    chunk(store, 1, 0, 2, rows=wider)
     result = _ok(committer.round(_allow))
     assert result.committed_reports == 1
     table = open_catalog("test", s3_catalog).load_table(("ns", "t"))
@@ -181,16 +181,16 @@ def test_commit_a_new_field_becomes_an_optional_column(s3_catalog: CatalogSettin
 
 def test_commit_an_incompatible_file_stops_only_its_partition(s3_catalog: CatalogSettings,
                                                               ) -> None:
-    table = _table(s3_catalog)
+    table = make_table(s3_catalog)
     store = open_warehouse(table.location(), s3_catalog)
     committer = TableCommitter("job", _sink(), s3_catalog, epoch=1)
     for p in range(3):
-        _chunk(store, p, 0, 10)
+        chunk(store, p, 0, 10)
     bad = pa.table({"id": pa.array(["x", "y"]), "name": ["a", "b"],
                     "kp": pa.array([0, 0], pa.int32())})
-    _chunk(store, 0, 10, 12, rows=bad)
-    _chunk(store, 0, 12, 20)     # after the bad one: waits behind it
-    _chunk(store, 1, 10, 20)
+    chunk(store, 0, 10, 12, rows=bad)
+    chunk(store, 0, 12, 20)     # after the bad one: waits behind it
+    chunk(store, 1, 10, 20)
     result = _ok(committer.round(_allow))
     assert list(result.blocked) == [f"{TOPIC}/0"]
     assert "chunk 10-12" in result.blocked[f"{TOPIC}/0"]
@@ -206,11 +206,11 @@ def test_commit_an_incompatible_file_stops_only_its_partition(s3_catalog: Catalo
 
 
 def test_commit_leaves_an_unreadable_report_and_counts_it(file_catalog: CatalogSettings) -> None:
-    table = _table(file_catalog)
+    table = make_table(file_catalog)
     store = open_warehouse(table.location(), file_catalog)
     committer = TableCommitter("job", _sink(), file_catalog, epoch=1)
     assert store.put_once(report_key(TOPIC, 5, 0), b"{not json")
-    _chunk(store, 0, 0, 10)
+    chunk(store, 0, 0, 10)
     result = _ok(committer.round(_allow))
     assert result.bad_reports == 1 and result.committed_reports == 1
     assert [i.key for i in store.list(REPORTS_DIR)] == [report_key(TOPIC, 5, 0)]
@@ -226,12 +226,12 @@ def test_commit_an_older_epoch_never_commits_after_a_newer_one(
         s3_catalog: CatalogSettings) -> None:
     """Two committers of different epochs take turns on one table: the older is refused from
     the newer's first commit on, and every record is in the table once."""
-    table = _table(s3_catalog)
+    table = make_table(s3_catalog)
     store = open_warehouse(table.location(), s3_catalog)
     old = TableCommitter("job", _sink(), s3_catalog, epoch=1)
     new = TableCommitter("job", _sink(), s3_catalog, epoch=2)
     for start in range(0, 50, 10):
-        _chunk(store, 0, start, start + 10)
+        chunk(store, 0, start, start + 10)
         if start % 20:
             assert "epoch 2" in old.round(_allow).refused
         else:
