@@ -91,7 +91,7 @@ Checks names (DNS labels, unique) and fails the render on a bad entry.
 
 {{/*
 Variables every pod gets: pod identity, ZooKeeper, Kafka, S3 (+ credentials from an existing
-Secret). Argument: the root context. tasks/settings.py parses each EXPORTD_* value as YAML, so
+Secret), the Iceberg catalogs' secrets. Argument: the root context. tasks/settings.py parses each EXPORTD_* value as YAML, so
 strings go in JSON-quoted (a cluster named "2024" stays a string) and secrets single-quoted.
 */}}
 {{- define "exportd.commonEnv" -}}
@@ -169,6 +169,7 @@ strings go in JSON-quoted (a cluster named "2024" stays a string) and secrets si
 - name: EXPORTD_S3__SECRET_ACCESS_KEY
   value: "'$(AWS_SECRET_ACCESS_KEY)'"
 {{- end }}
+{{- include "exportd.iceberg.env" . }}
 {{- if .Values.kafka.allowUnlistedClusters }}
 - name: EXPORTD_KAFKA__ALLOW_UNLISTED_CLUSTERS
   value: "true"
@@ -244,17 +245,19 @@ prometheus.io/scheme: {{ . }}
 {{- end }}
 
 {{/*
-config.yaml of the masters: `config` merged with `master.config`.
+config.yaml of the masters: `config`, then the non-secret `iceberg` block (_iceberg.tpl), then
+`master.config` merged over it.
 */}}
 {{- define "exportd.master.configYaml" -}}
-{{- mustMergeOverwrite (deepCopy (.Values.config | default dict)) (deepCopy (.Values.master.config | default dict)) | toYaml }}
+{{- mustMergeOverwrite (deepCopy (.Values.config | default dict)) (include "exportd.iceberg.config" . | fromJson) (deepCopy (.Values.master.config | default dict)) | toYaml }}
 {{- end }}
 
 {{/*
-config.yaml of one server group. Argument: dict "root" $ "server" <merged entry>.
+config.yaml of one server group: `config`, the `iceberg` block, the group's `config`.
+Argument: dict "root" $ "server" <merged entry>.
 */}}
 {{- define "exportd.server.configYaml" -}}
-{{- mustMergeOverwrite (deepCopy (.root.Values.config | default dict)) (deepCopy (.server.config | default dict)) | toYaml }}
+{{- mustMergeOverwrite (deepCopy (.root.Values.config | default dict)) (include "exportd.iceberg.config" .root | fromJson) (deepCopy (.server.config | default dict)) | toYaml }}
 {{- end }}
 
 {{/* kafka.clusters as the settings' JSON: {name: {bootstrap_servers, config}}. */}}

@@ -352,3 +352,43 @@ def test_each_pod_gets_its_own_roles_zookeeper_login_and_egress(
     (master,) = _kind(docs, "Deployment", "master")
     (mc,) = master["spec"]["template"]["spec"]["containers"]
     assert _setting(mc, "EXPORTD_ZOOKEEPER__KEY_FILE") == "/etc/exportd-zk-tls/tls.key"
+
+
+def test_iceberg_catalogs_the_processes_or_a_cluster_could_not_use_are_refused(
+        helm: Path, chart_dir: Path) -> None:
+    """Names a variable cannot carry, a SQLite file other pods cannot see, a secret that would
+    land in a ConfigMap: refused at render, in one line."""
+    def catalog(name: str, uri: str = "https://rest.data.svc", warehouse: str = "s3://lake/w",
+                *more: str) -> list[str]:
+        at = f"iceberg.catalogs.{name}"
+        return [f"{at}.uri={uri}", f"{at}.warehouse={warehouse}", *(f"{at}.{m}" for m in more)]
+
+    for bad in ("Lake", "my-lake", "a__b", "_lake", "lake_"):
+        with pytest.raises(HelmToolsError, match="a catalog name is lowercase letters"):
+            _render(chart_dir, "default", *catalog(bad))
+    sqlite = catalog("lab", "sqlite:////var/lib/exportd/catalog.db",
+                     "file:///var/lib/exportd/warehouse")
+    with pytest.raises(HelmToolsError, match="SQLite catalog only works when every master"):
+        _render(chart_dir, "default", *sqlite)
+    docs = _render(chart_dir, "default", *sqlite, "iceberg.allowSqlite=true")
+    assert validate_manifests(docs, K8S_VERSION) == []
+    for config in _kind(docs, "ConfigMap", "master") + _kind(docs, "ConfigMap", "server"):
+        lab = yaml.safe_load(config["data"]["config.yaml"])["iceberg"]["catalogs"]["lab"]
+        assert lab == {"type": "sql", "uri": "sqlite:////var/lib/exportd/catalog.db",
+                       "warehouse": "file:///var/lib/exportd/warehouse"}
+    with pytest.raises(HelmToolsError, match=r"lake\.uri holds a password"):
+        _render(chart_dir, "default", *catalog("lake", "postgresql://exportd:pw@pg/iceberg"))
+    with pytest.raises(HelmToolsError, match=r"lake\.properties\.token looks like a secret"):
+        _render(chart_dir, "default", *catalog("lake", "https://r", "s3://l/w",
+                                               "properties.token=t"))
+    with pytest.raises(HelmToolsError, match=r"credentials\.existingSecret, which is empty"):
+        _render(chart_dir, "default", *catalog("lake", "https://r", "s3://l/w",
+                                               "credentials.tokenKey=token"))
+    with pytest.raises(HelmToolsError, match="both set: choose one"):
+        _render(chart_dir, "default", *catalog("lake", "https://r", "s3://l/w",
+                                               "credentials.existingSecret=s",
+                                               "credentials.uriKey=uri"))
+    with pytest.raises(HelmToolsError, match=r"lake\.warehouse: s3://bucket/prefix"):
+        _render(chart_dir, "default", *catalog("lake", "https://r", "/data/warehouse"))
+    with pytest.raises(HelmToolsError, match=r"lake\.type \"hive\": sql or rest"):
+        _render(chart_dir, "default", *catalog("lake", "https://r", "s3://l/w", "type=hive"))

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tasks.cluster import Role
+from tasks.iceberg.catalogs import S3Access, catalog_properties
 from tasks.settings import load_settings
 from tools.helmtools import helm_template
 from tools.helmtools.validate import CHART_DIR
@@ -34,6 +36,10 @@ SECRETS = {
     ("exportd-kafka", "sasl-password"): "k4fka'pa$$word",
     ("partner-kafka", "sasl-password"): "p4rtner",
     **{("exportd-zookeeper", key): value for key, value in secret_data(ZK).items()},
+    ("iceberg-lake", "uri"): "postgresql+psycopg://exportd:p'a$$w@rd@pg.db.svc:5432/iceberg",
+    ("iceberg-lake", "access-key-id"): "AKIAICEBERGEXAMPLE01",
+    ("iceberg-lake", "secret-access-key"): "ic3/S3cr3t'+k3y/EXAMPLE",
+    ("iceberg-events", "token"): "r3st:t0k'en$(NOT_A_VAR)",
 }
 KAFKA_CONFIG = {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
                 "sasl.username": "exportd", "sasl.password": "k4fka'pa$$word"}
@@ -149,3 +155,64 @@ def test_a_numeric_looking_cluster_name_stays_a_string(
     (deployment,) = _deployments(docs, "server")
     settings, _ = _load(docs, deployment, server_settings.ServerSettings, tmp_path)
     assert settings.zookeeper.cluster == "2024" and settings.group == "007"
+
+
+# Two catalogs: SQL with its URI (database password) and S3 keys from a Secret, REST with its
+# token from another; a name with '_' (variable names are lowercased when read).
+ICEBERG = {"iceberg": {"catalogs": {
+    "lake": {"type": "sql", "warehouse": "s3://lake/warehouse",
+             "s3": {"endpointUrl": "https://minio.storage.svc:9000", "region": "eu-west-1"},
+             "properties": {"pool_pre_ping": True},
+             "credentials": {"existingSecret": "iceberg-lake", "uriKey": "uri",
+                             "accessKeyIdKey": "access-key-id",
+                             "secretAccessKeyKey": "secret-access-key"}},
+    "events_v2": {"type": "rest", "uri": "https://iceberg-rest.data.svc:8181",
+                  "warehouse": "s3://events/warehouse",
+                  "credentials": {"existingSecret": "iceberg-events", "tokenKey": "token"}},
+}}}
+
+
+def test_iceberg_catalogs_reach_masters_and_servers_with_secrets_only_in_variables(
+    helm: Path, chart_dir: Path, tmp_path: Path
+) -> None:
+    master_settings = pytest.importorskip("master.settings")
+    server_settings = pytest.importorskip("server.settings")
+    values = tmp_path / "iceberg.yaml"
+    values.write_text(yaml.safe_dump(ICEBERG))
+    docs = helm_template(chart_dir, [REQUIRED, values])
+    secrets = [value for (name, _), value in SECRETS.items() if name.startswith("iceberg-")]
+    secrets.append("p'a$$w@rd")   # the database password alone
+    for doc in [d for d in docs if d["kind"] == "ConfigMap"]:
+        assert not [s for s in secrets if s in yaml.safe_dump(doc["data"])]
+    for doc in docs:   # nowhere in the rendered chart: only secretKeyRefs name them
+        assert not [s for s in secrets if s in str(doc)]
+    pods = [(d, master_settings.MasterSettings) for d in _deployments(docs, "master")]
+    pods += [(d, server_settings.ServerSettings) for d in _deployments(docs, "server")]
+    assert len(pods) == 2
+    for deployment, model in pods:
+        settings, _ = _load(docs, deployment, model, tmp_path)
+        assert sorted(settings.iceberg.catalogs) == ["events_v2", "lake"]
+        lake = settings.iceberg.catalog("lake")
+        assert (lake.type, lake.warehouse) == ("sql", "s3://lake/warehouse")
+        assert lake.uri == SECRETS[("iceberg-lake", "uri")]
+        assert lake.s3.endpoint_url == "https://minio.storage.svc:9000"
+        assert lake.s3.region == "eu-west-1"
+        assert lake.s3.access_key_id == SECRETS[("iceberg-lake", "access-key-id")]
+        assert lake.s3.secret_access_key is not None
+        assert (lake.s3.secret_access_key.get_secret_value()
+                == SECRETS[("iceberg-lake", "secret-access-key")])
+        assert catalog_properties(lake)["pool_pre_ping"] == "true"
+        events = settings.iceberg.catalog("events_v2")
+        assert (events.type, events.uri) == ("rest", "https://iceberg-rest.data.svc:8181")
+        assert events.s3 == S3Access()
+        assert catalog_properties(events)["token"] == SECRETS[("iceberg-events", "token")]
+        assert sorted(events.properties) == ["token"]
+
+
+def test_no_catalogs_by_default(helm: Path, chart_dir: Path, tmp_path: Path) -> None:
+    server_settings = pytest.importorskip("server.settings")
+    docs = helm_template(chart_dir, [REQUIRED])
+    assert not [d for d in docs if d["kind"] == "ConfigMap" and "iceberg" in str(d["data"])]
+    (deployment,) = _deployments(docs, "server")
+    settings, env = _load(docs, deployment, server_settings.ServerSettings, tmp_path)
+    assert settings.iceberg.catalogs == {} and not [v for v in env if "ICEBERG" in v]
