@@ -84,9 +84,11 @@ def jobs_list(client: Client, args: argparse.Namespace, out: TextIO) -> str:
 
 def jobs_get(client: Client, args: argparse.Namespace, out: TextIO) -> str:
     answer = client.request("GET", f"{API}/jobs/{_q(args.id)}")
-    return _show(args, answer, lambda a: (
-        f"{fmt.jobs_table([a['job']])}\n\nspec:\n{fmt.spec_text(a['job']['spec'])}\n\n"
-        f"{fmt.tasks_table(a['tasks'])}"))
+    return _show(args, answer, lambda a: "\n\n".join([
+        fmt.jobs_table([a['job']]), f"spec:\n{fmt.spec_text(a['job']['spec'])}",
+        *(["\n".join(fmt.table_lines(a["job"]["table"], time.time()))]
+          if a["job"].get("table") else []),
+        fmt.tasks_table(a['tasks'])]))
 
 
 def _post_action(collection: str, key: str, action: str, done: str) -> Command:

@@ -263,6 +263,38 @@ def leader_text(leader: Json, now: float) -> str:
             f"  answered by {by}")
 
 
+def table_lines(view: Json | None, now: float, indent: str = "") -> list[str]:
+    """An Iceberg job's table as its leader's committer sees it (the API's `table` block):
+    last commit, what is pending, errors, partitions whose chain is blocked."""
+    if not view:
+        return []
+    name = f"{view['catalog']}:{view['namespace']}.{view['table']}"
+    if not view.get("exists"):
+        return [f"{indent}table {name}: not created yet (no task has written)"]
+    last = view.get("last_commit_unix")
+    sub, more = indent + "  ", indent + "    "
+    lines = [f"{indent}table {name}: last commit {ago(last, now)}, every "
+             f"{span(view.get('commit_interval_s', 0.0))}, snapshot "
+             f"{view.get('snapshot_id') or '-'}",
+             f"{sub}pending: {view.get('pending_records', 0)} records in "
+             f"{view.get('pending_files', 0)} files ({view.get('pending_reports', 0)} reports), "
+             f"oldest {span(view.get('oldest_pending_age_s', -1.0))}"]
+    if view.get("consecutive_errors"):
+        lines.extend(textwrap.wrap(
+            f"commit errors: {view['consecutive_errors']} in a row, last: "
+            f"{view.get('last_error') or '-'}", WIDTH, initial_indent=sub,
+            subsequent_indent=more))
+    if view.get("bad_reports"):
+        lines.append(f"{sub}unreadable reports: {view['bad_reports']} (left in place)")
+    for partition, reason in sorted((view.get("blocked") or {}).items()):
+        lines.extend(textwrap.wrap(f"blocked {partition}: {reason}", WIDTH, initial_indent=sub,
+                                   subsequent_indent=more))
+    if view.get("stalled_reason"):
+        lines.extend(textwrap.wrap(f"stalled: {view['stalled_reason']}", WIDTH,
+                                   initial_indent=sub, subsequent_indent=more))
+    return lines
+
+
 def explain_task(task: Json, now: float) -> str:
     """Where a task runs, since when, why, and its history of moves."""
     lines = [f"task {task['id']}",
@@ -301,6 +333,7 @@ def explain_task(task: Json, now: float) -> str:
                                    WIDTH, initial_indent="  ", subsequent_indent="    "))
     if task.get("last_error"):
         lines.append(f"  last error: {task['last_error']}")
+    lines.extend(table_lines(task.get("table"), now, indent="  "))
     history = task.get("history") or []
     lines.append("history:" if history else "history: none recorded")
     for event in history:

@@ -184,3 +184,29 @@ def test_stalled_when_commits_fail_or_a_report_waits_too_long() -> None:
     reason = rounds.stalled_reason(errors=2, last_error="catalog down",
                                    oldest_pending_age_s=-1.0, commit_interval=10.0)
     assert "2 in a row" in reason and "catalog down" in reason
+
+
+# -- exportctl's rendering of the table block ---------------------------------------------------
+
+def test_exportctl_table_lines() -> None:
+    from tools.exportctl.format import WIDTH, explain_task, table_lines
+    view = {"catalog": "dev", "namespace": "demo", "table": "logs", "exists": True,
+            "commit_interval_s": 10.0, "last_commit_unix": 990.0, "snapshot_id": 42,
+            "pending_records": 300, "pending_files": 3, "pending_reports": 2,
+            "oldest_pending_age_s": 40.0, "consecutive_errors": 2,
+            "last_error": "CommitFailedException: " + "x" * 120, "bad_reports": 1,
+            "blocked": {"t/1": "chunk 10-12 of t/1 cannot be committed: long -> string"},
+            "stalled_reason": "Iceberg commits of its table fail (2 in a row)"}
+    text = "\n".join(table_lines(view, now=1000.0))
+    assert text.startswith("table dev:demo.logs: last commit 10s ago, every 10s, snapshot 42")
+    assert "pending: 300 records in 3 files (2 reports), oldest 40s" in text
+    assert "commit errors: 2 in a row" in text and "blocked t/1: chunk 10-12" in text
+    assert "unreadable reports: 1" in text and "stalled: Iceberg commits" in text
+    assert table_lines({**view, "exists": False}, 0.0) == [
+        "table dev:demo.logs: not created yet (no task has written)"]
+    assert table_lines(None, 0.0) == []
+    task = {"id": "j:t:1", "job": "j", "group": "g", "topic": "t", "partition": 1,
+            "server": "s1", "state": "stalled", "generation": 1, "table": view}
+    explained = explain_task(task, now=1000.0)
+    assert "  table dev:demo.logs" in explained
+    assert all(len(line) <= WIDTH for line in explained.splitlines())
