@@ -220,6 +220,15 @@ def test_notes_list_the_groups_and_warn_about_required_values(
     assert "tenant-acme (group \"acme\"): 2 replicas, drain grace 180s" in three
     assert 'exportd_group_servers_wanted{group="bulk"}' in three
     assert "WARNING" not in three
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(yaml.safe_dump({"iceberg": {"allowSqlite": True, "catalogs": {
+        "lab": {"uri": "sqlite:////data/catalog.db", "warehouse": "file:///data/warehouse"},
+        "lake": {"uri": "https://rest.data.svc", "warehouse": "s3://lake/w"}}}}))
+    iceberg = render(REQUIRED, lab)
+    assert "Iceberg catalogs (masters and servers): lab, lake" in iceberg
+    assert "WARNING: iceberg.allowSqlite=true" in iceberg
+    assert "WARNING: iceberg.catalogs.lab.warehouse is a local path" in iceberg
+    assert "Iceberg" not in default
 
 
 def test_no_api_without_tokens_and_no_pods_without_certificates(
