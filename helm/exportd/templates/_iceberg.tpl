@@ -30,7 +30,7 @@ or what would put a secret or a per-pod catalog in the cluster.
 {{- if not (or $c.uri $cred.uriKey) }}
 {{- fail (printf "%s: uri is required (or credentials.uriKey: the URI from the Secret)" $at) }}
 {{- end }}
-{{- if regexMatch "^[A-Za-z][A-Za-z0-9+.-]*://[^/@?#]*:[^/@?#]*@" ($c.uri | default "") }}
+{{- if or (regexMatch "^[A-Za-z][A-Za-z0-9+.-]*://[^/@?#]*:[^/@?#]*@" ($c.uri | default "")) (regexMatch "(?i)[?&](password|passwd|token)=" ($c.uri | default "")) }}
 {{- fail (printf "%s.uri holds a password: put the URI in a Secret and name it with credentials.existingSecret and credentials.uriKey" $at) }}
 {{- end }}
 {{- if and (regexMatch "^(?i)sqlite[+:]" ($c.uri | default "")) (not $ice.allowSqlite) }}

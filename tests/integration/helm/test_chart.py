@@ -387,6 +387,9 @@ def test_iceberg_catalogs_the_processes_or_a_cluster_could_not_use_are_refused(
                        "warehouse": "file:///var/lib/exportd/warehouse"}
     with pytest.raises(HelmToolsError, match=r"lake\.uri holds a password"):
         _render(chart_dir, "default", *catalog("lake", "postgresql://exportd:pw@pg/iceberg"))
+    with pytest.raises(HelmToolsError, match=r"lake\.uri holds a password"):
+        _render(chart_dir, "default", *catalog("lake", "postgresql://pg/ice?password=pw"))
+    _render(chart_dir, "default", *catalog("lake", "postgresql+psycopg://pg.db:5432/iceberg"))
     with pytest.raises(HelmToolsError, match=r"lake\.properties\.token looks like a secret"):
         _render(chart_dir, "default", *catalog("lake", "https://r", "s3://l/w",
                                                "properties.token=t"))
