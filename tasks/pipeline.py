@@ -1,11 +1,14 @@
 """One task's pipeline: pull → transform → push, asyncio stages on bounded queues.
 
-- pull: batch `consume` from the task's partition in the source's own thread; puts batches on a
-  queue of `queue_batches` entries. When the queue is full it waits: a slow sink slows the pull.
+- pull: batch `consume` from the task's partition in the source's lane (its calls one at a time
+  on a thread pool the process's tasks share, tasks/lanes.py; an idle poll waits out its interval
+  on the event loop, not in a thread); puts batches on a queue of `queue_batches` entries. When
+  the queue is full it waits: a slow sink slows the pull.
 - transform: runs `transform_batch` in a thread, or in the host's process pool (all cores), with
   up to `transform_window` batches in flight; a collect stage keeps the results in order.
-- push: dead-letters the failed records, cuts chunks (tasks/batching.py) in its own thread (for
-  S3 and file sinks that also compresses the lines into the chunk's file body, tasks/spool.py),
+- push: dead-letters the failed records, cuts chunks (tasks/batching.py) in its own lane of a
+  shared pool (for S3 and file sinks that also compresses the lines into the chunk's file body,
+  tasks/spool.py),
   delivers each chunk to the sink with retries, then commits its end offset synchronously —
   before the next delivery begins; the next chunk fills meanwhile. Nothing is committed that the
   sink has not acknowledged.
@@ -32,7 +35,7 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import BrokenExecutor, Executor, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor
 from typing import Any, TypeVar
 
 from tasks.batching import Batcher, Chunk, Limits
@@ -41,12 +44,13 @@ from tasks.deadletter import DeadLetterSink
 from tasks.deadletter_rules import Stage
 from tasks.errors import SinkError, Unavailable
 from tasks.fence import WorkerFence
+from tasks.lanes import push_lane, source_lane
 from tasks.logs import get_logger
 from tasks.ratelimit import Share, Throttle
 from tasks.runner import TaskState, TaskStats
 from tasks.sinks.base import KeyTaken, Resumes, Sink, backoff_delay, screened
 from tasks.sinks.partitioned import ChunkClaimed
-from tasks.source import KafkaSource, Polled
+from tasks.source import POLL_BUSY, KafkaSource, Polled
 from tasks.spool import FileBody, MemoryBudget
 from tasks.stats import TaskMeter
 from tasks.transforms.batch import (
@@ -119,11 +123,13 @@ class PipelineRunner:
         self._stopping = asyncio.Event()
         self._abort_at: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        # One thread owns the consumer: consume, commit, and close after the last consume.
-        self._source_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="source")
-        # One thread cuts and compresses (zlib-ng/zstd release the GIL): off the event loop, which
-        # all tasks of the process share. Stopping waits for it before freeing the open chunk.
-        self._push_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="push")
+        # The consumer's calls (consume, commit, close after the last consume) one at a time, in
+        # order, on the process's shared source pool (tasks/lanes.py): no thread of its own.
+        self._source_thread = source_lane()
+        # Cutting and compressing (zlib-ng/zstd release the GIL) one batch at a time, off the
+        # event loop that all tasks of the process share, on its shared push pool. Stopping waits
+        # for the lane before freeing the open chunk.
+        self._push_thread = push_lane()
         self._batcher: Batcher | None = None
         self._delivery: asyncio.Task[None] | None = None  # the chunk being delivered + committed
         self._resync: asyncio.Task[None] | None = None    # stages restarting at another offset
@@ -361,7 +367,8 @@ class PipelineRunner:
             await self._budget_room()
             if self._stopping.is_set():
                 break
-            polled = await self._in_source_thread(self.source.poll, allowance)
+            # Blocks a shared thread at most POLL_BUSY; an idle poll's interval is waited below.
+            polled = await self._in_source_thread(self.source.poll, allowance, POLL_BUSY)
             self._account(polled)
             self.meter.read(polled.next_offset, polled.high, bool(polled.rows),
                             polled.unreachable)
@@ -370,6 +377,9 @@ class PipelineRunner:
                 self.meter.last_error = polled.errors[-1]
             if polled.rows:
                 await self._q_pulled.put(polled)  # waits while downstream is busy: backpressure
+            elif polled.wait_s > 0:   # idle: the rest of the poll interval, a stop ends it
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), polled.wait_s)
         await self._q_pulled.put(_END)
 
     async def _transformed(self, polled: Polled) -> Done:

@@ -1,8 +1,10 @@
 """The Kafka side of a task: one consumer assigned to one partition, batch consume, sync commit.
 
-Blocking by design (librdkafka calls release the GIL): the pipeline calls every method in a
-worker thread. The consumer never commits by itself (`enable.auto.commit=false`) and never
-joins a group rebalance (manual `assign`): the cluster, not Kafka, decides who reads a partition.
+Blocking by design (librdkafka calls release the GIL): the pipeline calls every method in the
+task's source lane, one call at a time on a thread pool shared by the process's tasks
+(tasks/lanes.py), so `poll` blocks only briefly there. The consumer never commits by itself
+(`enable.auto.commit=false`) and never joins a group rebalance (manual `assign`): the cluster,
+not Kafka, decides who reads a partition.
 Offsets are still committed under the job's consumer group, so a task resumes where the last
 acknowledged file or batch ended, on whichever server it lands.
 """
@@ -59,6 +61,9 @@ class Polled:
     cpu_seconds: float = 0.0  # thread CPU time of the call
     high: int = -1            # the partition's end as the broker last reported it
     unreachable: str = ""     # "broker unreachable since …" while the broker cannot be reached
+    # No records: how long the caller should wait before the next poll — the part of the poll
+    # interval a `max_block` kept out of the thread (tasks/pipeline.py waits it on its loop).
+    wait_s: float = 0.0
 
 
 def columns(messages: list[Message]) -> Rows:
@@ -210,12 +215,16 @@ class KafkaSource:
         self._consumer.assign([self._tp(offset)])
         self.position = offset
 
-    def poll(self, max_records: int | None = None) -> Polled:
-        """One batch of at most batch_size records, fewer when a rate limit allows fewer."""
+    def poll(self, max_records: int | None = None, max_block: float | None = None) -> Polled:
+        """One batch of at most batch_size records, fewer when a rate limit allows fewer.
+        `max_block`: block at most this long in `consume` (the calling thread is shared,
+        tasks/lanes.py); the rest of an idle poll's interval is returned as `wait_s`."""
         cpu0 = time.thread_time()
         wanted = self.spec.batch_size if max_records is None else min(max_records,
                                                                        self.spec.batch_size)
-        messages = self._consumer.consume(max(wanted, 1), self._timeout)
+        interval = self._timeout
+        timeout = interval if max_block is None else min(interval, max_block)
+        messages = self._consumer.consume(max(wanted, 1), timeout)
         failed = [m for m in messages if m.error() is not None]
         errors = [str(e) for m in failed
                   if (e := m.error()) is not None and e.code() != KafkaError._PARTITION_EOF]
@@ -234,7 +243,8 @@ class KafkaSource:
         high = max(self._high, self.position)  # never a negative lag from a stale watermark
         lag = high - self.position if self._high >= 0 else -1
         return Polled(rows, self.position, lag, errors, time.thread_time() - cpu0,
-                      high=self._high, unreachable=self.unreachable)
+                      high=self._high, unreachable=self.unreachable,
+                      wait_s=0.0 if messages else interval - timeout)
 
     def _refresh_high(self) -> None:
         """The partition's end: librdkafka's cached value while the broker answers fetches; while

@@ -26,11 +26,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import json
 import multiprocessing
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -112,6 +115,17 @@ class TreeMemory:
         self._thread.join()
 
 
+def thread_names(pids: list[int]) -> dict[str, int]:
+    """The threads of the processes by name (/proc/<pid>/task/*/comm), numbers folded: which
+    threads a task owns (librdkafka's rdk:*, the pipeline's executors, the clients')."""
+    names: collections.Counter[str] = collections.Counter()
+    for pid in pids:
+        for comm in Path(f"/proc/{pid}/task").glob("*/comm"):
+            with contextlib.suppress(OSError):
+                names[re.sub(r"[0-9]+", "N", comm.read_text().strip())] += 1
+    return dict(names.most_common())
+
+
 async def _server(args: argparse.Namespace) -> dict[str, Any]:
     """The child: one server's tasks in a worker pool, through the phases."""
     from tasks.factory import TaskEnvironment
@@ -179,6 +193,7 @@ async def _server(args: argparse.Namespace) -> dict[str, Any]:
         res["steady_peak_mb"] = memory.reset()
         res["threads_per_worker"] = max(
             threads, *(len(psutil.Process(w.process.pid or 0).threads()) for w in pool.workers))
+        res["thread_names"] = thread_names([w.process.pid or 0 for w in pool.workers])
         await asyncio.gather(*(r.stop(drain=True) for r in runners))
         res["drain_peak_mb"] = memory.reset()
         res["records"] = args.backlog + steady_each
@@ -306,6 +321,11 @@ def main() -> None:
                                      ("compression", args.compression)))], tree)
                 res["check"] = check_exactly_once(infra.s3, bucket, n, res["records"])
                 res["load_1m"] = load
+                res["load_after_1m"] = os.getloadavg()[0]
+                # The backlog is GBs at 200 partitions: give the disk back before the next run.
+                admin.delete_topics([topic])[topic].result(60)
+                client.delete_bucket(Bucket=bucket)
+                shutil.rmtree(workdir, ignore_errors=True)
                 print(json.dumps({"tree": name, "partitions": n, **res}))
                 sys.stdout.flush()
 
