@@ -96,12 +96,15 @@ def _contained(directory: str, root: str, field: str) -> None:
 
 def egress_checked(env: TaskEnvironment, job: JobSpec) -> JobSpec:
     """The job if this host's egress rules allow it (tasks/egress.py), with its file
-    directories made absolute below the file root; EgressRefused otherwise, so the task fails
-    with the reason before any client is built."""
+    directories made absolute below the file root; EgressRefused otherwise (ConfigError for an
+    Iceberg catalog this host does not have), so the task fails with the reason before any
+    client is built."""
     check_job(job, env.egress, env.kafka_access())
     sink, dead = job.sink, job.dead_letter
     if isinstance(sink, S3Sink):
         check_s3_endpoint(sink.endpoint_url, env.s3_endpoint, env.egress)
+    if isinstance(sink, IcebergSink):   # ConfigError naming the catalogs this host has
+        env.iceberg.catalog(sink.catalog)
     if isinstance(sink, FileSink):
         directory = file_directory(sink.directory, env.egress.file_root)
         _contained(directory, env.egress.file_root, "sink.directory")
@@ -127,7 +130,6 @@ def _sink(env: TaskEnvironment, a: Assignment, source: KafkaSource) -> Sink:
         return HttpSinkWriter(spec, job.format, task_id=a.task_id, backoff_base=env.backoff_base,
                               allow_networks=env.egress.networks(), fence=env.fence)
     if isinstance(spec, IcebergSink):
-        # A catalog this host does not have: ConfigError, the task fails with the known ones.
         return IcebergSinkWriter(spec, job.format, env.iceberg.catalog(spec.catalog),
                                  topic=a.topic, partition=a.partition,
                                  writer=f"{a.task_id}@{a.generation}", fence=env.fence)
