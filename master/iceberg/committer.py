@@ -102,6 +102,18 @@ def _tp(report: ChunkReport) -> str:
     return f"{report.topic}/{report.partition}"
 
 
+def _new_fields_optional(arrow: Any, schema: Schema) -> Any:
+    """A file's Arrow schema with its top-level fields the table lacks made nullable: a new
+    field becomes an optional column (a required one could not be added to a table with
+    rows)."""
+    known = {f.name for f in schema.fields}
+    if all(f.nullable or f.name in known for f in arrow):
+        return arrow
+    import pyarrow as pa
+    return pa.schema([f if f.nullable or f.name in known else f.with_nullable(True)
+                      for f in arrow], metadata=arrow.metadata)
+
+
 class TableCommitter:
     """The commit rounds of one job's table, for one leadership epoch."""
 
@@ -291,7 +303,7 @@ class TableCommitter:
                     if store.key_of(f.path) is None:
                         raise ValueError(f"data file {f.path} is not below the table location")
                     footer = self._footer(table, f.path)
-                    arrow = footer.schema.to_arrow_schema()
+                    arrow = _new_fields_optional(footer.schema.to_arrow_schema(), trial)
                     trial = UpdateSchema(table.transaction(), schema=trial) \
                         .union_by_name(arrow)._apply()
                     found[f.path] = footer

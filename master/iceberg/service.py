@@ -11,7 +11,8 @@ already in flight when the term ends harmless (docs/architecture/master.md, "Ice
 
 Events in, actions out: every JOB_SCAN_S the loops follow the jobs of the live state (a new
 Iceberg job gets a loop, a deleted one loses it); each loop runs a round every
-`commit_interval` in a thread (pyiceberg and S3 block), then publishes what it saw on the
+`commit_interval` in a thread of its own pool (pyiceberg and S3 block; a hung catalog must
+not starve the executor the term's ZooKeeper writes use), then publishes what it saw on the
 event loop: the job's `TableView` (`LiveState.tables`), `table_stalled` on the job's tasks
 (their state is `stalled` in tasks/explain/metrics), and the exportd_iceberg_* metrics. The
 views are refreshed every scan too, so a table whose round hangs still turns stalled in time.
@@ -23,6 +24,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from master import metrics
@@ -38,6 +40,7 @@ from tasks.logs import get_logger
 log = get_logger(__name__)
 
 JOB_SCAN_S = 1.0      # how often loops follow the jobs and views are refreshed
+ROUND_THREADS = 4     # rounds of different tables that run at once
 
 
 @dataclass
@@ -62,6 +65,10 @@ class IcebergCommits:
         self._current = current
         self._loops: dict[str, asyncio.Task[None]] = {}
         self._status: dict[str, _Status] = {}
+        # Rounds run in threads of their own: a catalog or warehouse that hangs must not take
+        # the default executor's few threads, which the term's ZooKeeper writes need.
+        self._pool = ThreadPoolExecutor(max_workers=ROUND_THREADS,
+                                        thread_name_prefix="iceberg-round")
 
     def term_check(self) -> str | None:
         """None while this term may commit; else why not. Safe from any thread."""
@@ -92,6 +99,8 @@ class IcebergCommits:
                     await loop
             for job_id in list(self._status):
                 self._forget(job_id)
+            # A round still running finds the term over at its fence and ends by itself.
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _follow_jobs(self) -> None:
         state = self.lead.state
@@ -119,18 +128,21 @@ class IcebergCommits:
                 return
             status = self._status.setdefault(job_id, _Status(sink))
             status.sink = sink
+            started = time.monotonic()
             if self.term_check() is None:
                 if committer is None or committer.sink != sink:
                     committer = self._committer(job_id, sink, status)
                 if committer is not None:
                     status.round_started = time.time()
                     try:
-                        result = await asyncio.to_thread(committer.round, self.term_check)
+                        result = await asyncio.get_running_loop().run_in_executor(
+                            self._pool, committer.round, self.term_check)
                     finally:
                         status.round_started = None
                     self._record(job_id, status, result)
                 self._publish(job_id, time.time())
-            await asyncio.sleep(sink.commit_interval)
+            # Every commit_interval from the start of the round (a long round: at once again).
+            await asyncio.sleep(max(0.05, sink.commit_interval - (time.monotonic() - started)))
 
     def _committer(self, job_id: str, sink: IcebergSink,
                    status: _Status) -> TableCommitter | None:

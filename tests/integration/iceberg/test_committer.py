@@ -238,3 +238,27 @@ def test_commit_an_older_epoch_never_commits_after_a_newer_one(
             _ok(new.round(_allow))
     assert sorted(_ids(open_catalog("test", s3_catalog).load_table(("ns", "t")))) == \
         list(range(50))
+
+
+def test_commit_takes_narrower_types_and_required_new_fields(file_catalog: CatalogSettings,
+                                                             ) -> None:
+    """A file whose id is int32 (the table's is long) and whose new field is declared
+    non-nullable: committed, the column added as optional, every row readable."""
+    table = make_table(file_catalog)
+    store = open_warehouse(table.location(), file_catalog)
+    committer = TableCommitter("job", _sink(), file_catalog, epoch=1)
+    chunk(store, 0, 0, 3)
+    rows = pa.Table.from_arrays(
+        [pa.array([7, 8], pa.int32()), pa.array(["a", "b"]), pa.array([0, 0], pa.int32()),
+         pa.array([1.5, 2.5], pa.float64())],
+        schema=pa.schema([("id", pa.int32()), ("name", pa.string()), ("kp", pa.int32()),
+                          pa.field("score", pa.float64(), nullable=False)]))
+    chunk(store, 0, 3, 5, rows=rows)
+    result = _ok(committer.round(_allow))
+    assert result.committed_reports == 2 and not result.blocked
+    table = open_catalog("test", file_catalog).load_table(("ns", "t"))
+    assert not table.schema().find_field("score").required
+    assert str(table.schema().find_field("id").field_type) == "long"
+    got = table.scan().to_arrow().sort_by("id").to_pylist()
+    assert [(r["id"], r["score"]) for r in got] == [(0, None), (1, None), (2, None),
+                                                     (7, 1.5), (8, 2.5)]
