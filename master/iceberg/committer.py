@@ -18,7 +18,9 @@ A round, in this order:
    (statistics from the footer, partition record from the report's values in the spec's order),
    a fast append whose summary records every partition's offset, our epoch and the job; the
    fence is asked again right before the catalog commit; a conflict (CommitFailedException)
-   reloads the table and plans again, at most COMMIT_ATTEMPTS times;
+   reloads the table and plans again, at most COMMIT_ATTEMPTS times (pyiceberg's own retries
+   are off: they would re-parent our append, offsets and all, onto the snapshot that
+   conflicted — the chunks another leader just committed, twice);
 8. delete the reports the table covers (the ones just appended included) and their claims,
    at most MAX_DELETES_PER_ROUND keys;
 9. (the maintenance module, once it lands: see `_maintain`).
@@ -100,6 +102,19 @@ class _Prepared:
 
 def _tp(report: ChunkReport) -> str:
     return f"{report.topic}/{report.partition}"
+
+
+def _without_retries(table: Table) -> Table:
+    """The table with pyiceberg's automatic commit retries off (in memory; the catalog keeps
+    its own properties). A retry after a conflict would re-parent our append, with the offsets
+    planned on the OLD snapshot, onto the new one: the chunks another leader just committed
+    would be appended twice. A conflict must end the attempt; the round plans again."""
+    from pyiceberg.table import Table as _Table
+    from pyiceberg.table import TableProperties
+    props = {**table.metadata.properties, TableProperties.COMMIT_NUM_RETRIES: "0"}
+    meta = table.metadata.model_copy(update={"properties": props})
+    return _Table(table.name(), meta, table.metadata_location, table.io, table.catalog,
+                  table.config)
 
 
 def _new_fields_optional(arrow: Any, schema: Schema) -> Any:
@@ -332,7 +347,7 @@ class TableCommitter:
             parquet_path_to_id_mapping,
         )
         from pyiceberg.table import TableProperties
-        tx = table.transaction()
+        tx = _without_retries(table).transaction()
         if prepared.schema is not None:
             with tx.update_schema() as update:
                 update.union_by_name(prepared.schema)

@@ -262,3 +262,31 @@ def test_commit_takes_narrower_types_and_required_new_fields(file_catalog: Catal
     got = table.scan().to_arrow().sort_by("id").to_pylist()
     assert [(r["id"], r["score"]) for r in got] == [(0, None), (1, None), (2, None),
                                                      (7, 1.5), (8, 2.5)]
+
+
+def test_commit_a_deposed_leaders_in_flight_commit_conflicts_and_is_not_retried(
+        s3_catalog: CatalogSettings) -> None:
+    """A new leader commits between the old leader's fence and its catalog commit: the old
+    commit fails on the catalog's compare-and-swap and is NOT re-parented onto the new
+    snapshot (pyiceberg's automatic retry would append the same chunks twice, under stale
+    offsets); every record is in the table once."""
+    table = make_table(s3_catalog)
+    store = open_warehouse(table.location(), s3_catalog)
+    for start in (0, 10):
+        chunk(store, 0, start, start + 10)
+    new = TableCommitter("job", _sink(), s3_catalog, epoch=2)
+    calls = []
+
+    def race() -> str | None:
+        calls.append(1)
+        if len(calls) == 2:          # after the old leader planned, before its commit
+            _ok(new.round(_allow))
+        return None
+
+    old = TableCommitter("job", _sink(), s3_catalog, epoch=1).round(race)
+    assert old.committed_reports == 0
+    assert "epoch 2" in old.refused or "conflict" in old.error, old
+    table = open_catalog("test", s3_catalog).load_table(("ns", "t"))
+    assert sorted(_ids(table)) == list(range(20))
+    assert len(_exportd_snapshots(table)) == 1
+    assert epoch_from_summary(_summary(table)) == 2
