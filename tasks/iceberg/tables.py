@@ -75,8 +75,8 @@ def check_spec(table: Table, spec: IcebergSink) -> None:
     if have != want:
         def show(shape: list[tuple[str, str, str]]) -> str:
             return ", ".join(f"{t}({s})" for s, t, _ in shape) or "unpartitioned"
-        raise SinkError(f"iceberg table {'.'.join(spec.identifier)} is partitioned by "
-                        f"{show(have)}, the job by {show(want)}: drop the table or change "
+        raise SinkError(f"iceberg table {'.'.join(spec.identifier)} has the partition spec "
+                        f"[{show(have)}], the job [{show(want)}]: drop the table or change "
                         f"the job's partition_by", retryable=False)
 
 

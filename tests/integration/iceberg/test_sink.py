@@ -236,3 +236,50 @@ async def test_a_task_resumes_from_the_table_and_its_reports_not_from_kafka(
     reports = _reports(store)
     _chained(reports, 150, 250)
     assert sorted(_ids(store, reports)) == list(range(150, 250))
+
+
+async def test_a_column_the_leader_adds_is_cast_once_the_task_rereads_the_schema(
+        kafka: str, tmp_path: Path, file_catalog: CatalogSettings) -> None:
+    """The leader evolves the table while the task runs: within a commit interval the task
+    casts to the new column like the others (a value that does not fit is a dead letter)."""
+    topic = create_topic(kafka, unique("ice-evolve"))
+    produce(kafka, topic, [_record(i) for i in range(10)])
+    spec = _job(topic, tmp_path, records=10)
+    spec = spec.model_copy(update={"sink": spec.sink.model_copy(
+        update={"commit_interval": 0.2})})
+    r = runner(_env(kafka, tmp_path, file_catalog), spec)
+    await r.start()
+    try:
+        await wait_for(lambda: r.stats().committed_offset >= 10, "the first chunk")
+        table = open_catalog("test", file_catalog).load_table(("exports", spec.sink.table))  # type: ignore[union-attr]
+        from pyiceberg.types import LongType
+        with table.update_schema() as update:
+            update.add_column("coupon", LongType())
+        await asyncio.sleep(0.3)   # more than the commit interval: the next chunk re-reads
+        produce(kafka, topic, [_record(10, coupon="X1")] + [_record(i, coupon=i)
+                                                           for i in range(11, 20)])
+        await wait_for(lambda: r.stats().committed_offset >= 20, "the second chunk")
+    finally:
+        await r.stop(drain=True)
+    dead = [json.loads(line) for f in (tmp_path / "dlq").rglob("*") if f.is_file()
+            for line in f.read_text().splitlines() if line]
+    assert [d["offset"] for d in dead] == [10], dead
+    assert "field coupon: 'X1' is not a long (column coupon is long)" in dead[0]["reason"]
+
+
+async def test_a_table_with_another_partition_spec_fails_the_task(
+        kafka: str, tmp_path: Path, file_catalog: CatalogSettings) -> None:
+    import pyarrow as pa
+
+    from tasks.errors import SinkError
+    topic = create_topic(kafka, unique("ice-spec"))
+    spec = _job(topic, tmp_path)
+    catalog = open_catalog("test", file_catalog)
+    catalog.create_namespace_if_not_exists("exports")
+    catalog.create_table(("exports", spec.sink.table),  # type: ignore[union-attr]
+                         schema=pa.schema([pa.field("id", pa.int64())]))
+    r = runner(_env(kafka, tmp_path, file_catalog), spec)
+    with pytest.raises(SinkError, match=r"has the partition spec \[unpartitioned\], the job "
+                                        r"\[day\(ts\), bucket\[4\]\(country\)\]"):
+        await r.start()
+    assert r.stats().state == "failed"
