@@ -190,7 +190,8 @@ def partition_sizes(bootstrap: str, topic: str, n: int) -> list[int]:
 
 async def _run_tasks(bootstrap: str, topic: str, n: int, sink: dict[str, Any],
                      transform: dict[str, Any], fmt: dict[str, Any], s3: str | None,
-                     workers: int, workdir: Path, *, egress: Any = None) -> dict[str, Any]:
+                     workers: int, workdir: Path, *, egress: Any = None,
+                     env_extra: dict[str, Any] | None = None) -> dict[str, Any]:
     from tasks.factory import TaskEnvironment
     from tasks.runner import Assignment, TaskRunner, task_id
     from tasks.spec import parse_job_spec
@@ -203,7 +204,8 @@ async def _run_tasks(bootstrap: str, topic: str, n: int, sink: dict[str, Any],
 
     env = TaskEnvironment(kafka_bootstrap=bootstrap, state_dir=workdir, s3_endpoint=s3,
                           s3_access_key="bench", s3_secret_key="bench",
-                          egress=egress or EgressSettings(file_root=str(workdir)))
+                          egress=egress or EgressSettings(file_root=str(workdir)),
+                          **(env_extra or {}))
     # spawn: the workers are this process's children, so getrusage counts their CPU once
     # they are joined. Stats every 10 ms: each task's end is seen from them (the baseline sees
     # its end at once; a 50 ms period added up to ~60 ms to a 2 s phase).
