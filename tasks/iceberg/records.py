@@ -195,40 +195,92 @@ def _field(record: Mapping[str, Any], column: NestedField, where: str) -> Any:
     return value
 
 
-def conform_one(record: Any, schema: Schema, timestamps: TimestampFormats) -> dict[str, Any]:
-    """One record as a row of the table (new fields kept as they are); CastError otherwise."""
+Caster = Callable[[Any], Any]
+# Iceberg primitive types whose values, already of this Python type, are taken as they are.
+_EXACT: dict[str, type] = {"LongType": int, "IntegerType": int, "DoubleType": float,
+                           "FloatType": float, "StringType": str, "BooleanType": bool}
+
+
+def caster(column_type: IcebergType, where: str) -> Caster:
+    """`cast` for one column, with the common case (the value already has the column's Python
+    type) decided by one `type()` test per value: the type dispatch is done once per chunk."""
+    exact = _EXACT.get(type(column_type).__name__)
+    if exact is int:
+        low, high = LONG_RANGE if isinstance(column_type, LongType) else INT_RANGE
+
+        def integral(value: Any) -> Any:
+            if type(value) is int and low <= value <= high:
+                return value
+            return cast(value, column_type, where)
+        return integral
+    if exact is not None:
+        def plain(value: Any) -> Any:
+            return value if type(value) is exact else cast(value, column_type, where)
+        return plain
+    return lambda value: cast(value, column_type, where)
+
+
+@dataclass(frozen=True)
+class _Column:
+    name: str
+    cast: Caster
+    required: bool
+    timestamp: str | None   # the timestamp field's format, when it is one
+
+
+def _plan(schema: Schema, timestamps: TimestampFormats) -> list[_Column]:
+    return [_Column(f.name, caster(f.field_type, f.name), f.required, timestamps.get(f.name))
+            for f in schema.fields]
+
+
+def _conform_one(record: Any, plan: Sequence[_Column], known: frozenset[str],
+                 timestamps: TimestampFormats) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise CastError(f"the record is not a JSON object: {_show(record)}")
     row: dict[str, Any] = {}
-    for column in schema.fields:
+    for column in plan:
         value = record.get(column.name)
-        fmt = timestamps.get(column.name)
-        if fmt is not None and value is not None:
-            value = parse_timestamp(value, fmt, column.name)
-        row[column.name] = _field({column.name: value}, column, column.name)
-    for name, value in record.items():
-        if name in row:
-            continue
-        fmt = timestamps.get(name)
-        row[name] = (parse_timestamp(value, fmt, name)
-                     if fmt is not None and value is not None else value)
+        if value is None:
+            if column.required:
+                raise CastError(f"field {column.name} is missing (column {column.name} is "
+                                f"required)")
+        else:
+            if column.timestamp is not None:
+                value = parse_timestamp(value, column.timestamp, column.name)
+            value = column.cast(value)
+        row[column.name] = value
+    if not known.issuperset(record):
+        for name, value in record.items():
+            if name in known:
+                continue
+            fmt = timestamps.get(name)
+            row[name] = (parse_timestamp(value, fmt, name)
+                         if fmt is not None and value is not None else value)
     return row
+
+
+def conform_one(record: Any, schema: Schema, timestamps: TimestampFormats) -> dict[str, Any]:
+    """One record as a row of the table (new fields kept as they are); CastError otherwise."""
+    return _conform_one(record, _plan(schema, timestamps),
+                        frozenset(f.name for f in schema.fields), timestamps)
 
 
 def conform(records: Sequence[Any], schema: Schema, timestamps: TimestampFormats) -> Conformed:
     """The chunk's records against the table's schema (see the module docstring)."""
     out = Conformed()
-    known = {f.name for f in schema.fields}
+    plan = _plan(schema, timestamps)
+    known = frozenset(f.name for f in schema.fields)
     new: dict[str, None] = {}
     for index, record in enumerate(records):
         try:
-            row = conform_one(record, schema, timestamps)
+            row = _conform_one(record, plan, known, timestamps)
         except CastError as exc:
             out.dead.append((index, str(exc)))
             continue
         out.rows.append(row)
         out.kept.append(index)
-        new.update(dict.fromkeys(name for name in row if name not in known))
+        if len(row) > len(plan):
+            new.update(dict.fromkeys(name for name in row if name not in known))
     out.new_fields = list(new)
     return out
 
@@ -247,8 +299,9 @@ def arrow_table(conformed: Conformed, schema: Schema, timestamps: TimestampForma
     arrow = schema_to_pyarrow(schema, include_field_ids=False)
     arrays: list[pa.Array] = []
     names: list[str] = []
-    for column in arrow:
-        arrays.append(pa.array([row.get(column.name) for row in rows], type=column.type))
+    for column in arrow:   # every row has every table column (conform)
+        name = column.name
+        arrays.append(pa.array([row[name] for row in rows], type=column.type))
         names.append(column.name)
     stamped = [n for n in conformed.new_fields if n in timestamps]
     for name in stamped:
@@ -295,6 +348,36 @@ def spec_shape(spec: PartitionSpec, schema: Schema) -> list[tuple[str, str, str]
     return out
 
 
+def _memoized(transform: Transform[Any, Any], func: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """pyiceberg's transform, called once per distinct input: per value for identity and bucket,
+    per UTC date (day) or UTC hour (hour) of a timestamp, whose result depends on nothing else.
+    A chunk has few distinct partitions, and the transforms cost microseconds each."""
+    memo: dict[Any, Any] = {}
+    if isinstance(transform, DayTransform | HourTransform):
+        by_hour = isinstance(transform, HourTransform)
+
+        def when(value: Any) -> Any:
+            if not isinstance(value, dt.datetime):
+                return func(value)
+            utc = value if value.tzinfo is None else value.astimezone(dt.UTC)
+            key = (utc.year, utc.month, utc.day, utc.hour if by_hour else 0)
+            found = memo.get(key)
+            if found is None:
+                found = memo[key] = func(value)
+            return found
+        return when
+
+    def each(value: Any) -> Any:
+        try:
+            return memo[value]
+        except KeyError:
+            found = memo[value] = func(value)
+            return found
+        except TypeError:   # unhashable (not a partition source type): as it is
+            return func(value)
+    return each
+
+
 def json_value(value: Any) -> Any:
     """A partition value as the report's JSON holds it: Iceberg's internal representation
     (dates as days, timestamps as microseconds since the epoch)."""
@@ -322,7 +405,8 @@ def partitions(rows: Sequence[Mapping[str, Any]], schema: Schema,
     funcs: list[tuple[str, str, Callable[[Any], Any]]] = []
     for part in spec.fields:
         source = schema.find_field(part.source_id)
-        funcs.append((source.name, part.name, part.transform.transform(source.field_type)))
+        funcs.append((source.name, part.name,
+                      _memoized(part.transform, part.transform.transform(source.field_type))))
     groups: dict[tuple[Any, ...], list[int]] = {}
     for index, row in enumerate(rows):
         key = tuple(func(row.get(source)) for source, _, func in funcs)
