@@ -32,6 +32,7 @@ from master.api.ports import TableView
 from master.iceberg import rounds
 from master.iceberg.committer import RoundResult, TableCommitter
 from master.reconcile import Leadership
+from master.records import TaskRecord
 from master.settings import MasterSettings
 from tasks.errors import ConfigError
 from tasks.iceberg.spec import IcebergSink
@@ -65,6 +66,7 @@ class IcebergCommits:
         self._current = current
         self._loops: dict[str, asyncio.Task[None]] = {}
         self._status: dict[str, _Status] = {}
+        self._task_ids: dict[str, list[str]] = {}
         # Rounds run in threads of their own: a catalog or warehouse that hangs must not take
         # the default executor's few threads, which the term's ZooKeeper writes need.
         self._pool = ThreadPoolExecutor(max_workers=ROUND_THREADS,
@@ -201,9 +203,8 @@ class IcebergCommits:
             oldest_pending_age_s=age, consecutive_errors=errors, last_error=last_error,
             bad_reports=status.bad_reports, blocked=dict(last.blocked), stalled_reason=reason,
             checked_unix=status.checked_unix)
-        for rec in state.tasks.values():
-            if rec.job == job_id:
-                rec.table_stalled = last.blocked.get(f"{rec.topic}/{rec.partition}") or reason
+        for rec in self._tasks_of(job_id):
+            rec.table_stalled = last.blocked.get(f"{rec.topic}/{rec.partition}") or reason
         labels = {"job": job_id}
         metrics.ICEBERG_LAST_COMMIT.labels(**labels).set(last.last_commit_unix or 0.0)
         metrics.ICEBERG_PENDING_RECORDS.labels(**labels).set(last.pending.records)
@@ -213,15 +214,26 @@ class IcebergCommits:
         metrics.ICEBERG_STALLED.labels(**labels).set(1 if reason else 0)
         metrics.ICEBERG_BLOCKED.labels(**labels).set(len(last.blocked))
 
+    def _tasks_of(self, job_id: str) -> list[TaskRecord]:
+        """The job's task records; its ids are looked up again only when its task count
+        changed (a scan of every task per job per second would not do at 100k tasks)."""
+        state = self.lead.state
+        if state is None:
+            return []
+        ids = self._task_ids.get(job_id)
+        if ids is None or len(ids) != state.job_tasks.get(job_id, 0):
+            ids = self._task_ids[job_id] = state.tasks_of(job_id)
+        return [rec for rec in (state.tasks.get(t) for t in ids) if rec is not None]
+
     def _forget(self, job_id: str) -> None:
         """The job is gone or this term ended: no view, no gauges of it from this master."""
         self._status.pop(job_id, None)
         state = self.lead.state
         if state is not None:
             state.tables.pop(job_id, None)
-            for rec in state.tasks.values():
-                if rec.job == job_id:
-                    rec.table_stalled = ""
+            for rec in self._tasks_of(job_id):
+                rec.table_stalled = ""
+        self._task_ids.pop(job_id, None)
         for gauge in (metrics.ICEBERG_LAST_COMMIT, metrics.ICEBERG_PENDING_RECORDS,
                       metrics.ICEBERG_PENDING_FILES, metrics.ICEBERG_PENDING_REPORTS,
                       metrics.ICEBERG_OLDEST_PENDING, metrics.ICEBERG_STALLED,
