@@ -317,6 +317,34 @@ def arrow_table(conformed: Conformed, schema: Schema, timestamps: TimestampForma
     return pa.Table.from_arrays(arrays, names=names)
 
 
+def writable_table(conformed: Conformed, schema: Schema,
+                   timestamps: TimestampFormats) -> pa.Table:
+    """`arrow_table`, and should pyarrow refuse a value the casts let through, the rows it
+    refuses moved to `conformed.dead` (found row by row: rare, so it may be slow) rather than
+    failing the chunk again and again."""
+    import pyarrow as pa
+
+    refused = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError,
+               ValueError, TypeError)
+    try:
+        return arrow_table(conformed, schema, timestamps)
+    except refused:
+        pass
+    keep: list[int] = []
+    for i, row in enumerate(conformed.rows):
+        try:
+            arrow_table(Conformed([row], [conformed.kept[i]], [], conformed.new_fields), schema,
+                        timestamps)
+            keep.append(i)
+        except refused as exc:
+            conformed.dead.append((conformed.kept[i],
+                                   f"cannot be written in the table's columns: {exc}"))
+    conformed.dead.sort()
+    conformed.rows = [conformed.rows[i] for i in keep]
+    conformed.kept = [conformed.kept[i] for i in keep]
+    return arrow_table(conformed, schema, timestamps)
+
+
 # -- partitions ---------------------------------------------------------------------------
 
 def transform_of(part: PartitionField) -> Transform[Any, Any]:

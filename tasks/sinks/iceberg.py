@@ -49,7 +49,7 @@ from tasks.iceberg.layout import (
     parse_report_name,
     report_key,
 )
-from tasks.iceberg.records import arrow_table, conform, partitions
+from tasks.iceberg.records import arrow_table, conform, partitions, writable_table
 from tasks.iceberg.spec import IcebergSink
 from tasks.iceberg.tables import TableHandle, table_offsets
 from tasks.iceberg.warehouse import Warehouse, open_warehouse
@@ -192,12 +192,12 @@ class IcebergSinkWriter:
         store = self._store(table)
         schema = table.schema()
         conformed = conform(records, schema, self.spec.timestamp_fields)
+        whole = writable_table(conformed, schema, self.spec.timestamp_fields)
         dead = [DeadRecord(rows.offsets[i], rows.timestamps[i], _raw(rows.values[i]),
                            f"iceberg: {reason}") for i, reason in conformed.dead]
         self._claim(store, chunk)
         files: list[DataFileReport] = []
         if conformed.rows:
-            whole = arrow_table(conformed, schema, self.spec.timestamp_fields)
             for part in partitions(conformed.rows, schema, table.spec()):
                 key = data_key(part.path, self.topic, self.partition, chunk.start_offset)
                 data = parquet_bytes(whole.take(part.rows), self.fmt.compression,

@@ -192,3 +192,16 @@ def test_json_values_are_icebergs_internal_representation() -> None:
     assert json_value(dt.date(1970, 1, 11)) == 10
     assert json_value(dt.datetime(1970, 1, 1, 0, 0, 1, 5, tzinfo=UTC)) == 1_000_005
     assert json_value("x") == "x"
+
+
+def test_rows_pyarrow_refuses_become_dead_letters_not_a_failed_chunk() -> None:
+    from tasks.iceberg.records import Conformed, writable_table
+    schema = Schema(NestedField(1, "id", LongType()))
+    # As if a cast had let "x" through: pyarrow refuses it for an int64 column.
+    conformed = Conformed(rows=[{"id": 1}, {"id": "x"}, {"id": 3}], kept=[0, 2, 5],
+                          dead=[(1, "earlier")])
+    table = writable_table(conformed, schema, {})
+    assert table.column("id").to_pylist() == [1, 3]
+    assert conformed.kept == [0, 5]
+    assert [i for i, _ in conformed.dead] == [1, 2]
+    assert "cannot be written in the table's columns" in conformed.dead[1][1]
