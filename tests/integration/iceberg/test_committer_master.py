@@ -40,9 +40,9 @@ async def test_leader_commits_and_shows_the_table(
         "partition_by": [{"field": "kp"}], "commit_interval": "0.3s"}})
     await m1.control.create_job(job)
     await until(lambda: {t.state for t in m1.control.list_tasks(TaskFilter(job="ice"))}
-                == {"running"}, 30, "the job's tasks running")
+                == {"running"}, 90, "the job's tasks running")
     # No table yet: the block says so.
-    await until(lambda: m1.control.get_job("ice").table is not None, 10, "a table block")
+    await until(lambda: m1.control.get_job("ice").table is not None, 60, "a table block")
     assert m1.control.get_job("ice").table.exists is False   # type: ignore[union-attr]
 
     table = make_table(file_catalog)
@@ -54,7 +54,7 @@ async def test_leader_commits_and_shows_the_table(
         view = m1.control.get_job("ice").table
         return view is not None and view.committed_total == 10 * PARTITIONS
 
-    await until(committed, 30, "the leader's commit")
+    await until(committed, 90, "the leader's commit")
     view = m1.control.get_job("ice").table
     assert view is not None and view.last_commit_unix is not None
     assert view.pending_reports == 0 and view.consecutive_errors == 0
@@ -66,14 +66,14 @@ async def test_leader_commits_and_shows_the_table(
     chunk(store, 1, 10, 11, rows=bad, topic=topic)
     chunk(store, 2, 10, 20, topic=topic)
     stalled = await until(lambda: [t for t in m1.control.list_tasks(TaskFilter(state="stalled"))
-                                   if t.job == "ice"], 30, "a stalled task")
+                                   if t.job == "ice"], 90, "a stalled task")
     assert [t.id for t in stalled] == [task_id("ice", topic, 1)]
     task = m1.control.get_task(stalled[0].id)
     assert "cannot be committed" in task.stalled_reason and "long -> string" in \
         task.stalled_reason, task.stalled_reason
     assert task.table is not None and list(task.table.blocked) == [f"{topic}/1"]
     await until(lambda: (m1.control.get_job("ice").table or view).committed_total
-                == 10 * PARTITIONS + 10, 30, "partition 2's chunk committed")
+                == 10 * PARTITIONS + 10, 90, "partition 2's chunk committed")
     blocked = REGISTRY.get_sample_value("exportd_iceberg_blocked_partitions", {"job": "ice"})
     assert blocked == 1.0
     assert REGISTRY.get_sample_value("exportd_iceberg_last_commit_timestamp_seconds",
