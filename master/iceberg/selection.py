@@ -11,8 +11,9 @@ snapshots it expires, which data files and claims are orphans. No I/O, no clock:
 - `expirable`: snapshots older than the retention's age, never the current one, a protected
   one (branch and tag heads, the newest exportd snapshot) or one of the `keep_last` newest;
   oldest first, at most `limit`.
-- `orphan_files`: a file below `data/` that no live snapshot's manifests name (any entry, a
-  deleted one included: a file an older retained snapshot still reads is not an orphan), that
+- `orphan_files`: a file below `data/` that no live snapshot reads (the caller passes the
+  live entries of every retained snapshot's manifests: a file an older, not yet expired
+  snapshot still reads is not an orphan, though the current one deleted it), that
   no pending report names (nor any report that exists: a chunk reported since the committer
   listed), and that is older than the grace by its storage modification time.
 - `stale_claims`: a claim older than the grace whose report does not exist (its owner was
@@ -103,13 +104,15 @@ def pick_compactions(files: Iterable[FileFacts], *, spec_id: int, min_files: int
 class SnapshotAge:
     snapshot_id: int
     timestamp_ms: int
+    sequence: int = 0    # the commit order (timestamps of quick commits can tie or step back)
 
 
 def expirable(snapshots: Iterable[SnapshotAge], *, current: int | None,
               protected: Collection[int], now: float, max_age_s: float, keep_last: int,
               limit: int) -> list[int]:
     """Snapshot ids to expire this round, oldest first, at most `limit`."""
-    ordered = sorted(snapshots, key=lambda s: (s.timestamp_ms, s.snapshot_id), reverse=True)
+    ordered = sorted(snapshots, key=lambda s: (s.sequence, s.timestamp_ms, s.snapshot_id),
+                     reverse=True)
     keep = {s.snapshot_id for s in ordered[:keep_last]} | set(protected)
     if current is not None:
         keep.add(current)

@@ -101,6 +101,13 @@ def test_expiry_never_takes_the_current_or_a_protected_snapshot() -> None:
                      limit=100) == [3]
 
 
+def test_keep_last_follows_the_commit_order_not_the_clock() -> None:
+    # three commits within one millisecond, the clock stepped back for the last one
+    history = [SnapshotAge(30, 1000, 1), SnapshotAge(10, 1000, 2), SnapshotAge(20, 999, 3)]
+    assert expirable(history, current=20, protected=(), now=NOW, max_age_s=0, keep_last=2,
+                     limit=100) == [30]
+
+
 def test_expiry_is_bounded_oldest_first() -> None:
     history = snaps([float(10_000 - i) for i in range(50)])
     assert expirable(history, current=50, protected=(), now=NOW, max_age_s=3600, keep_last=1,
