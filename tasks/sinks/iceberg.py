@@ -225,4 +225,6 @@ class IcebergSinkWriter:
         return await asyncio.to_thread(self.cpu.run, self._write, chunk)
 
     async def close(self) -> None:
-        return None
+        client = getattr(self._warehouse, "client", None)   # an S3 warehouse's boto3 client
+        if client is not None:
+            await asyncio.to_thread(client.close)
