@@ -171,11 +171,18 @@ def wants_objects(fmt: Format) -> bool:
 
 
 def encoded_size(item: Encoded) -> int:
-    """Bytes a record counts for in rotation: its line with the newline, or a Parquet row's
-    JSON size."""
+    """Bytes a record counts for in rotation: its line with the newline, or the UTF-8 size of
+    a row's compact JSON (Parquet, Avro, Iceberg rows). orjson sizes it (~10x the stdlib's
+    speed, which was a sixth of an Iceberg task's CPU); what orjson refuses (dates, huge ints,
+    non-str keys) is sized by the stdlib with `str` for the rest. A record always takes the same
+    path, so cut points still depend only on the data."""
     if isinstance(item, bytes):
         return len(item) + 1
-    return len(json.dumps(item, separators=(",", ":"), ensure_ascii=False, default=str)) + 1
+    try:
+        return len(orjson.dumps(item, option=_ORJSON_OPTIONS)) + 1
+    except Exception:  # orjson.JSONEncodeError (a TypeError): the stdlib sizes it
+        return len(json.dumps(item, separators=(",", ":"), ensure_ascii=False,
+                              default=str).encode("utf-8", "replace")) + 1
 
 
 def level_of(compression: str, level: int | None = None) -> int:
