@@ -149,7 +149,13 @@ class TableHandle:
         catalog = self.catalog()
         fence.check("iceberg create table")
         try:
-            catalog.create_namespace_if_not_exists(self.spec.namespace)
+            try:
+                catalog.create_namespace_if_not_exists(self.spec.namespace)
+            except Exception:
+                # Another task created it between the SQL catalog's check and its insert (it
+                # raises the database's IntegrityError, not NamespaceAlreadyExistsError).
+                if not catalog.namespace_exists(self.spec.namespace):
+                    raise
             table = catalog.create_table_if_not_exists(self.spec.identifier, schema=schema,
                                                        partition_spec=partitions)
         except Exception as exc:
