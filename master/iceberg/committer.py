@@ -23,7 +23,8 @@ A round, in this order:
    conflicted — the chunks another leader just committed, twice);
 8. delete the reports the table covers (the ones just appended included) and their claims,
    at most MAX_DELETES_PER_ROUND keys;
-9. (the maintenance module, once it lands: see `_maintain`).
+9. the maintenance round (master/iceberg/maintenance.py: compaction, expiry, orphans), once,
+   under the same fence, its snapshots carrying the table's offsets.
 
 What matters lives in the table (offsets, epoch); this object's memory (parsed reports, footers,
 the catalog) is a cache a new leader rebuilds.
@@ -89,6 +90,7 @@ class RoundResult:
     error: str = ""          # the round failed (catalog, storage, conflicts)
     bad_reports: int = 0     # reports found this round that do not parse
     deleted: int = 0
+    maintenance_errors: tuple[str, ...] = ()   # parts of maintenance that failed (logged)
 
 
 @dataclass
@@ -263,7 +265,9 @@ class TableCommitter:
                          files=result.committed_files, records=result.committed_records,
                          snapshot=result.snapshot_id, epoch=self.epoch)
             result.deleted = self._clean(store, (*plan.covered, *committed))
-            self._maintain(table, store, plan, result, term_check)
+            after = self._facts(table)
+            self._maintain(table, store, after.offsets if after.exportd_snapshot_id else None,
+                           result, term_check)
         except (ExportdError, OSError, ValueError, RuntimeError) as exc:
             result.error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
             log.warning("iceberg_round_failed", job=self.job_id, error=result.error)
@@ -406,11 +410,25 @@ class TableCommitter:
                 self._footers.pop(f.path, None)
         return len(keys)
 
-    def _maintain(self, table: Table, store: Warehouse, plan: chain.ChainPlan,
+    def _maintain(self, table: Table, store: Warehouse, offsets: Offsets | None,
                   result: RoundResult, term_check: TermCheck) -> None:
         """Compaction, snapshot expiry and orphan clean-up (master/iceberg/maintenance.py),
-        once per round, after the append, under the same fence. Not called until that module
-        lands; its call will be:
-        maintenance.run_round(table, store, self.sink, props, result.pending_data_uris, check)
-        """
-        del table, store, plan, result, term_check
+        once per round, after the append, under the same fence; its snapshots carry the
+        table's offsets. Not before exportd's first commit (`offsets` None)."""
+        from master.iceberg import maintenance
+        if offsets is None:
+            return
+
+        def check() -> None:
+            refusal = term_check()
+            if refusal:
+                raise Refused(refusal)
+
+        props = summary_properties(offsets, epoch=self.epoch, job=self.job_id)
+        try:
+            report = maintenance.run_round(table, store, self.sink, props,
+                                           result.pending_data_uris, check)
+        except Refused as exc:
+            result.refused = str(exc)
+            return
+        result.maintenance_errors = report.errors

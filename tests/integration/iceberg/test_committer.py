@@ -290,3 +290,20 @@ def test_commit_a_deposed_leaders_in_flight_commit_conflicts_and_is_not_retried(
     assert sorted(_ids(table)) == list(range(20))
     assert len(_exportd_snapshots(table)) == 1
     assert epoch_from_summary(_summary(table)) == 2
+
+
+def test_commit_round_runs_maintenance_after_its_append(file_catalog: CatalogSettings) -> None:
+    """With compaction on, the round's maintenance compacts a partition's small files in a
+    snapshot that carries the offsets; a reader sees the same rows."""
+    table = make_table(file_catalog)
+    store = open_warehouse(table.location(), file_catalog)
+    sink = _sink(compaction={"enabled": True, "min_files": 2})
+    committer = TableCommitter("job", sink, file_catalog, epoch=1)
+    for start in range(0, 40, 10):
+        chunk(store, 0, start, start + 10)
+    result = _ok(committer.round(_allow))
+    assert result.committed_reports == 4 and result.maintenance_errors == ()
+    table = open_catalog("test", file_catalog).load_table(("ns", "t"))
+    assert table.inspect.files().num_rows < 4
+    assert sorted(_ids(table)) == list(range(40))
+    assert offsets_from_summary(_summary(table)) == {(TOPIC, 0): 40}
