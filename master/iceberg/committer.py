@@ -370,7 +370,10 @@ class TableCommitter:
                                              stats_plan, columns,
                                              data_file_statistics_from_parquet_metadata))
         props = summary_properties(prepared.plan.offsets, epoch=self.epoch, job=self.job_id)
-        with tx.update_snapshot(snapshot_properties=props).fast_append() as append:
+        # merge_append: with the table's `commit.manifest-merge.enabled` (set on the tables
+        # exportd creates) manifests are merged once 100 pile up, so a table committed every
+        # 10 s does not grow a manifest per commit for ever; without it, a fast append.
+        with tx.update_snapshot(snapshot_properties=props).merge_append() as append:
             for data_file in files:
                 append.append_data_file(data_file)
         refusal = term_check()

@@ -98,6 +98,11 @@ def creation_schema(arrow: pa.Schema, spec: IcebergSink) -> pa.Schema:
     return pa.schema(fields)
 
 
+# The leader commits every commit_interval: merge manifests (at 100, pyiceberg's default) so
+# their number stays bounded (master/iceberg/committer.py appends with merge_append).
+TABLE_PROPERTIES = {"commit.manifest-merge.enabled": "true"}
+
+
 class TableHandle:
     """One job's table, as a task sees it."""
 
@@ -157,7 +162,8 @@ class TableHandle:
                 if not catalog.namespace_exists(self.spec.namespace):
                     raise
             table = catalog.create_table_if_not_exists(self.spec.identifier, schema=schema,
-                                                       partition_spec=partitions)
+                                                       partition_spec=partitions,
+                                                       properties=TABLE_PROPERTIES)
         except Exception as exc:
             raise _error(f"cannot create iceberg table {self.name}", exc) from exc
         log.info("iceberg_table_ready", table=self.name, location=table.location())

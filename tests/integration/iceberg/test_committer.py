@@ -307,3 +307,24 @@ def test_commit_round_runs_maintenance_after_its_append(file_catalog: CatalogSet
     assert table.inspect.files().num_rows < 4
     assert sorted(_ids(table)) == list(range(40))
     assert offsets_from_summary(_summary(table)) == {(TOPIC, 0): 40}
+
+
+def test_commit_manifests_stay_bounded_over_many_rounds(file_catalog: CatalogSettings) -> None:
+    """A table committed every interval does not grow a manifest per commit for ever: with
+    the property exportd sets on its tables, manifests merge once 100 pile up."""
+    from tasks.iceberg.tables import TABLE_PROPERTIES
+
+    table = make_table(file_catalog)
+    with table.transaction() as tx:
+        tx.set_properties(TABLE_PROPERTIES)
+    store = open_warehouse(table.location(), file_catalog)
+    committer = TableCommitter("job", _sink(), file_catalog, epoch=1)
+    rounds = 110
+    for rnd in range(rounds):
+        chunk(store, 0, rnd * 10, rnd * 10 + 10)
+        assert _ok(committer.round(_allow)).committed_reports == 1
+    table = open_catalog("test", file_catalog).load_table(("ns", "t"))
+    snapshot = table.current_snapshot()
+    assert snapshot is not None
+    assert len(snapshot.manifests(table.io)) < 100
+    assert sorted(_ids(table)) == list(range(rounds * 10))
