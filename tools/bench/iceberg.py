@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,9 +28,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tools.bench.pipeline import PARTITIONS, PHASE_TIMEOUT, _run_tasks, machine, usage
+from tools.bench.pipeline import PARTITIONS, _run_tasks, machine, print_result, run_phase
 from tools.bench.pipeline import fill as fill_topic
 
+MODULE = "tools.bench.iceberg"
 TRANSFORM = {"parse": {"format": "json"}}
 
 
@@ -104,13 +103,6 @@ def commit_once(settings: Any, sink: dict[str, Any]) -> int:
     return result.committed_records
 
 
-def run_phase(argv: list[str]) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", "tools.bench.iceberg", *argv], check=False,
-                         capture_output=True, text=True, timeout=PHASE_TIMEOUT + 120)
-    if out.returncode != 0:
-        raise RuntimeError(f"phase {argv} failed ({out.returncode}): {out.stderr[-3000:]}")
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
-
 
 def report(results: dict[str, list[dict[str, Any]]], n: int, avg: float) -> str:
     def median(phase: str, key: str) -> float:
@@ -152,10 +144,7 @@ def main() -> None:
         run = phase_ndjson if args.phase == "n" else phase_iceberg
         res = run(args.kafka, args.topic, args.records, Path(args.workdir), args.s3,
                     args.workers)
-        used = usage()
-        if "tree_peak_rss_mb" in res:
-            used["peak_rss_mb"] = res.pop("tree_peak_rss_mb")
-        print(json.dumps({**res, **used}))
+        print_result(res)
         return
 
     from tools.infra import start_infra
@@ -173,7 +162,8 @@ def main() -> None:
             for phase in results:
                 workdir = Path(tmp) / f"{phase}{round_}"
                 workdir.mkdir()
-                res = run_phase([*common, "--phase", phase, "--workdir", str(workdir)])
+                res = run_phase([*common, "--phase", phase, "--workdir", str(workdir)],
+                                module=MODULE)
                 if res["records"] != args.records:
                     raise SystemExit(f"phase {phase} read {res['records']} records")
                 if phase == "i" and res["table_rows"] != args.records:

@@ -283,14 +283,24 @@ def phase_transform(bootstrap: str, topic: str, n: int, workdir: Path, s3: str,
     return result
 
 
-def run_phase(argv: list[str], tree: str | None = None) -> dict[str, Any]:
-    """Run one phase in a child process (from another checkout's code with `tree`: `-m` puts
-    the working directory first on the path); it prints its result as one JSON line."""
-    out = subprocess.run([sys.executable, "-m", "tools.bench.pipeline", *argv], check=False,
+def run_phase(argv: list[str], tree: str | None = None,
+              module: str = "tools.bench.pipeline") -> dict[str, Any]:
+    """Run one phase of a benchmark `module` in a child process (from another checkout's code
+    with `tree`: `-m` puts the working directory first on the path); it prints its result as
+    one JSON line (`print_result`)."""
+    out = subprocess.run([sys.executable, "-m", module, *argv], check=False,
                          capture_output=True, text=True, timeout=PHASE_TIMEOUT + 120, cwd=tree)
     if out.returncode != 0:
         raise RuntimeError(f"phase {argv} failed ({out.returncode}): {out.stderr[-3000:]}")
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def print_result(res: dict[str, Any]) -> None:
+    """A phase's result with this process's usage, as the one JSON line `run_phase` reads."""
+    used = usage()
+    if "tree_peak_rss_mb" in res:
+        used["peak_rss_mb"] = res.pop("tree_peak_rss_mb")
+    print(json.dumps({**res, **used}))
 
 
 def machine() -> str:
@@ -398,10 +408,7 @@ def main() -> None:
         else:
             res = phase_transform(args.kafka, args.topic, args.records, workdir, args.s3,
                                   args.workers, args.gzip_level)
-        used = usage()
-        if "tree_peak_rss_mb" in res:
-            used["peak_rss_mb"] = res.pop("tree_peak_rss_mb")
-        print(json.dumps({**res, **used}))
+        print_result(res)
         return
 
     from tools.infra import start_infra

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,13 +31,15 @@ from typing import Any
 
 from tools.bench.pipeline import (
     PARTITIONS,
-    PHASE_TIMEOUT,
     _run_tasks,
     machine,
     phase_baseline,
-    usage,
+    print_result,
+    run_phase,
 )
 from tools.bench.pipeline import fill as fill_topic
+
+MODULE = "tools.bench.schemas"
 
 SCHEMA = json.dumps({"type": "record", "name": "Access", "namespace": "exportd.bench",
                      "fields": [{"name": "time", "type": "string"},
@@ -89,13 +90,6 @@ def phase_export(bootstrap: str, registry: str, topic: str, n: int, workdir: Pat
     return result
 
 
-def run_phase(argv: list[str]) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", "tools.bench.schemas", *argv], check=False,
-                         capture_output=True, text=True, timeout=PHASE_TIMEOUT + 120)
-    if out.returncode != 0:
-        raise RuntimeError(f"phase {argv} failed ({out.returncode}): {out.stderr[-3000:]}")
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
-
 
 def report(results: dict[str, list[dict[str, Any]]], n: int, avg: float) -> str:
     def median(phase: str, key: str) -> float:
@@ -137,10 +131,7 @@ def main() -> None:
             res = phase_export(args.kafka, args.registry, args.topic, args.records,
                                Path(args.workdir), args.s3, args.workers,
                                "parquet" if args.phase == "p" else "ndjson")
-        used = usage()
-        if "tree_peak_rss_mb" in res:
-            used["peak_rss_mb"] = res.pop("tree_peak_rss_mb")
-        print(json.dumps({**res, **used}))
+        print_result(res)
         return
 
     from tools.infra import start_infra
@@ -157,12 +148,13 @@ def main() -> None:
             common = ["--records", str(args.records), "--kafka", infra.kafka, "--s3", infra.s3,
                       "--registry", registry, "--topic", topic, "--workers", str(args.workers)]
             results: dict[str, list[dict[str, Any]]] = {"a": [], "p": [], "n": []}
-            run_phase([*common, "--phase", "a", "--workdir", tmp])   # warms the broker
+            run_phase([*common, "--phase", "a", "--workdir", tmp], module=MODULE)  # warms Kafka
             for round_ in range(1, args.rounds + 1):
                 for phase in results:
                     workdir = Path(tmp) / f"{phase}{round_}"
                     workdir.mkdir()
-                    res = run_phase([*common, "--phase", phase, "--workdir", str(workdir)])
+                    res = run_phase([*common, "--phase", phase, "--workdir", str(workdir)],
+                                    module=MODULE)
                     if phase != "a" and res["records"] != args.records:
                         raise SystemExit(f"phase {phase} read {res['records']} records")
                     results[phase].append(res)
