@@ -84,10 +84,14 @@ def task_cap(settings: ServerSettings, host: MemoryBudget | None) -> int | None:
     from tasks import budget
 
     total = host.total if host is not None else None
-    cap = budget.max_tasks(settings.max_tasks, total)
+    container = budget.container_limit(_read("/sys/fs/cgroup/memory.max"),
+                                       _read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+    processes = settings.capacity.worker_processes or psutil.cpu_count() or 1
+    cap = budget.max_tasks(settings.max_tasks, total, container=container, processes=processes)
     source = ("setting" if settings.max_tasks is not None
               else "memory_budget" if cap is not None else "none")
-    log.info("max_tasks", max_tasks=cap, source=source, memory_budget=total)
+    log.info("max_tasks", max_tasks=cap, source=source, memory_budget=total,
+             container_limit=container)
     return cap
 
 

@@ -134,12 +134,35 @@ def task_slots(total: int) -> int:
     return max(1, shares // TASK_FLOOR_BYTES)
 
 
-def max_tasks(configured: int | None, total: int | None) -> int | None:
+# What a task and a process cost outside the budget (docs/benchmarks/memory.md, 200
+# partitions): a task's consumer threads and librdkafka's and the clients' state, ~2.7-3.5 MB;
+# an interpreter with the pipeline's libraries, ~85 MB.
+TASK_OUTSIDE_BYTES = 3 * MiB
+PROCESS_BYTES = 85 * MiB
+
+
+def outside_slots(container: int, total: int, processes: int) -> int:
+    """How many tasks a container's memory limit holds besides the budget `total`: what the
+    limit leaves after the budget and the server's processes (its worker `processes` and the
+    main one), at TASK_OUTSIDE_BYTES a task; at least 1."""
+    left = container - total - (processes + 1) * PROCESS_BYTES
+    return max(1, left // TASK_OUTSIDE_BYTES)
+
+
+def max_tasks(configured: int | None, total: int | None, *, container: int | None = None,
+              processes: int = 1) -> int | None:
     """The server's task cap: `server.max_tasks` when set, else the slots of its memory budget
-    (`total`; None: no budget governs its tasks, e.g. a custom runner factory, and no cap)."""
+    (`total`; None: no budget governs its tasks, e.g. a custom runner factory, and no cap),
+    and, under a container memory limit, no more than what the limit holds beside the budget
+    (`outside_slots`): a task's threads and clients' state are not in the budget."""
     if configured is not None:
         return configured
-    return task_slots(total) if total is not None else None
+    if total is None:
+        return None
+    slots = task_slots(total)
+    if container is not None:
+        slots = min(slots, outside_slots(container, total, processes))
+    return slots
 
 
 def full(used: int, limit: int | None) -> bool:

@@ -42,3 +42,14 @@ def test_max_tasks_setting() -> None:
     assert ServerSettings(id="s", max_tasks=2).max_tasks == 2
     with pytest.raises(ValueError, match="greater than or equal to 1"):
         ServerSettings(id="s", max_tasks=0)
+
+
+def test_a_container_limit_bounds_the_cap_by_what_tasks_cost_outside_the_budget() -> None:
+    # 1 GiB pod, default budget (half: 512 MiB), 2 workers: 512 - 3 x 85 MiB left, 3 MiB a task.
+    assert budget.outside_slots(1024 * MiB, 512 * MiB, 2) == (512 - 255) // 3
+    assert budget.max_tasks(None, 512 * MiB, container=1024 * MiB, processes=2) == 85
+    # A large pod: the budget's slots are the smaller bound.
+    assert budget.max_tasks(None, 512 * MiB, container=8192 * MiB, processes=2) == 256
+    # A pod too small for its processes still takes one task; a setting wins.
+    assert budget.max_tasks(None, 64 * MiB, container=128 * MiB, processes=2) == 1
+    assert budget.max_tasks(9, 512 * MiB, container=1024 * MiB, processes=2) == 9
