@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import time
 from typing import Any
@@ -210,16 +211,25 @@ async def test_validating_a_large_yaml_body_leaves_the_event_loop_free(api: Api)
             last = now
 
     ticker = asyncio.create_task(tick())
+    # A collection of the whole suite's heap can pause every thread for ~0.2 s (seen once in
+    # `make test`): not what this test measures, so none runs during the request.
+    body = big_yaml_job()
+    gc.collect()
+    gc.disable()
     start = loop.time()
     try:
-        async with api.http.post(api.at("/api/v1/jobs"), data=big_yaml_job(),
+        async with api.http.post(api.at("/api/v1/jobs"), data=body,
                                  headers={**ADMIN, "Content-Type": "application/yaml"}) as r:
             assert r.status == 201, await r.text()
     finally:
         took = loop.time() - start
+        gc.enable()
         done.set()
         await ticker
-    assert max(gaps) < took / 3, (max(gaps), took)
+    # On the loop, the loop stalled for the whole parse; off it, stalls (ticks 50 ms late or
+    # more: another thread of the process holding the GIL, a busy machine) are a small part.
+    stalled = sum(gap for gap in gaps if gap > 0.05)
+    assert stalled < took / 2, (stalled, max(gaps), took)
 
 
 # --- half-sent requests -----------------------------------------------------------------------
