@@ -50,6 +50,7 @@ from tasks.iceberg.layout import (
     summary_properties,
 )
 from tasks.iceberg.spec import IcebergSink
+from tasks.iceberg.tables import without_retries
 from tasks.iceberg.warehouse import Warehouse, open_warehouse
 from tasks.logs import get_logger
 
@@ -104,19 +105,6 @@ class _Prepared:
 
 def _tp(report: ChunkReport) -> str:
     return f"{report.topic}/{report.partition}"
-
-
-def _without_retries(table: Table) -> Table:
-    """The table with pyiceberg's automatic commit retries off (in memory; the catalog keeps
-    its own properties). A retry after a conflict would re-parent our append, with the offsets
-    planned on the OLD snapshot, onto the new one: the chunks another leader just committed
-    would be appended twice. A conflict must end the attempt; the round plans again."""
-    from pyiceberg.table import Table as _Table
-    from pyiceberg.table import TableProperties
-    props = {**table.metadata.properties, TableProperties.COMMIT_NUM_RETRIES: "0"}
-    meta = table.metadata.model_copy(update={"properties": props})
-    return _Table(table.name(), meta, table.metadata_location, table.io, table.catalog,
-                  table.config)
 
 
 def _new_fields_optional(arrow: Any, schema: Schema) -> Any:
@@ -351,7 +339,7 @@ class TableCommitter:
             parquet_path_to_id_mapping,
         )
         from pyiceberg.table import TableProperties
-        tx = _without_retries(table).transaction()
+        tx = without_retries(table).transaction()
         if prepared.schema is not None:
             with tx.update_schema() as update:
                 update.union_by_name(prepared.schema)

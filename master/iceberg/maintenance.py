@@ -45,6 +45,7 @@ from master.iceberg import selection
 from master.iceberg.selection import CompactionPick, FileFacts, SnapshotAge
 from tasks.iceberg.layout import CLAIMS_DIR, DATA_DIR, EPOCH_PROPERTY, REPORTS_DIR
 from tasks.iceberg.spec import IcebergSink
+from tasks.iceberg.tables import without_retries
 from tasks.iceberg.warehouse import Warehouse
 from tasks.logs import get_logger
 
@@ -136,17 +137,6 @@ def run_round(table: Table, warehouse: Warehouse, sink: IcebergSink,
 # -- commits ---------------------------------------------------------------------------------
 
 
-def _no_retry(table: Table) -> Table:
-    """The same table with pyiceberg's automatic commit retries off (in memory only: the
-    catalog applies our updates to its own metadata, whose properties stay as they are)."""
-    from pyiceberg.table import Table as _Table
-    from pyiceberg.table import TableProperties
-    props = {**table.metadata.properties, TableProperties.COMMIT_NUM_RETRIES: "0"}
-    meta = table.metadata.model_copy(update={"properties": props})
-    return _Table(table.name(), meta, table.metadata_location, table.io, table.catalog,
-                  table.config)
-
-
 def _conflicts() -> tuple[type[Exception], ...]:
     from pyiceberg.exceptions import CommitFailedException, ValidationException
     return (CommitFailedException, ValidationException)
@@ -232,7 +222,7 @@ def _compact(table: Table, warehouse: Warehouse, sink: IcebergSink, props: dict[
                     raise RuntimeError(f"{key} exists (a uuid collision?)")
                 written.append(key)
                 new.append(_data_file(table, warehouse.uri(key), data, pick.partition))
-        tx = _no_retry(table).transaction()
+        tx = without_retries(table).transaction()
         if tx.table_metadata.name_mapping() is None:
             # our files carry no field ids: readers find their columns by name
             from pyiceberg.table import TableProperties
@@ -411,7 +401,7 @@ def _expire(table: Table, sink: IcebergSink, fence: Callable[[], None], now: flo
                               limit=MAX_EXPIRE_PER_ROUND)
     if not ids:
         return table
-    tx = _no_retry(table).transaction()
+    tx = without_retries(table).transaction()
     ExpireSnapshots(tx).by_ids(ids).commit()
     # Planned on this head: a commit by anyone since then makes the catalog refuse ours.
     head = AssertRefSnapshotId.model_validate({"snapshot-id": meta.current_snapshot_id,

@@ -215,3 +215,17 @@ def table_offsets(table: Table) -> Offsets | None:
             return None
         snapshot = table.snapshot_by_id(snapshot.parent_snapshot_id)
     return None
+
+
+def without_retries(table: Table) -> Table:
+    """The table with pyiceberg's automatic commit retries off (in memory; the catalog keeps
+    its own properties), for the leader's commits (master/iceberg/). A retry after a conflict
+    would re-parent the commit, planned on the OLD snapshot (its offsets, its compaction), onto
+    the new one: chunks another leader just committed would be appended twice. A conflict must
+    end the attempt; the round plans again."""
+    from pyiceberg.table import Table as _Table
+    from pyiceberg.table import TableProperties
+    props = {**table.metadata.properties, TableProperties.COMMIT_NUM_RETRIES: "0"}
+    meta = table.metadata.model_copy(update={"properties": props})
+    return _Table(table.name(), meta, table.metadata_location, table.io, table.catalog,
+                  table.config)
