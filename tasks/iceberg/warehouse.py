@@ -28,13 +28,18 @@ import botocore.exceptions
 from tasks.errors import SinkError
 from tasks.fence import WorkerFence
 from tasks.iceberg.catalogs import CatalogSettings
-from tasks.sinks.s3 import conditional_writes, s3_client, sink_error
+from tasks.sinks.s3 import (
+    RACING_CODES,
+    TAKEN_CODES,
+    conditional_writes,
+    error_code,
+    s3_client,
+    sink_error,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-_TAKEN = frozenset({"PreconditionFailed", "412"})
-_RACING = frozenset({"ConditionalRequestConflict", "409"})
 _DELETE_BATCH = 1000   # S3 DeleteObjects takes at most 1,000 keys
 
 
@@ -90,10 +95,6 @@ def open_warehouse(location: str, settings: CatalogSettings) -> Warehouse:
                     retryable=False)
 
 
-def _code(exc: botocore.exceptions.ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 class S3Warehouse:
     def __init__(self, location: str, client: S3Client, bucket: str, prefix: str) -> None:
         self.location = location.rstrip("/")
@@ -126,10 +127,10 @@ class S3Warehouse:
                 self.client.put_object(Bucket=self.bucket, Key=full, Body=data)
             return True
         except botocore.exceptions.ClientError as exc:
-            code = _code(exc)
-            if code in _TAKEN:
+            code = error_code(exc)
+            if code in TAKEN_CODES:
                 return False
-            if code in _RACING:
+            if code in RACING_CODES:
                 raise SinkError(f"S3 {code}: another write of {full} is under way",
                                 key=full, retryable=True) from exc
             raise sink_error(exc, full) from exc
@@ -141,7 +142,7 @@ class S3Warehouse:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=full)["Body"].read()
         except botocore.exceptions.ClientError as exc:
-            if _code(exc) in ("NoSuchKey", "404"):
+            if error_code(exc) in ("NoSuchKey", "404"):
                 return None
             raise sink_error(exc, full) from exc
         except botocore.exceptions.BotoCoreError as exc:

@@ -57,8 +57,8 @@ _PERMANENT_CODES = frozenset({"EntityTooLarge", "InvalidArgument", "InvalidReque
                               "KeyTooLongError", "InvalidBucketName", "MalformedXML"})
 # A conditional write lost: the key exists (412), or another conditional write to it is under
 # way (409; S3 asks to retry, and the retry then finds the winner).
-_TAKEN_CODES = frozenset({"PreconditionFailed", "412"})
-_RACING_CODES = frozenset({"ConditionalRequestConflict", "409"})
+TAKEN_CODES = frozenset({"PreconditionFailed", "412"})
+RACING_CODES = frozenset({"ConditionalRequestConflict", "409"})
 
 log = get_logger(__name__)
 
@@ -81,7 +81,7 @@ def s3_client(*, endpoint_url: str | None, region: str | None, access_key: str |
                         config=config)
 
 
-def _code(exc: botocore.exceptions.ClientError) -> str:
+def error_code(exc: botocore.exceptions.ClientError) -> str:
     err: Any = exc.response.get("Error", {})
     return str(err.get("Code", ""))
 
@@ -101,7 +101,7 @@ def conditional_writes(client: S3Client, bucket: str, prefix: str) -> bool:
             client.put_object(Bucket=bucket, Key=key, Body=b"", IfNoneMatch="*")
             honoured = False
         except botocore.exceptions.ClientError as exc:
-            if _code(exc) not in _TAKEN_CODES | _RACING_CODES:
+            if error_code(exc) not in TAKEN_CODES | RACING_CODES:
                 raise
             honoured = True
         with contextlib.suppress(botocore.exceptions.BotoCoreError,
@@ -246,11 +246,11 @@ class S3SinkWriter:
             try:
                 self._upload(key, chunk, conditional=conditional)
             except botocore.exceptions.ClientError as exc:
-                code = _code(exc)
-                if code in _RACING_CODES:
+                code = error_code(exc)
+                if code in RACING_CODES:
                     raise SinkError(f"S3 {code}: another write of {key} is under way",
                                     key=key, retryable=True) from exc
-                if code not in _TAKEN_CODES:
+                if code not in TAKEN_CODES:
                     raise
                 end = self.winner_end(key)
                 if end is not None:
@@ -278,7 +278,7 @@ class S3SinkWriter:
                                        **self._extra(chunk.end_offset),
                                        **self._condition(conditional))
             except botocore.exceptions.ClientError as exc:
-                if _code(exc) not in _TAKEN_CODES:
+                if error_code(exc) not in TAKEN_CODES:
                     raise
                 conflict = claim_conflict(claim, chunk, self.winner_end(claim))
                 if conflict is not None:
@@ -289,7 +289,7 @@ class S3SinkWriter:
                 try:
                     self._send(key, _opener(data), len(data), chunk.end_offset, conditional)
                 except botocore.exceptions.ClientError as exc:
-                    if _code(exc) not in _TAKEN_CODES:
+                    if error_code(exc) not in TAKEN_CODES:
                         raise
                     # The same chunk's object, written by an earlier try or owner: the same
                     # records in the same bytes.
