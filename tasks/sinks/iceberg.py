@@ -35,9 +35,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from tasks.batching import Chunk
-from tasks.errors import SinkError
+from tasks.errors import RecordError, SinkError
 from tasks.fence import WorkerFence
-from tasks.formats import level_of
+from tasks.formats import encode_ndjson, level_of
 from tasks.iceberg.catalogs import CatalogSettings
 from tasks.iceberg.chain import resume_offset
 from tasks.iceberg.layout import (
@@ -86,12 +86,11 @@ def claim_end(body: bytes | None) -> int | None:
 
 
 def _raw(item: Any) -> bytes:
-    if isinstance(item, bytes):
-        return item
+    """A dead record's bytes: its line as the file sinks write it (formats.encode_ndjson),
+    repr for what JSON cannot hold."""
     try:
-        return json.dumps(item, separators=(",", ":"), ensure_ascii=False,
-                          default=str).encode()
-    except (TypeError, ValueError):
+        return encode_ndjson(item)
+    except RecordError:
         return repr(item).encode()
 
 
