@@ -125,11 +125,11 @@ class PipelineRunner:
         self._tasks: list[asyncio.Task[None]] = []
         # The consumer's calls (consume, commit, close after the last consume) one at a time, in
         # order, on the process's shared source pool (tasks/lanes.py): no thread of its own.
-        self._source_thread = source_lane()
+        self._source_lane = source_lane()
         # Cutting and compressing (zlib-ng/zstd release the GIL) one batch at a time, off the
         # event loop that all tasks of the process share, on its shared push pool. Stopping waits
         # for the lane before freeing the open chunk.
-        self._push_thread = push_lane()
+        self._push_lane = push_lane()
         self._batcher: Batcher | None = None
         self._delivery: asyncio.Task[None] | None = None  # the chunk being delivered + committed
         self._resync: asyncio.Task[None] | None = None    # stages restarting at another offset
@@ -163,20 +163,20 @@ class PipelineRunner:
                                    rate_share_records_per_s=share.records_per_s or 0.0,
                                    rate_share_bytes_per_s=share.bytes_per_s or 0.0)
 
-    async def _in_source_thread(self, func: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._source_thread, func, *args)
+    async def _in_source_lane(self, func: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._source_lane, func, *args)
 
     async def start(self) -> None:
         self._state = TaskState.STARTING
         try:
-            start = kafka_start = await self._in_source_thread(self.source.open)
+            start = kafka_start = await self._in_source_lane(self.source.open)
             if isinstance(self.sink, Resumes):
                 # The destination knows where the export goes on (an Iceberg table's offset and
                 # the chunk reports after it), not Kafka: read from there.
                 start = await asyncio.to_thread(self.sink.cpu.run, self.sink.resume_offset,
                                                 kafka_start)
                 if start != kafka_start:
-                    await self._in_source_thread(self.source.seek, start)
+                    await self._in_source_lane(self.source.seek, start)
         except Exception as exc:
             self._fail(exc)
             await self._close()
@@ -207,7 +207,7 @@ class PipelineRunner:
             self.fence.check("offset commit")
             self.source.commit(offset)
         # In the source's thread: a commit waits for a running consume anyway (librdkafka).
-        await self._in_source_thread(commit)
+        await self._in_source_lane(commit)
 
     async def _restart_at(self, offset: int, cut_at: int | None = None) -> None:
         """Drop everything read since the last delivery and read on from `offset`, where
@@ -218,11 +218,11 @@ class PipelineRunner:
         self._cancelling = False
         self._cancel_inflight()
         self._delivery = None
-        if self._batcher is not None:  # after whatever the push thread is still adding to it
-            await asyncio.wrap_future(self._push_thread.submit(self._batcher.current.release))
+        if self._batcher is not None:  # after whatever the push lane is still adding to it
+            await asyncio.wrap_future(self._push_lane.submit(self._batcher.current.release))
         self._new_queues()
         self._unhold(every=True)
-        await self._in_source_thread(self.source.seek, offset)
+        await self._in_source_lane(self.source.seek, offset)
         self.meter.committed(offset, restart=True)
         self._start_stages(offset, cut_at)
 
@@ -280,10 +280,10 @@ class PipelineRunner:
             with contextlib.suppress(Exception):
                 await closer()
         with contextlib.suppress(Exception):
-            await self._in_source_thread(self.source.close)
-        self._source_thread.shutdown(wait=False)
-        # A cancelled push stage may have left a batch being added in the push thread.
-        await asyncio.to_thread(self._push_thread.shutdown, wait=True)
+            await self._in_source_lane(self.source.close)
+        self._source_lane.shutdown(wait=False)
+        # A cancelled push stage may have left a batch being added in the push lane.
+        await asyncio.to_thread(self._push_lane.shutdown, wait=True)
         self._unhold(every=True)
         if self._batcher is not None:
             self._batcher.current.release()
@@ -368,7 +368,7 @@ class PipelineRunner:
             if self._stopping.is_set():
                 break
             # Blocks a shared thread at most POLL_BUSY; an idle poll's interval is waited below.
-            polled = await self._in_source_thread(self.source.poll, allowance, POLL_BUSY)
+            polled = await self._in_source_lane(self.source.poll, allowance, POLL_BUSY)
             self._account(polled)
             self.meter.read(polled.next_offset, polled.high, bool(polled.rows),
                             polled.unreachable)
@@ -452,7 +452,7 @@ class PipelineRunner:
                                     out.in_bytes, out.cpu_seconds)
                 self.meter.filtered_total += out.dropped
                 await self._dead(out.dead, Stage.TRANSFORM)
-                closed, cpu = await asyncio.wrap_future(self._push_thread.submit(
+                closed, cpu = await asyncio.wrap_future(self._push_lane.submit(
                     _timed, batcher.add, out, polled.next_offset, time.monotonic()))
                 self.meter.cpu_total += cpu
                 del item, polled, out  # the batch is in the chunk now: do not hold it meanwhile
