@@ -282,3 +282,21 @@ def stalled_reason(*, errors: int, last_error: str, oldest_pending_age_s: float,
                 f"Iceberg table (limit {limit:.0f}s): its predecessor is missing or the leader "
                 "cannot commit")
     return ""
+
+
+def round_failure(*, error: str, refused: str, term_current: bool) -> str:
+    """What a round's result counts as a commit error ('' none). A refusal because this term
+    is ending is not the table's fault; one because the table records a newer epoch is
+    (another leader or cluster commits it)."""
+    return error or (refused if term_current else "")
+
+
+def failures_now(*, errors: int, last_error: str, round_started: float | None, now: float,
+                 commit_interval: float) -> tuple[int, str]:
+    """The table's failures as of `now`: a round running longer than
+    `stall_after(commit_interval)` counts as one (the catalog or the warehouse does not
+    answer), so a hung round turns the table stalled in time."""
+    if round_started is not None and now - round_started > stall_after(commit_interval):
+        return max(errors, 1), (f"a commit round has been running for {now - round_started:.0f}s"
+                                " (the catalog or the warehouse does not answer)")
+    return errors, last_error

@@ -165,9 +165,8 @@ class IcebergCommits:
         if result.committed_reports:
             metrics.ICEBERG_COMMITS.labels(job=job_id).inc()
             metrics.ICEBERG_COMMITTED_RECORDS.labels(job=job_id).inc(result.committed_records)
-        # A refusal because this term is ending is not the table's fault; one because the
-        # table records a newer epoch is (another leader or cluster commits it).
-        failed = result.error or (result.refused if self.term_check() is None else "")
+        failed = rounds.round_failure(error=result.error, refused=result.refused,
+                                      term_current=self.term_check() is None)
         if failed:
             status.errors += 1
             status.last_error = failed
@@ -185,12 +184,9 @@ class IcebergCommits:
             return
         sink, last = status.sink, status.last
         age = last.pending.age_s(now)
-        errors, last_error = status.errors, status.last_error
-        if status.round_started is not None and \
-                now - status.round_started > rounds.stall_after(sink.commit_interval):
-            errors = max(errors, 1)
-            last_error = (f"a commit round has been running for {now - status.round_started:.0f}s"
-                          " (the catalog or the warehouse does not answer)")
+        errors, last_error = rounds.failures_now(
+            errors=status.errors, last_error=status.last_error,
+            round_started=status.round_started, now=now, commit_interval=sink.commit_interval)
         reason = rounds.stalled_reason(errors=errors, last_error=last_error,
                                        oldest_pending_age_s=age,
                                        commit_interval=sink.commit_interval)

@@ -210,3 +210,17 @@ def test_exportctl_table_lines() -> None:
     explained = explain_task(task, now=1000.0)
     assert "  table dev:demo.logs" in explained
     assert all(len(line) <= WIDTH for line in explained.splitlines())
+
+
+def test_round_failure_and_a_hung_round_count_as_errors() -> None:
+    assert rounds.round_failure(error="boom", refused="", term_current=True) == "boom"
+    assert rounds.round_failure(error="", refused="newer epoch 7", term_current=True) == \
+        "newer epoch 7"
+    assert rounds.round_failure(error="", refused="term ended", term_current=False) == ""
+    assert rounds.failures_now(errors=0, last_error="", round_started=None, now=100.0,
+                               commit_interval=10.0) == (0, "")
+    errors, why = rounds.failures_now(errors=0, last_error="", round_started=0.0, now=100.0,
+                                      commit_interval=10.0)
+    assert errors == 1 and "running for 100s" in why
+    assert rounds.failures_now(errors=2, last_error="x", round_started=90.0, now=100.0,
+                               commit_interval=10.0) == (2, "x")
